@@ -1,0 +1,68 @@
+"""Calendly trigger bridge: the Azure Functions app (Python v2 programming model).
+
+Each function parses the request, calls shared/, and shapes the response; the whole
+HTTP surface of the product is this file.
+"""
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import api
+from shared.http import Headers, Request, Response
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+MANAGEMENT = func.AuthLevel.FUNCTION
+PUBLIC = func.AuthLevel.ANONYMOUS
+
+
+def _call(handler, req: func.HttpRequest) -> func.HttpResponse:
+    request = Request(method=req.method, url=req.url, headers=Headers(dict(req.headers)), params=dict(req.params),
+                      route_params=dict(req.route_params), body=req.get_body() or b"")
+    response: Response = handler(request)
+    return func.HttpResponse(body=response.body, status_code=response.status, headers=response.headers)
+
+
+@app.route(route="subscriptions", methods=["POST"], auth_level=MANAGEMENT)
+def subscribe(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.subscribe, req)
+
+
+@app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
+def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.list_subscriptions, req)
+
+
+@app.route(route="subscriptions", methods=["DELETE"], auth_level=MANAGEMENT)
+def unsubscribe_by_callback(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.unsubscribe_by_callback, req)
+
+
+@app.route(route="subscriptions/{id}", methods=["GET"], auth_level=MANAGEMENT)
+def get_subscription(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.get_subscription, req)
+
+
+@app.route(route="subscriptions/{id}", methods=["DELETE"], auth_level=MANAGEMENT)
+def unsubscribe(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.unsubscribe, req)
+
+
+@app.route(route="subscriptions/{id}/deliveries", methods=["GET"], auth_level=MANAGEMENT)
+def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.list_deliveries, req)
+
+
+@app.route(route="deliveries/{delivery_id}/replay", methods=["POST"], auth_level=MANAGEMENT)
+def replay_delivery(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.replay_delivery, req)
+
+
+@app.route(route="calendly/events/{id}", methods=["POST"], auth_level=PUBLIC)
+def calendly_event(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.calendly_event, req)
+
+
+@app.route(route="health", methods=["GET"], auth_level=PUBLIC)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.health, req)

@@ -1,0 +1,187 @@
+"""HTTP handlers of the bridge, framework-free: Request in, Response out.
+
+function_app.py (Azure Functions) and the local host both call these, so every route
+behaves the same everywhere. Errors become ``{"error": {"code", "message"}}``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from .errors import BridgeError, StoreUnavailable
+from .http import Request, Response
+from .settings import SettingsError
+
+log = logging.getLogger("shared.api")
+
+SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{32}$")
+DELIVERY_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{24}$")
+MAX_MANAGEMENT_BODY = 64 * 1024
+
+
+def handler(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """Turn every failure into a JSON error; never a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapped(req: Request) -> Response:
+        try:
+            return fn(req)
+        except BridgeError as exc:
+            return Response.json(exc.status, exc.body(), exc.headers)
+        except SettingsError as exc:
+            log.error("configuration error: %s", exc)
+            return Response.json(503, {"error": {"code": "configuration_error", "message": str(exc)}})
+        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer JSON
+            log.exception("unexpected error in %s", fn.__name__)
+            return Response.json(500, {"error": {"code": "internal_error", "message": "the bridge failed unexpectedly; see its logs"}})
+
+    return wrapped
+
+
+def _bridge():
+    from .bridge import get_bridge
+
+    return get_bridge()
+
+
+def _json_body(req: Request, required: bool = True) -> Any:
+    if len(req.body) > MAX_MANAGEMENT_BODY:
+        raise BridgeError(413, "payload_too_large", f"the body is larger than {MAX_MANAGEMENT_BODY} bytes")
+    if not req.body.strip():
+        if required:
+            raise BridgeError(400, "invalid_body", "the body must be a JSON object")
+        return None
+    try:
+        return json.loads(req.body)
+    except (ValueError, UnicodeDecodeError):
+        raise BridgeError(400, "invalid_body", "the body is not valid UTF-8 JSON") from None
+
+
+def _subscription_id(req: Request) -> str:
+    sub_id = req.route_params.get("id", "")
+    if not SUBSCRIPTION_ID.match(sub_id):
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    return sub_id
+
+
+def _limit(req: Request, default: int = 50) -> int:
+    raw = req.params.get("limit") or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BridgeError(400, "invalid_limit", "limit must be a whole number from 1 to 100")
+    return int(raw)
+
+
+# Subscriptions -----------------------------------------------------------------
+@handler
+def subscribe(req: Request) -> Response:
+    from .schemas import parse_subscribe
+
+    body = parse_subscribe(_json_body(req))
+    bridge = _bridge()
+    sub, created = bridge.subscriptions.subscribe(body)
+    location = bridge.subscriptions.location(sub.id)
+    return Response.json(201 if created else 200, sub.public(), {"Location": location})
+
+
+@handler
+def list_subscriptions(req: Request) -> Response:
+    bridge = _bridge()
+    cursor = req.params.get("cursor") or None
+    if cursor is not None and not SUBSCRIPTION_ID.match(cursor):
+        raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
+    limit = _limit(req)
+    subs, next_cursor = bridge.subscriptions.list(limit, cursor)
+    next_link = None
+    if next_cursor:
+        next_link = f"{bridge.settings.require_public_url()}/api/subscriptions?{urlencode({'limit': limit, 'cursor': next_cursor})}"
+    return Response.json(200, {"value": [s.public() for s in subs], "next_cursor": next_cursor, "nextLink": next_link})
+
+
+@handler
+def get_subscription(req: Request) -> Response:
+    sub = _bridge().subscriptions.get(_subscription_id(req))
+    if sub is None:
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    return Response.json(200, sub.public())
+
+
+@handler
+def unsubscribe(req: Request) -> Response:
+    sub_id = req.route_params.get("id", "")
+    if SUBSCRIPTION_ID.match(sub_id):
+        _bridge().subscriptions.unsubscribe(sub_id)
+    # An id that is gone (or never was) is deleted already: platforms retry deletes.
+    return Response.empty(204)
+
+
+@handler
+def unsubscribe_by_callback(req: Request) -> Response:
+    url = req.params.get("callbackUrl") or req.params.get("url")
+    if not url:
+        body = _json_body(req, required=False)
+        if isinstance(body, dict):
+            url = body.get("callbackUrl") or body.get("url") or body.get("notificationUrl")
+    if not isinstance(url, str) or not url.strip():
+        raise BridgeError(400, "missing_callback_url", "give the callback URL as ?callbackUrl=<url-encoded> or in a JSON body")
+    _bridge().subscriptions.unsubscribe_target(url)
+    return Response.empty(204)
+
+
+# Calendly's callback -----------------------------------------------------------
+@handler
+def calendly_event(req: Request) -> Response:
+    from .callbacks import receive
+
+    sub_id = req.route_params.get("id", "")
+    if not SUBSCRIPTION_ID.match(sub_id):
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    return receive(_bridge(), sub_id, req.headers, req.body)
+
+
+# Deliveries ------------------------------------------------------------------------
+@handler
+def list_deliveries(req: Request) -> Response:
+    bridge = _bridge()
+    sub_id = _subscription_id(req)
+    if bridge.subscriptions.get(sub_id) is None:
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    cursor = req.params.get("cursor") or None
+    if cursor is not None and not DELIVERY_ID.match(cursor):
+        raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
+    include = (req.params.get("include") or "").lower() == "payload"
+    items, next_cursor = bridge.store.list_deliveries(sub_id, _limit(req), cursor)
+    return Response.json(200, {"value": [d.public(include) for d in items], "next_cursor": next_cursor})
+
+
+@handler
+def replay_delivery(req: Request) -> Response:
+    delivery_id = req.route_params.get("delivery_id", "")
+    if not DELIVERY_ID.match(delivery_id):
+        raise BridgeError(404, "delivery_not_found", "no such delivery")
+    delivery = _bridge().deliveries.replay(delivery_id)
+    return Response.json(200 if delivery.status == "delivered" else 202, delivery.public())
+
+
+# Health ------------------------------------------------------------------------
+@handler
+def health(req: Request) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        bridge = _bridge()
+    except SettingsError as exc:
+        return Response.json(503, {"status": "unhealthy", "checks": {"settings": f"invalid: {exc.setting}"}})
+    checks["settings"] = "ok"
+    checks["public_url"] = "configured" if bridge.settings.public_url else "missing"
+    checks["calendly_pat"] = "configured" if bridge.pat.source != "none" else "missing"
+    checks["store_backend"] = bridge.store.name
+    try:
+        bridge.store.ping()
+        checks["store"] = "ok"
+    except StoreUnavailable:
+        checks["store"] = "unavailable"
+    healthy = checks["store"] == "ok"
+    return Response.json(200 if healthy else 503, {"status": "ok" if healthy else "unhealthy", "checks": checks})

@@ -1,0 +1,56 @@
+"""Calendly's callback: verify, parse, filter, dedupe, record, forward."""
+from __future__ import annotations
+
+import json
+import logging
+
+from . import signatures
+from .delivery import IN_REQUEST_BUDGET_SECONDS, LEASE_SECONDS
+from .errors import BridgeError
+from .events import delivery_id, event_key
+from .http import Headers, Response
+from .models import DELETING, DELIVERED, DISCARDED, PENDING, RETIRED, Delivery, isotime
+
+log = logging.getLogger("shared.callbacks")
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Response:
+    if len(body) > MAX_EVENT_BYTES:
+        raise BridgeError(413, "payload_too_large", f"the event body is larger than {MAX_EVENT_BYTES} bytes")
+    sub = bridge.store.get_subscription(subscription_id)
+    if sub is None:
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    try:
+        signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, bridge.settings.signature_tolerance)
+    except signatures.SignatureError as exc:
+        log.warning("subscription %s: rejected a callback: %s", sub.id, exc)
+        raise BridgeError(401, "invalid_signature", str(exc)) from None
+    if sub.state in (RETIRED, DELETING):
+        return Response.json(410, {"error": {"code": "subscription_inactive", "message": f"the subscription is {sub.state}"}})
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BridgeError(400, "invalid_event", "the event body is not JSON") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("event"), str) or not envelope["event"]:
+        raise BridgeError(400, "invalid_event", "the event body must be a JSON object with an 'event' name")
+    event = envelope["event"]
+    if event not in sub.events:
+        log.info("subscription %s: ignored event %s (not subscribed)", sub.id, event)
+        return Response.json(200, {"status": "ignored", "event": event})
+    key = event_key(envelope, body)
+    delivery = Delivery(id=delivery_id(sub.id, sub.generation, key), subscription_id=sub.id, event=event, event_key=key,
+                        body=body, next_attempt_at=isotime(plus_seconds=LEASE_SECONDS))
+    recorded = bridge.store.record_delivery(delivery)
+    if recorded is None:
+        log.info("subscription %s: duplicate event %s (delivery %s) not forwarded again", sub.id, event, delivery.id)
+        return Response.json(200, {"status": "duplicate", "delivery_id": delivery.id})
+    outcome = bridge.deliveries.attempt(sub, recorded, IN_REQUEST_BUDGET_SECONDS)
+    if outcome.status == DELIVERED:
+        return Response.json(200, {"status": "delivered", "delivery_id": outcome.id})
+    if outcome.status == DISCARDED:
+        return Response.json(200, {"status": "retired", "delivery_id": outcome.id})
+    # Recorded and queued for retry (or dead and kept for replay): Calendly need not resend.
+    status = "pending" if outcome.status == PENDING else outcome.status
+    return Response.json(202, {"status": status, "delivery_id": outcome.id})

@@ -1,0 +1,53 @@
+"""Calendly's event types, which scopes allow them, and the dedupe key of an event."""
+from __future__ import annotations
+
+import hashlib
+
+EVENT_TYPES: tuple[str, ...] = (
+    "invitee.created",
+    "invitee.canceled",
+    "invitee_no_show.created",
+    "invitee_no_show.deleted",
+    "routing_form_submission.created",
+    "event_type.created",
+    "event_type.updated",
+    "event_type.deleted",
+    "meeting_recap.created",
+    "meeting_recap.updated",
+    "meeting_recap.deleted",
+    "contact.created",
+    "contact.updated",
+    "contact.deleted",
+)
+SCOPES: tuple[str, ...] = ("organization", "user", "group")
+# Calendly refuses these outside organization scope; the bridge says so first.
+ORGANIZATION_ONLY = frozenset({"routing_form_submission.created"})
+
+
+def scope_conflicts(events: list[str], scope: str) -> list[str]:
+    """The events Calendly would refuse in ``scope``."""
+    return [e for e in events if e in ORGANIZATION_ONLY and scope != "organization"]
+
+
+def event_key(envelope: dict, body: bytes) -> str:
+    """A key that is equal for repeated deliveries of one Calendly event.
+
+    Events that happen once per resource are keyed by name + the payload's ``uri``;
+    ``*.updated`` events repeat for one resource, so their key adds ``updated_at``
+    (or the envelope's ``created_at``). Without a ``uri`` the body itself is the key.
+    """
+    name = str(envelope.get("event"))
+    payload = envelope.get("payload")
+    uri = payload.get("uri") if isinstance(payload, dict) else None
+    if not isinstance(uri, str) or not uri:
+        return f"{name}|body|{hashlib.sha256(body).hexdigest()}"
+    if name.endswith(".updated"):
+        stamp = payload.get("updated_at") or envelope.get("created_at") or ""
+        return f"{name}|{uri}|{stamp}"
+    return f"{name}|{uri}"
+
+
+def delivery_id(subscription_id: str, generation: str, key: str) -> str:
+    """Stable delivery id: ``<subscription id>-<24 hex>``; same on every retry of one event."""
+    digest = hashlib.sha256(f"{generation}\n{key}".encode("utf-8")).hexdigest()[:24]
+    return f"{subscription_id}-{digest}"

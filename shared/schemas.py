@@ -1,0 +1,94 @@
+"""Request bodies of the management API, validated with pydantic."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import BridgeError
+from .events import EVENT_TYPES, SCOPES
+
+_ENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}$"
+
+
+class ServiceBusTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["servicebus"]
+    queue: str | None = Field(default=None, pattern=_ENTITY_NAME)
+    topic: str | None = Field(default=None, pattern=_ENTITY_NAME)
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> "ServiceBusTarget":
+        if (self.queue is None) == (self.topic is None):
+            raise ValueError("a servicebus target needs exactly one of 'queue' or 'topic'")
+        return self
+
+
+class SubscribeBody(BaseModel):
+    """POST /api/subscriptions. Unknown fields are ignored (platforms add their own)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    url: str | None = Field(default=None, max_length=4096)
+    callbackUrl: str | None = Field(default=None, max_length=4096)
+    notificationUrl: str | None = Field(default=None, max_length=4096)
+    events: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    scope: str = "organization"
+    user: str | None = Field(default=None, max_length=512)
+    group: str | None = Field(default=None, max_length=512)
+    target: ServiceBusTarget | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _known_unique(cls, events: list[str]) -> list[str]:
+        unknown = [e for e in events if e not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown Calendly event(s) {unknown}; expected some of {list(EVENT_TYPES)}")
+        if len(set(events)) != len(events):
+            raise ValueError("events must be unique")
+        return events
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, scope: str) -> str:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {list(SCOPES)}")
+        return scope
+
+    @field_validator("user", "group")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be a Calendly URI (https://api.calendly.com/...)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "SubscribeBody":
+        urls = [u for u in (self.url, self.callbackUrl, self.notificationUrl) if u]
+        if len(set(urls)) > 1:
+            raise ValueError("give the target URL once, under 'url', 'callbackUrl' or 'notificationUrl'")
+        if urls and self.target is not None:
+            raise ValueError("give either a target URL or a 'target' object, not both")
+        if not urls and self.target is None:
+            raise ValueError("the target URL is missing: set 'url', 'callbackUrl' or 'notificationUrl'")
+        return self
+
+    @property
+    def target_url(self) -> str | None:
+        return self.url or self.callbackUrl or self.notificationUrl
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in item.get("loc", ())) or "body"
+        parts.append(f"{where}: {item.get('msg', 'invalid')}".replace("Value error, ", ""))
+    return "; ".join(parts)
+
+
+def parse_subscribe(data: Any) -> SubscribeBody:
+    if not isinstance(data, dict):
+        raise BridgeError(400, "invalid_body", "the body must be a JSON object")
+    try:
+        return SubscribeBody.model_validate(data)
+    except ValidationError as exc:
+        raise BridgeError(400, "invalid_subscription", _describe(exc)) from None

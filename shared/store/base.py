@@ -1,0 +1,49 @@
+"""The store interface every backend implements (SQLite locally, Table Storage on Azure).
+
+Everything on the Calendly callback path is a point read or an insert-if-absent:
+``get_subscription``, ``record_delivery``, ``update_delivery``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from ..models import Delivery, Subscription
+
+
+class Store(Protocol):
+    name: str
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the backend cannot be reached."""
+
+    # Subscriptions
+    def create_subscription(self, sub: Subscription) -> Subscription:
+        """Insert; raise ConcurrencyConflict when the id exists. Returns it with its etag."""
+
+    def get_subscription(self, subscription_id: str) -> Subscription | None: ...
+
+    def update_subscription(self, sub: Subscription) -> Subscription:
+        """Replace if ``sub.etag`` still matches; raise ConcurrencyConflict otherwise."""
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        """Delete; no error when already gone."""
+
+    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]: ...
+
+    def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]: ...
+
+    # Deliveries
+    def record_delivery(self, delivery: Delivery) -> Delivery | None:
+        """Insert-if-absent: the recorded delivery (with its etag), or None when the id exists (a duplicate)."""
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def update_delivery(self, delivery: Delivery) -> Delivery:
+        """Replace if ``delivery.etag`` still matches; raise ConcurrencyConflict otherwise."""
+
+    def list_deliveries(self, subscription_id: str, limit: int, cursor: str | None = None) -> tuple[list[Delivery], str | None]: ...
+
+    def due_deliveries(self, now: str, limit: int) -> Iterable[Delivery]:
+        """Pending deliveries whose ``next_attempt_at`` is at or before ``now`` (``now`` may be far future for 'all')."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,180 @@
+"""Embedded SQLite store: the local default (no Azure account needed)."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import ConcurrencyConflict, StoreUnavailable
+from ..models import PENDING, Delivery, Subscription
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    target_hash TEXT NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_target ON subscriptions(target_hash);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    subscription_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    data TEXT NOT NULL,
+    body BLOB NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries(subscription_id, id);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
+"""
+
+_SUB_FIELDS = ("target", "events", "scope", "organization", "user", "group", "signing_key",
+               "generation", "state", "calendly_webhook", "created_at", "updated_at")
+_DELIVERY_FIELDS = ("event", "event_key", "attempts", "last_status", "last_error",
+                    "created_at", "updated_at", "delivered_at")
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._local = threading.local()
+        try:
+            self._connection().executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the SQLite store at {path} could not be opened: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the SQLite store at {self.path} failed: {exc}") from exc
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the SQLite store at {self.path} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    # Subscriptions -------------------------------------------------------
+    @staticmethod
+    def _sub_row(sub: Subscription) -> str:
+        return json.dumps({f: getattr(sub, f) for f in _SUB_FIELDS}, ensure_ascii=False)
+
+    @staticmethod
+    def _sub(row: tuple) -> Subscription:
+        sub_id, data, version = row
+        return Subscription(id=sub_id, etag=str(version), **json.loads(data))
+
+    def create_subscription(self, sub: Subscription) -> Subscription:
+        with self._tx() as db:
+            try:
+                db.execute("INSERT INTO subscriptions (id, target_hash, data, version) VALUES (?, ?, ?, 1)",
+                           (sub.id, sub.target_hash, self._sub_row(sub)))
+            except sqlite3.IntegrityError:
+                raise ConcurrencyConflict(f"subscription {sub.id} already exists") from None
+        return sub.replace(etag="1")
+
+    def get_subscription(self, subscription_id: str) -> Subscription | None:
+        rows = self._read("SELECT id, data, version FROM subscriptions WHERE id = ?", (subscription_id,))
+        return self._sub(rows[0]) if rows else None
+
+    def update_subscription(self, sub: Subscription) -> Subscription:
+        version = int(sub.etag or 0)
+        with self._tx() as db:
+            cursor = db.execute("UPDATE subscriptions SET data = ?, target_hash = ?, version = version + 1 WHERE id = ? AND version = ?",
+                                (self._sub_row(sub), sub.target_hash, sub.id, version))
+            if cursor.rowcount != 1:
+                raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished")
+        return sub.replace(etag=str(version + 1))
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+
+    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
+        rows = self._read("SELECT id, data, version FROM subscriptions WHERE id > ? ORDER BY id LIMIT ?", (cursor or "", limit + 1))
+        subs = [self._sub(r) for r in rows[:limit]]
+        return subs, (subs[-1].id if len(rows) > limit else None)
+
+    def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]:
+        rows = self._read("SELECT id, data, version FROM subscriptions WHERE target_hash = ? ORDER BY id", (target_hash,))
+        return [self._sub(r) for r in rows]
+
+    # Deliveries ----------------------------------------------------------
+    @staticmethod
+    def _delivery_row(d: Delivery) -> str:
+        return json.dumps({f: getattr(d, f) for f in _DELIVERY_FIELDS}, ensure_ascii=False)
+
+    @staticmethod
+    def _delivery(row: tuple) -> Delivery:
+        delivery_id, subscription_id, status, next_attempt_at, data, body, version = row
+        return Delivery(id=delivery_id, subscription_id=subscription_id, status=status, next_attempt_at=next_attempt_at,
+                        body=bytes(body), etag=str(version), **json.loads(data))
+
+    _DELIVERY_COLUMNS = "id, subscription_id, status, next_attempt_at, data, body, version"
+
+    def record_delivery(self, delivery: Delivery) -> Delivery | None:
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, subscription_id, status, next_attempt_at, data, body, version) VALUES (?, ?, ?, ?, ?, ?, 1)",
+                (delivery.id, delivery.subscription_id, delivery.status, delivery.next_attempt_at, self._delivery_row(delivery), delivery.body))
+        return delivery.replace(etag="1") if cursor.rowcount == 1 else None
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
+        return self._delivery(rows[0]) if rows else None
+
+    def update_delivery(self, delivery: Delivery) -> Delivery:
+        version = int(delivery.etag or 0)
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, data = ?, version = version + 1 WHERE id = ? AND version = ?",
+                (delivery.status, delivery.next_attempt_at, self._delivery_row(delivery), delivery.id, version))
+            if cursor.rowcount != 1:
+                raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished")
+        return delivery.replace(etag=str(version + 1))
+
+    def list_deliveries(self, subscription_id: str, limit: int, cursor: str | None = None) -> tuple[list[Delivery], str | None]:
+        rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE subscription_id = ? AND id > ? ORDER BY id LIMIT ?",
+                          (subscription_id, cursor or "", limit + 1))
+        items = [self._delivery(r) for r in rows[:limit]]
+        return items, (items[-1].id if len(rows) > limit else None)
+
+    def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
+        rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                          (PENDING, now, limit))
+        return [self._delivery(r) for r in rows]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
