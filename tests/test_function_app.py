@@ -1,0 +1,68 @@
+"""The Functions surface as declared in function_app.py (what Azure will index)."""
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT, declared_functions
+
+EXPECTED = {
+    ("POST", "subscriptions"): "FUNCTION",
+    ("GET", "subscriptions"): "FUNCTION",
+    ("DELETE", "subscriptions"): "FUNCTION",
+    ("GET", "subscriptions/{id}"): "FUNCTION",
+    ("DELETE", "subscriptions/{id}"): "FUNCTION",
+    ("GET", "subscriptions/{id}/deliveries"): "FUNCTION",
+    ("POST", "deliveries/{delivery_id}/replay"): "FUNCTION",
+    ("POST", "calendly/events/{id}"): "ANONYMOUS",
+    ("GET", "health"): "ANONYMOUS",
+}
+
+
+def _http_routes():
+    routes = {}
+    for fn in declared_functions():
+        trigger = fn.get_trigger()
+        if getattr(trigger, "route", None) is None:
+            continue
+        for method in trigger.methods:
+            routes[(str(getattr(method, "value", method)), trigger.route)] = str(getattr(trigger.auth_level, "name", trigger.auth_level))
+    return routes
+
+
+def test_every_contract_route_is_declared_with_its_auth_level():
+    routes = _http_routes()
+    for key, level in EXPECTED.items():
+        assert routes.get(key) == level, f"{key} should be auth level {level}, is {routes.get(key)}"
+
+
+def test_only_the_calendly_callback_and_health_are_anonymous():
+    anonymous = {key for key, level in _http_routes().items() if level == "ANONYMOUS"}
+    assert anonymous == {("POST", "calendly/events/{id}"), ("GET", "health")}
+
+
+def test_function_names_are_unique():
+    names = [fn.get_function_name() for fn in declared_functions()]
+    assert len(names) == len(set(names))
+
+
+def test_route_prefix_is_api():
+    import json
+
+    assert json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"] == "api"
+
+
+def test_shared_package_never_imports_azure_functions():
+    offenders = []
+    for path in Path(ROOT / "shared").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "azure.functions" or n.startswith("azure.functions.") for n in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_function_app_handlers_stay_thin():
+    tree = ast.parse((ROOT / "function_app.py").read_text("utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.decorator_list:
+            assert len(node.body) <= 6, f"{node.name} does more than parse, call shared/ and shape the response"
