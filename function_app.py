@@ -5,9 +5,11 @@ HTTP surface of the product is this file.
 """
 from __future__ import annotations
 
+import os
+
 import azure.functions as func
 
-from shared import api
+from shared import api, reconcile as reconciliation
 from shared.http import Headers, Request, Response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -53,6 +55,11 @@ def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.list_deliveries, req)
 
 
+@app.route(route="subscriptions/{id}/test", methods=["POST"], auth_level=MANAGEMENT)
+def send_test_event(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.send_test_event, req)
+
+
 @app.route(route="deliveries/{delivery_id}/replay", methods=["POST"], auth_level=MANAGEMENT)
 def replay_delivery(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.replay_delivery, req)
@@ -66,3 +73,8 @@ def calendly_event(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"], auth_level=PUBLIC)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.health, req)
+
+
+@app.timer_trigger(schedule=os.environ.get("RECONCILE_SCHEDULE") or "0 */15 * * * *", arg_name="timer", run_on_startup=False)
+def reconcile(timer: func.TimerRequest) -> None:
+    reconciliation.run()

@@ -4,6 +4,8 @@ serve       run the local host (the HTTP functions of function_app.py) on 127.0.
 sandbox     run the local Calendly API stand-in on 127.0.0.1:7080
 simulate    make the sandbox fire a signed event (e.g. ``simulate invitee.created``)
 redeliver   send pending deliveries again now
+reconcile   make Calendly's hooks and the bridge's records agree (recreate, repair, delete orphans)
+test-event  send Calendly's sample payload for a subscription through the pipeline
 """
 from __future__ import annotations
 
@@ -41,11 +43,12 @@ def cmd_serve(argv: list[str]) -> int:
     parser.add_argument("--sandbox-port", type=int, default=7080)
     parser.add_argument("--target-port", type=int, default=7090)
     parser.add_argument("--redeliver-interval", type=float, default=5.0, help="seconds between outbox drains (0 disables)")
+    parser.add_argument("--reconcile-interval", type=float, default=900.0, help="seconds between reconciliations (0 disables)")
     args = parser.parse_args(argv)
     _logging(os.environ.get("BRIDGE_LOG_LEVEL", "INFO"))
     sys.path.insert(0, os.getcwd())
 
-    from .localhost import RedeliveryLoop, apply_local_defaults, make_app
+    from .localhost import BackgroundWork, apply_local_defaults, make_app
 
     apply_local_defaults()
     public_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -69,7 +72,9 @@ def cmd_serve(argv: list[str]) -> int:
 
     server = waitress.create_server(make_app(), host=args.host, port=args.port, threads=args.threads,
                                     max_request_body_size=8 * 1024 * 1024, ident="calendly-bridge")
-    loop = RedeliveryLoop(args.redeliver_interval) if args.redeliver_interval > 0 else None
+    loop = None
+    if args.redeliver_interval > 0 or args.reconcile_interval > 0:
+        loop = BackgroundWork(args.redeliver_interval, args.reconcile_interval)
     if loop:
         loop.start()
     print(f"Calendly trigger bridge listening on {os.environ['BRIDGE_PUBLIC_URL']}/api", flush=True)
@@ -113,12 +118,9 @@ def cmd_redeliver(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
     _logging(os.environ.get("BRIDGE_LOG_LEVEL", "WARNING"))
-    from .bridge import Bridge
     from .errors import BridgeError
-    from .localhost import apply_local_defaults
 
-    apply_local_defaults()
-    bridge = Bridge(_settings_or_exit())
+    bridge = _local_bridge()
     try:
         summary = bridge.deliveries.redeliver(due_only=args.due_only, limit=args.limit)
     except BridgeError as exc:
@@ -128,6 +130,51 @@ def cmd_redeliver(argv: list[str]) -> int:
         bridge.close()
     print(json.dumps(summary))
     return 0
+
+
+def _local_bridge():
+    from .bridge import Bridge
+    from .localhost import apply_local_defaults
+
+    apply_local_defaults()
+    return Bridge(_settings_or_exit())
+
+
+def cmd_reconcile(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="python -m shared reconcile",
+                            description="Recreate lost or disabled Calendly hooks, finish interrupted (un)subscribes, delete orphan hooks.").parse_args(argv)
+    _logging(os.environ.get("BRIDGE_LOG_LEVEL", "WARNING"))
+    from .reconcile import reconcile
+
+    bridge = _local_bridge()
+    try:
+        summary = reconcile(bridge)
+    finally:
+        bridge.close()
+    print(json.dumps(summary))
+    return 1 if summary["errors"] else 0
+
+
+def cmd_test_event(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared test-event",
+                                     description="Send Calendly's sample payload for a subscription through the pipeline.")
+    parser.add_argument("subscription_id")
+    parser.add_argument("--event", help="one of the subscription's events (default: its first)")
+    args = parser.parse_args(argv)
+    _logging(os.environ.get("BRIDGE_LOG_LEVEL", "WARNING"))
+    from .callbacks import send_test_event
+    from .errors import BridgeError
+
+    bridge = _local_bridge()
+    try:
+        response = send_test_event(bridge, args.subscription_id, args.event)
+    except BridgeError as exc:
+        print(json.dumps(exc.body()), file=sys.stderr)
+        return 1
+    finally:
+        bridge.close()
+    print(response.body.decode("utf-8"))
+    return 0 if response.status < 300 else 1
 
 
 def cmd_sandbox(argv: list[str]) -> int:
@@ -143,7 +190,8 @@ def cmd_simulate(argv: list[str]) -> int:
     return main_simulate(argv)
 
 
-COMMANDS = {"serve": cmd_serve, "sandbox": cmd_sandbox, "simulate": cmd_simulate, "redeliver": cmd_redeliver}
+COMMANDS = {"serve": cmd_serve, "sandbox": cmd_sandbox, "simulate": cmd_simulate, "redeliver": cmd_redeliver,
+            "reconcile": cmd_reconcile, "test-event": cmd_test_event}
 
 
 def main(argv: list[str] | None = None) -> int:

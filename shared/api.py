@@ -142,6 +142,17 @@ def calendly_event(req: Request) -> Response:
     return receive(_bridge(), sub_id, req.headers, req.body)
 
 
+@handler
+def send_test_event(req: Request) -> Response:
+    from .callbacks import send_test_event as send
+
+    body = _json_body(req, required=False)
+    event = body.get("event") if isinstance(body, dict) else None
+    if event is not None and not isinstance(event, str):
+        raise BridgeError(400, "invalid_body", "'event' must be a Calendly event name")
+    return send(_bridge(), _subscription_id(req), event)
+
+
 # Deliveries ------------------------------------------------------------------------
 @handler
 def list_deliveries(req: Request) -> Response:

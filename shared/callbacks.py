@@ -54,3 +54,21 @@ def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Resp
     # Recorded and queued for retry (or dead and kept for replay): Calendly need not resend.
     status = "pending" if outcome.status == PENDING else outcome.status
     return Response.json(202, {"status": status, "delivery_id": outcome.id})
+
+
+def send_test_event(bridge, subscription_id: str, event: str | None = None) -> Response:
+    """Fetch Calendly's sample payload for one of the subscription's events and push it
+    through the normal pipeline (signed, deduped, forwarded): a flow can be built without
+    booking a meeting."""
+    sub = bridge.store.get_subscription(subscription_id)
+    if sub is None:
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    event = event or sub.events[0]
+    if event not in sub.events:
+        raise BridgeError(400, "event_not_subscribed", f"the subscription does not include {event}; it has {sub.events}")
+    sample = bridge.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
+                                                 user=sub.user, group=sub.group)
+    if "payload" not in sample:  # tolerate a bare payload
+        sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
+    body = json.dumps(sample, ensure_ascii=False).encode("utf-8")
+    return receive(bridge, sub.id, Headers({signatures.HEADER: signatures.sign(body, sub.signing_key)}), body)

@@ -149,25 +149,38 @@ def make_app() -> FunctionsWsgiApp:
     return FunctionsWsgiApp(routes, prefix)
 
 
-class RedeliveryLoop(threading.Thread):
-    """The local stand-in for the queue-triggered retry worker: drains the SQLite outbox."""
+class BackgroundWork(threading.Thread):
+    """The local stand-in for the queue-triggered retry worker and the reconcile timer:
+    drains the outbox every ``redeliver_interval`` s, reconciles every ``reconcile_interval`` s."""
 
-    def __init__(self, interval: float = 5.0):
-        super().__init__(name="redelivery", daemon=True)
-        self.interval = interval
+    def __init__(self, redeliver_interval: float = 5.0, reconcile_interval: float = 900.0):
+        super().__init__(name="background-work", daemon=True)
+        self.redeliver_interval = redeliver_interval
+        self.reconcile_interval = reconcile_interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        import time
+
         from .bridge import get_bridge
         from .errors import BridgeError
+        from .reconcile import reconcile
         from .settings import SettingsError
 
-        while not self.stopped.wait(self.interval):
+        tick = min(i for i in (self.redeliver_interval, self.reconcile_interval) if i > 0)
+        next_redeliver = next_reconcile = time.monotonic()
+        while not self.stopped.wait(tick):
+            now = time.monotonic()
             try:
-                summary = get_bridge().deliveries.redeliver(due_only=True)
-                if summary["attempted"]:
-                    log.info("redelivery: %s", summary)
+                if self.redeliver_interval > 0 and now >= next_redeliver:
+                    next_redeliver = now + self.redeliver_interval
+                    summary = get_bridge().deliveries.redeliver(due_only=True)
+                    if summary["attempted"]:
+                        log.info("redelivery: %s", summary)
+                if self.reconcile_interval > 0 and now >= next_reconcile:
+                    next_reconcile = now + self.reconcile_interval
+                    reconcile(get_bridge())
             except (BridgeError, SettingsError) as exc:
-                log.warning("redelivery loop: %s", exc)
+                log.warning("background work: %s", exc)
             except Exception:  # noqa: BLE001 - keep the loop alive
-                log.exception("redelivery loop failed")
+                log.exception("background work failed")

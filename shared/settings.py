@@ -9,6 +9,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 DEFAULT_CALENDLY_API_BASE = "https://api.calendly.com"
+DEFAULT_RECONCILE_SCHEDULE = "0 */15 * * * *"
 
 # name -> (default, what it does). The README's settings table mirrors this.
 SETTINGS: dict[str, tuple[str | None, str]] = {
@@ -24,6 +25,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "ALLOW_INSECURE_TARGETS": ("false", "Allow http:// and loopback/private targets (local development only)."),
     "ALLOWED_TARGET_HOSTS": (None, "Optional comma-separated host suffixes targets must match."),
     "DELIVERY_MAX_ATTEMPTS": ("8", "Delivery attempts (in-request and durable retries) before a delivery is dead."),
+    "RECONCILE_SCHEDULE": (DEFAULT_RECONCILE_SCHEDULE, "NCRONTAB schedule of the reconciliation timer (recreates lost or disabled hooks, deletes orphans)."),
 }
 
 

@@ -112,7 +112,7 @@ class SubscriptionService:
             record = self.store.update_subscription(existing.replace(signing_key=secrets.token_urlsafe(32), updated_at=isotime()))
             created_record = False
         try:
-            hook = self._create_hook(record)
+            hook = self.create_hook(record)
         except BridgeError:
             if created_record:
                 self.store.delete_subscription(record.id)
@@ -122,7 +122,7 @@ class SubscriptionService:
                  redact_url(target["url"]) if target["type"] == "http" else target["name"], events, body.scope, hook["uri"])
         return record, True
 
-    def _create_hook(self, sub: Subscription) -> dict:
+    def create_hook(self, sub: Subscription) -> dict:
         kwargs = dict(url=self.callback_url(sub.id), events=sub.events, organization=sub.organization,
                       scope=sub.scope, user=sub.user, group=sub.group, signing_key=sub.signing_key)
         try:

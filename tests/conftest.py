@@ -186,7 +186,7 @@ def make_host(tmp_path, sandbox):
         env = host_env(tmp_path, sandbox.url, BRIDGE_PUBLIC_URL=f"http://127.0.0.1:{port}", **overrides)
         host = LocalHost(env, port)
         hosts.append(host)
-        return host.start(args or ["--redeliver-interval", "0"])
+        return host.start(args or ["--redeliver-interval", "0", "--reconcile-interval", "0"])
 
     yield make
     for host in hosts:

@@ -12,6 +12,7 @@ EXPECTED = {
     ("DELETE", "subscriptions/{id}"): "FUNCTION",
     ("GET", "subscriptions/{id}/deliveries"): "FUNCTION",
     ("POST", "deliveries/{delivery_id}/replay"): "FUNCTION",
+    ("POST", "subscriptions/{id}/test"): "FUNCTION",
     ("POST", "calendly/events/{id}"): "ANONYMOUS",
     ("GET", "health"): "ANONYMOUS",
 }
@@ -66,3 +67,8 @@ def test_function_app_handlers_stay_thin():
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.decorator_list:
             assert len(node.body) <= 6, f"{node.name} does more than parse, call shared/ and shape the response"
+
+
+def test_reconcile_runs_on_a_timer_every_15_minutes_by_default():
+    [timer] = [fn for fn in declared_functions() if fn.get_function_name() == "reconcile"]
+    assert timer.get_trigger().schedule == "0 */15 * * * *"
