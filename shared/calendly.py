@@ -41,10 +41,10 @@ class CalendlyRetry(Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
-def _retry(total: int) -> Retry:
+def _retry(total: int, backoff_factor: float) -> Retry:
     return CalendlyRetry(
         total=total, connect=total, read=1, status=total, other=0,
-        backoff_factor=0.5, backoff_max=4,
+        backoff_factor=backoff_factor, backoff_max=4,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # POST too: a repeated create answers 409, which subscribe handles
         respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False, redirect=0,
@@ -87,13 +87,14 @@ def _error_from(response: requests.Response) -> CalendlyError:
 
 
 class CalendlyClient:
-    def __init__(self, base_url: str, pat: PatProvider, timeout: tuple[float, float] = (3.05, 8.0), retries: int = 3):
+    def __init__(self, base_url: str, pat: PatProvider, timeout: tuple[float, float] = (3.05, 8.0), retries: int = 3,
+                 backoff_factor: float = 0.5):
         self.base_url = base_url.rstrip("/")
         self._pat = pat
         self._timeout = timeout
         self._session = requests.Session()
         self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-        adapter = HTTPAdapter(max_retries=_retry(retries), pool_maxsize=16)
+        adapter = HTTPAdapter(max_retries=_retry(retries, backoff_factor), pool_maxsize=16)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self.calls = 0  # API calls made (benchmarks count them)

@@ -40,7 +40,7 @@ class RecordingTarget:
 
     def __init__(self):
         self.received: list[dict] = []
-        self.script: list[int | tuple[int, dict]] = []
+        self.script: list = []  # statuses, or (status, headers[, body bytes])
         self.default = 200
         self.delay = 0.0
         self._lock = threading.Lock()
@@ -61,14 +61,14 @@ class RecordingTarget:
         headers["content-type"] = environ.get("CONTENT_TYPE", "")
         with self._lock:
             step = self.script.pop(0) if self.script else self.default
-            status, extra = (step if isinstance(step, tuple) else (step, {}))
+            status, extra, reply = (tuple(step) + ({}, b"{}")[len(step) - 1:] if isinstance(step, tuple) else (step, {}, b"{}"))
             self.received.append({"path": environ.get("PATH_INFO"), "query": environ.get("QUERY_STRING"),
                                   "headers": headers, "body": body, "status": status})
             self._cond.notify_all()
         if self.delay:
             time.sleep(self.delay)
         start_response(f"{status} X", [("Content-Type", "application/json"), *extra.items()])
-        return [b"{}"]
+        return [reply]
 
     def delivered(self) -> list[dict]:
         return [r for r in self.received if 200 <= r["status"] < 300]
