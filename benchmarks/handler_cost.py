@@ -1,0 +1,80 @@
+"""Handler cost without the network: the Calendly callback handler called in-process
+(signature verify + store lookup + dedupe + delivery record + bookkeeping) per event,
+with a target that accepts instantly. Prints p50/p99 in microseconds.
+
+    .venv/bin/python benchmarks/handler_cost.py [--events 3000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from shared import signatures  # noqa: E402
+from shared.http import Headers, Request  # noqa: E402
+from shared.targets import SendResult  # noqa: E402
+
+
+class AcceptingTarget:
+    def send(self, sub, delivery, budget_seconds):
+        return SendResult(True, 200)
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def measure(events: int) -> dict:
+    from shared import api
+    from shared.bridge import Bridge
+    from shared.models import ACTIVE, Subscription
+    from shared.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_env({"BRIDGE_SQLITE_PATH": os.path.join(tmp, "b.sqlite3"), "CALENDLY_PAT": "x",
+                                      "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071"})
+        bridge = Bridge(settings)
+        bridge._targets["http"] = AcceptingTarget()
+        sub = bridge.store.create_subscription(Subscription(
+            id="a" * 32, target={"type": "http", "url": "https://example.invalid/flow"}, events=["invitee.created"],
+            scope="organization", organization="https://api.calendly.com/organizations/O", user=None, group=None,
+            signing_key="k" * 43, generation="g", state=ACTIVE))
+        import shared.bridge as bridge_module
+
+        bridge_module._bridge = bridge
+        samples = []
+        for i in range(events):
+            body = json.dumps({"event": "invitee.created", "created_at": "2026-11-24T10:00:00.000000Z",
+                               "payload": {"uri": f"https://api.calendly.com/scheduled_events/E/invitees/{i}",
+                                           "name": "Zoë Ångström", "email": "zoe@example.com"}}, ensure_ascii=False).encode()
+            request = Request("POST", f"http://127.0.0.1/api/calendly/events/{sub.id}",
+                              Headers({signatures.HEADER: signatures.sign(body, sub.signing_key)}), {}, {"id": sub.id}, body)
+            started = time.perf_counter()
+            response = api.calendly_event(request)
+            samples.append((time.perf_counter() - started) * 1e6)
+            assert response.status == 200, response.body
+        bridge_module._bridge = None
+        bridge.close()
+    warm = samples[len(samples) // 10:]
+    return {"events": events, "p50_us": round(statistics.median(warm), 1), "p99_us": round(percentile(warm, 99), 1),
+            "mean_us": round(statistics.fmean(warm), 1)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=3000)
+    args = parser.parse_args(argv)
+    result = measure(args.events)
+    print(f"handler in-process: p50 {result['p50_us']} us, p99 {result['p99_us']} us over {result['events']} events")
+    return result
+
+
+if __name__ == "__main__":
+    main()
