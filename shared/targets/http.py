@@ -21,12 +21,15 @@ from .policy import TargetRefused, check_target_url
 log = logging.getLogger("shared.targets.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-ATTEMPT_TIMEOUT = urllib3.Timeout(connect=2.0, read=5.0)
+# Logic Apps and Power Automate answer 202 at once; a slower target gets one attempt per budget.
+ATTEMPT_TIMEOUT = urllib3.Timeout(connect=2.0, read=4.0)
+ATTEMPT_SECONDS = 6.0  # the longest one attempt can take: connect + read
 USER_AGENT = "calendly-azure-trigger-bridge/1.0"
 
 
 class DeadlineRetry(Retry):
-    """urllib3 Retry that also stops when the next attempt could not finish before a deadline."""
+    """urllib3 Retry that also stops when the next attempt might not finish before a deadline
+    (Calendly stops reading after 15 s and counts that as a failed delivery)."""
 
     def __init__(self, *args, deadline: float = 0.0, attempt_seconds: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,7 +61,7 @@ class HttpTarget:
             backoff_factor=0.25, backoff_max=4, backoff_jitter=0.1,
             status_forcelist=RETRY_STATUSES, allowed_methods=None,
             respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False,
-            deadline=time.monotonic() + budget_seconds, attempt_seconds=ATTEMPT_TIMEOUT.connect_timeout or 0,
+            deadline=time.monotonic() + budget_seconds, attempt_seconds=ATTEMPT_SECONDS,
         )
 
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
