@@ -64,6 +64,8 @@ class SandboxApp:
         self._hooks: dict[str, dict] = {}  # uuid -> resource + "_signing_key"
         self._log: list[dict] = []
         self._faults: list[dict] = []
+        self._epoch = 0  # bumped by reset(): requests begun before it change nothing
+        self._local = threading.local()
 
     @property
     def user_uri(self) -> str:
@@ -76,6 +78,7 @@ class SandboxApp:
     # Python control surface ---------------------------------------------------------
     def reset(self, keep_hooks: bool = False) -> None:
         with self._lock:
+            self._epoch += 1
             if not keep_hooks:
                 self._hooks.clear()
             self._log.clear()
@@ -122,7 +125,7 @@ class SandboxApp:
                     response = requests.post(hook["callback_url"], data=body, headers=headers, timeout=(10, 15), allow_redirects=False)
                     entry["status"], entry["response"] = response.status_code, response.text[:2048]
                 except requests.RequestException as exc:
-                    entry["error"] = type(exc).__name__
+                    entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
                 deliveries.append(entry)
         return {"deliveries": deliveries, "envelope": envelope}
 
@@ -130,6 +133,7 @@ class SandboxApp:
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = (environ.get("PATH_INFO") or "/").rstrip("/") or "/"
+        self._local.epoch = self._epoch
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -319,11 +323,13 @@ class SandboxApp:
                     raise _error(409)
             hook_id = str(uuid.uuid4())
             now = _now()
+            stale = self._local.epoch != self._epoch
             hook = {"uri": f"{self.base_url}/webhook_subscriptions/{hook_id}", "callback_url": url, "created_at": now,
                     "updated_at": now, "retry_started_at": None, "state": "active", "events": list(events), "scope": scope,
                     "organization": organization, "user": user, "group": group, "creator": self.user_uri,
                     "_signing_key": key if isinstance(key, str) and key else None, "_seq": len(self._hooks)}
-            self._hooks[hook_id] = hook
+            if not stale:
+                self._hooks[hook_id] = hook
             return self._public(hook)
 
     def _list(self, query: dict) -> dict:
