@@ -65,6 +65,12 @@ def cmd_serve(argv: list[str]) -> int:
         helpers = [sandbox, target]
         os.environ["CALENDLY_API_BASE"] = sandbox.url
         os.environ["CALENDLY_PAT"] = os.environ.get("SANDBOX_PAT", "sandbox-pat")
+        if "BRIDGE_SQLITE_PATH" not in os.environ:
+            # The sandbox forgets its hooks on exit, so the demo's store starts empty too.
+            os.environ["BRIDGE_SQLITE_PATH"] = os.path.join(".bridge", "sandbox-demo.sqlite3")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(os.environ["BRIDGE_SQLITE_PATH"] + suffix):
+                    os.remove(os.environ["BRIDGE_SQLITE_PATH"] + suffix)
         print(f"Calendly sandbox on {sandbox.url}; console target on {target.url}", flush=True)
     _settings_or_exit()
 

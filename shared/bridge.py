@@ -7,6 +7,7 @@ import threading
 from .calendly import CalendlyClient
 from .delivery import DeliveryService
 from .models import Subscription
+from .redaction import install_log_redaction
 from .secrets import pat_provider
 from .settings import Settings
 from .store import open_store
@@ -17,6 +18,7 @@ from .targets import Target
 
 class Bridge:
     def __init__(self, settings: Settings, store: Store | None = None, calendly: CalendlyClient | None = None):
+        install_log_redaction()
         self.settings = settings
         self.store = store or open_store(settings)
         self.pat = pat_provider(settings)

@@ -1,0 +1,36 @@
+"""The quickstart: one command shows a booking flow through the bridge."""
+import subprocess
+import sys
+import time
+
+import requests
+
+from tests.conftest import ROOT, free_port
+
+
+def test_serve_sandbox_shows_an_event_flowing_through(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    env_cmd = [sys.executable, "-m", "shared", "serve", "--sandbox", "--port", str(ports[0]),
+               "--sandbox-port", str(ports[1]), "--target-port", str(ports[2])]
+    log = tmp_path / "demo.log"
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_"))}
+    env["BRIDGE_SQLITE_PATH"] = str(tmp_path / "demo.sqlite3")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(env_cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "Calendly got" not in log.read_text("utf-8", "replace"):
+                time.sleep(0.2)
+            text = log.read_text("utf-8")
+            assert "Simulated invitee.created; Calendly got [200]" in text, text
+            assert "[target] invitee.created" in text and "Zoë Ångström" in text
+            again = subprocess.run([sys.executable, "-m", "shared", "simulate", "invitee.canceled", "--sandbox-url",
+                                    f"http://127.0.0.1:{ports[1]}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert again.returncode == 0 and ": 200 " in again.stdout, again.stdout + again.stderr
+            subs = requests.get(f"http://127.0.0.1:{ports[0]}/api/subscriptions", timeout=5).json()["value"]
+            assert len(subs) == 1 and subs[0]["state"] == "active"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
