@@ -1,0 +1,128 @@
+"""Pieces the benchmarks share: a flaky counting target, the local host in a subprocess,
+signed event generation, and percentiles. Everything listens on 127.0.0.1 only."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared import sample_events, signatures  # noqa: E402
+from shared.wsgi_server import BackgroundServer  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+class FlakyTarget:
+    """Answers 503 to ``fail_ratio`` of requests (seeded), 200 otherwise; counts 2xx per delivery id."""
+
+    def __init__(self, fail_ratio: float = 0.0, seed: int = 7):
+        self.fail_ratio = fail_ratio
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.failed = 0
+        self.delivered: Counter[str] = Counter()
+
+    def __call__(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
+        delivery = environ.get("HTTP_X_BRIDGE_DELIVERY_ID", "")
+        with self._lock:
+            self.requests += 1
+            fail = self._random.random() < self.fail_ratio
+            if fail:
+                self.failed += 1
+            else:
+                self.delivered[delivery] += 1
+        start_response("503 Service Unavailable" if fail else "200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+
+
+class Host:
+    """``python -m shared serve`` with its own SQLite file, against the given Calendly base."""
+
+    def __init__(self, calendly_url: str, pat: str, workdir: str | None = None, threads: int = 16, extra_env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = workdir or tempfile.mkdtemp(prefix="bridge-bench-")
+        self.sqlite = os.path.join(self.dir, "bridge.sqlite3")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_", "AzureWebJobs"))}
+        env.update({"CALENDLY_API_BASE": calendly_url, "CALENDLY_PAT": pat, "BRIDGE_SQLITE_PATH": self.sqlite,
+                    "BRIDGE_PUBLIC_URL": self.url, "ALLOW_INSECURE_TARGETS": "true", "BRIDGE_LOG_LEVEL": "WARNING"})
+        env.update(extra_env or {})
+        self.env = env
+        self.threads = threads
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Host":
+        self.log = open(os.path.join(self.dir, "host.log"), "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--port", str(self.port), "--threads",
+                                      str(self.threads), "--redeliver-interval", "0", "--reconcile-interval", "0"],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.url}/api/health", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("the local host did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def signing_key(self, sub_id: str) -> str:
+        with sqlite3.connect(self.sqlite) as db:
+            return json.loads(db.execute("SELECT data FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()[0])["signing_key"]
+
+    def redeliver(self) -> dict:
+        done = subprocess.run([sys.executable, "-m", "shared", "redeliver"], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=600)
+        return json.loads(done.stdout)
+
+
+def signed_events(count: int, key: str, base_url: str = "https://api.calendly.com") -> list[tuple[bytes, str]]:
+    """``count`` distinct invitee.created bodies with fresh signatures (re-sign before sending if slow)."""
+    out = []
+    for _ in range(count):
+        body = json.dumps(sample_events.envelope("invitee.created", base_url), ensure_ascii=False).encode("utf-8")
+        out.append((body, key))
+    return out
+
+
+def sign_headers(body: bytes, key: str) -> dict:
+    return {"Content-Type": "application/json", signatures.HEADER: signatures.sign(body, key)}
