@@ -46,6 +46,9 @@ class SqliteStore:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
+        # One writer at a time inside this process: SQLite's busy handler would otherwise
+        # sleep in growing steps under contention (a p99 cliff at 16 concurrent callbacks).
+        self._write_lock = threading.Lock()
         try:
             self._connection().executescript(SCHEMA)
         except sqlite3.Error as exc:
@@ -63,14 +66,15 @@ class SqliteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+            with self._write_lock:
+                db = self._connection()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the SQLite store at {self.path} failed: {exc}") from exc
 

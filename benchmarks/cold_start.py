@@ -1,0 +1,67 @@
+"""Cold start: fresh-process time to import function_app and index its functions, side by side
+with a bare azure-functions app with one route; plus `python -X importtime` top offenders.
+
+    .venv/bin/python -m benchmarks.cold_start [--runs 7]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+from benchmarks.harness import ROOT
+
+APP = "import function_app; function_app.app.get_functions()"
+BARE = """
+import azure.functions as func
+app = func.FunctionApp()
+@app.route(route="x")
+def x(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("x")
+app.get_functions()
+"""
+TIMER = "import time; t = time.perf_counter(); exec({code!r}); print((time.perf_counter() - t) * 1000)"
+
+
+def _time(code: str, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", TIMER.format(code=code)], cwd=ROOT, capture_output=True, text=True, check=True)
+        samples.append(float(out.stdout.strip()))
+    return statistics.median(samples)
+
+
+def offenders(limit: int = 8) -> list[tuple[str, float]]:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", APP], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = []
+    for line in out.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.split("|")
+        depth = len(name) - len(name.lstrip())
+        if depth <= 3:  # top-level imports and their direct children
+            try:
+                rows.append((name.strip(), int(cumulative.strip()) / 1000))
+            except ValueError:
+                continue
+    return sorted(rows, key=lambda r: -r[1])[:limit]
+
+
+def cold_start(runs: int = 7) -> dict:
+    return {"function_app_ms": _time(APP, runs), "bare_ms": _time(BARE, runs), "offenders": offenders()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    r = cold_start(parser.parse_args(argv).runs)
+    print(f"cold start (median): function_app {r['function_app_ms']:.0f} ms, bare app {r['bare_ms']:.0f} ms, "
+          f"difference {r['function_app_ms'] - r['bare_ms']:.0f} ms")
+    for name, ms in r["offenders"]:
+        print(f"  {ms:7.1f} ms  {name}")
+    return r
+
+
+if __name__ == "__main__":
+    main()
