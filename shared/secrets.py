@@ -1,7 +1,11 @@
-"""Where the Calendly PAT comes from: the environment locally (Key Vault plugs in here)."""
+"""Where the Calendly PAT comes from: ``CALENDLY_PAT`` (local, or an App Service Key Vault
+reference the platform already resolved), else Key Vault through DefaultAzureCredential."""
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
 
 from .errors import BridgeError
 from .settings import Settings
@@ -41,7 +45,80 @@ class MissingPat:
         return False
 
 
+log = logging.getLogger("shared.secrets")
+
+
+class KeyVaultPat:
+    """The PAT from a Key Vault secret, cached for ``ttl`` seconds; ``invalidate`` after a
+    Calendly 401 forces a fresh read, so a rotated PAT is picked up without a restart."""
+
+    source = "keyvault"
+
+    def __init__(self, vault_url: str, secret_name: str, ttl: float, credential: Any = None,
+                 client_id: str | None = None, clock: Callable[[], float] = time.monotonic, **client_kwargs: Any):
+        self.vault_url = vault_url
+        self.secret_name = secret_name
+        self.ttl = ttl
+        self._credential = credential
+        self._client_id = client_id
+        self._client_kwargs = client_kwargs
+        self._clock = clock
+        self._client = None
+        self._cached: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+
+    def _secret_client(self):
+        if self._client is None:
+            from azure.keyvault.secrets import SecretClient  # imported only when Key Vault is configured
+
+            credential = self._credential
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential(managed_identity_client_id=self._client_id) if self._client_id \
+                    else DefaultAzureCredential()
+            self._client = SecretClient(self.vault_url, credential, **self._client_kwargs)
+        return self._client
+
+    def get(self) -> str:
+        cached = self._cached
+        if cached and self._clock() - cached[0] < self.ttl:
+            return cached[1]
+        with self._lock:
+            cached = self._cached
+            if cached and self._clock() - cached[0] < self.ttl:
+                return cached[1]
+            value = self._read()
+            self._cached = (self._clock(), value)
+            return value
+
+    def _read(self) -> str:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        where = f"secret '{self.secret_name}' from Key Vault {self.vault_url}"
+        try:
+            value = self._secret_client().get_secret(self.secret_name).value
+        except ResourceNotFoundError:
+            log.error("could not read %s: it does not exist", where)
+            raise BridgeError(503, "pat_unavailable", f"could not read {where}: the secret does not exist") from None
+        except (AzureError, OSError, ValueError) as exc:
+            log.error("could not read %s: %s", where, type(exc).__name__)
+            raise BridgeError(503, "pat_unavailable", f"could not read {where}: {type(exc).__name__}",
+                              {"Retry-After": "30"}) from None
+        if not value:
+            raise BridgeError(503, "pat_unavailable", f"could not read {where}: the secret is empty")
+        return value
+
+    def invalidate(self) -> bool:
+        with self._lock:
+            self._cached = None
+        return True
+
+
 def pat_provider(settings: Settings) -> PatProvider:
     if settings.calendly_pat:
         return EnvironmentPat(settings.calendly_pat)
+    if settings.key_vault_url:
+        return KeyVaultPat(settings.key_vault_url, settings.pat_secret_name, settings.pat_cache_seconds,
+                           client_id=settings.env.get("AZURE_CLIENT_ID") or None)
     return MissingPat()
