@@ -42,6 +42,10 @@ class Bridge:
             from .targets.http import HttpTarget
 
             return HttpTarget(self.settings)
+        if kind == "servicebus":
+            from .targets.servicebus import ServiceBusTarget
+
+            return ServiceBusTarget(self.settings)
         from .errors import BridgeError
 
         raise BridgeError(503, "target_not_configured", f"no {kind} target is configured in this bridge")

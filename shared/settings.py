@@ -25,6 +25,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "ALLOW_INSECURE_TARGETS": ("false", "Allow http:// and loopback/private targets (local development only)."),
     "ALLOWED_TARGET_HOSTS": (None, "Optional comma-separated host suffixes targets must match."),
     "DELIVERY_MAX_ATTEMPTS": ("8", "Delivery attempts (in-request and durable retries) before a delivery is dead."),
+    "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": (None, "Service Bus namespace (e.g. <name>.servicebus.windows.net) for servicebus targets, with managed identity."),
+    "SERVICEBUS_CONNECTION": (None, "Service Bus connection string (local development; prefer the namespace + identity on Azure)."),
     "RECONCILE_SCHEDULE": (DEFAULT_RECONCILE_SCHEDULE, "NCRONTAB schedule of the reconciliation timer (recreates lost or disabled hooks, deletes orphans)."),
 }
 

@@ -73,6 +73,11 @@ class SubscriptionService:
         if conflicts:
             raise BridgeError(400, "invalid_scope", f"{', '.join(conflicts)} can only be subscribed at organization scope")
         if body.target is not None:
+            from .targets import servicebus
+
+            if not servicebus.configured(self.settings):
+                raise BridgeError(400, "servicebus_not_configured", "this bridge has no Service Bus namespace: set "
+                                  "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE (managed identity) or SERVICEBUS_CONNECTION")
             entity = "queue" if body.target.queue else "topic"
             target = {"type": "servicebus", "entity": entity, "name": body.target.queue or body.target.topic}
         else:
