@@ -2,6 +2,8 @@
 recording target) that clean up after themselves."""
 from __future__ import annotations
 
+pytest_plugins = ["tests.azurite"]
+
 import json
 import os
 import socket

@@ -43,8 +43,10 @@ class SqliteStore:
 
     def __init__(self, path: str):
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"the SQLite store at {path} could not be created: {exc.strerror}") from None
         self._local = threading.local()
         # One writer at a time inside this process: SQLite's busy handler would otherwise
         # sleep in growing steps under contention (a p99 cliff at 16 concurrent callbacks).

@@ -1,0 +1,240 @@
+"""Azure Table Storage store (azure-data-tables).
+
+Keys make the Calendly callback path point operations only:
+- subscriptions: PartitionKey = subscription id, RowKey = "subscription" (point read);
+- targets (index for unsubscribe-by-URL): PartitionKey = target hash, RowKey = subscription id;
+- deliveries: PartitionKey = subscription id, RowKey = the delivery id's suffix, so recording a
+  delivery is an insert-if-absent (the dedupe), replay is a point read, and a subscription's
+  delivery log is one partition query.
+Updates are conditional on the entity's ETag.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from ..errors import ConcurrencyConflict, StoreUnavailable
+from ..models import PENDING, Delivery, Subscription
+from ..settings import Settings
+
+SUB_ROW = "subscription"
+BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
+MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
+
+
+def storage_configured(settings: Settings) -> bool:
+    env = settings.env
+    return bool(env.get("AzureWebJobsStorage") or env.get("AzureWebJobsStorage__accountName")
+                or env.get("AzureWebJobsStorage__tableServiceUri"))
+
+
+def _credential(settings: Settings):
+    from azure.identity import DefaultAzureCredential
+
+    client_id = settings.env.get("AzureWebJobsStorage__clientId") or settings.env.get("AZURE_CLIENT_ID")
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def table_service(settings: Settings):
+    from azure.data.tables import TableServiceClient
+
+    env = settings.env
+    if env.get("AzureWebJobsStorage"):
+        return TableServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+    endpoint = env.get("AzureWebJobsStorage__tableServiceUri") or f"https://{env['AzureWebJobsStorage__accountName']}.table.core.windows.net"
+    return TableServiceClient(endpoint=endpoint, credential=_credential(settings))
+
+
+class TableStore:
+    name = "tables"
+
+    def __init__(self, service: Any, prefix: str = "calendlybridge"):
+        from azure.core import MatchConditions
+        from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                           ResourceNotFoundError)
+        from azure.data.tables import UpdateMode
+
+        self._errors = (AzureError, OSError)
+        self._exists, self._modified, self._not_found, self._http = ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, HttpResponseError
+        self._if_not_modified = MatchConditions.IfNotModified
+        self._replace = UpdateMode.REPLACE
+        self.service = service
+        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "deliveries")}
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # plumbing -------------------------------------------------------------------------------
+    def _table(self, kind: str):
+        if not self._ready:
+            with self._ready_lock:
+                if not self._ready:
+                    for table in self._tables.values():
+                        try:
+                            table.create_table()
+                        except self._exists:
+                            pass
+                        except self._errors as exc:
+                            raise StoreUnavailable(f"Azure Table Storage is unavailable: {type(exc).__name__}") from None
+                    self._ready = True
+        return self._tables[kind]
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (self._exists, self._modified, self._not_found):
+            raise
+        except self._http as exc:
+            if exc.status_code == 412:
+                raise self._modified(message=str(exc)) from None
+            if exc.status_code == 409:
+                raise self._exists(message=str(exc)) from None
+            raise StoreUnavailable(f"Azure Table Storage failed: {exc.status_code} {type(exc).__name__}") from None
+        except self._errors as exc:
+            raise StoreUnavailable(f"Azure Table Storage is unavailable: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _etag(result: Any) -> str | None:
+        if isinstance(result, dict):
+            return result.get("etag")
+        return getattr(result, "metadata", {}).get("etag")
+
+    def ping(self) -> None:
+        self._call(lambda: next(iter(self._table("subscriptions").query_entities("PartitionKey eq 'ping'", results_per_page=1)), None))
+
+    # subscriptions ---------------------------------------------------------------------------
+    @staticmethod
+    def _sub_entity(sub: Subscription) -> dict:
+        return {"PartitionKey": sub.id, "RowKey": SUB_ROW, "target": json.dumps(sub.target), "target_hash": sub.target_hash,
+                "events": json.dumps(sub.events), "scope": sub.scope, "organization": sub.organization, "user": sub.user or "",
+                "group": sub.group or "", "signing_key": sub.signing_key, "generation": sub.generation, "state": sub.state,
+                "calendly_webhook": sub.calendly_webhook or "", "created_at": sub.created_at, "updated_at": sub.updated_at}
+
+    @staticmethod
+    def _sub(entity: Any) -> Subscription:
+        return Subscription(id=entity["PartitionKey"], target=json.loads(entity["target"]), events=json.loads(entity["events"]),
+                            scope=entity["scope"], organization=entity["organization"], user=entity.get("user") or None,
+                            group=entity.get("group") or None, signing_key=entity["signing_key"], generation=entity["generation"],
+                            state=entity["state"], calendly_webhook=entity.get("calendly_webhook") or None,
+                            created_at=entity["created_at"], updated_at=entity["updated_at"], etag=entity.metadata.get("etag"))
+
+    def create_subscription(self, sub: Subscription) -> Subscription:
+        try:
+            result = self._call(self._table("subscriptions").create_entity, self._sub_entity(sub))
+        except self._exists:
+            raise ConcurrencyConflict(f"subscription {sub.id} already exists") from None
+        self._call(self._table("targets").upsert_entity, {"PartitionKey": sub.target_hash, "RowKey": sub.id})
+        return sub.replace(etag=self._etag(result))
+
+    def get_subscription(self, subscription_id: str) -> Subscription | None:
+        try:
+            return self._sub(self._call(self._table("subscriptions").get_entity, subscription_id, SUB_ROW))
+        except self._not_found:
+            return None
+
+    def update_subscription(self, sub: Subscription) -> Subscription:
+        try:
+            result = self._call(self._table("subscriptions").update_entity, self._sub_entity(sub), mode=self._replace,
+                                etag=sub.etag, match_condition=self._if_not_modified)
+        except (self._modified, self._not_found):
+            raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished") from None
+        return sub.replace(etag=self._etag(result))
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        sub = self.get_subscription(subscription_id)
+        if sub is not None:
+            self._call(self._table("targets").delete_entity, sub.target_hash, subscription_id)
+        self._call(self._table("subscriptions").delete_entity, subscription_id, SUB_ROW)
+
+    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
+        query = f"PartitionKey gt '{cursor}'" if cursor else "PartitionKey ne ''"
+        subs: list[Subscription] = []
+        for entity in self._call(lambda: list(self._iter(self._table("subscriptions").query_entities(query, results_per_page=limit + 1), limit + 1))):
+            subs.append(self._sub(entity))
+        page = subs[:limit]
+        return page, (page[-1].id if len(subs) > limit else None)
+
+    @staticmethod
+    def _iter(pages, count: int) -> list:
+        out = []
+        for entity in pages:
+            out.append(entity)
+            if len(out) >= count:
+                break
+        return out
+
+    def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]:
+        rows = self._call(lambda: list(self._table("targets").query_entities("PartitionKey eq @h", parameters={"h": target_hash})))
+        subs = [self.get_subscription(row["RowKey"]) for row in rows]
+        return [s for s in subs if s is not None and s.target_hash == target_hash]
+
+    # deliveries ------------------------------------------------------------------------------
+    @staticmethod
+    def _split(delivery_id: str) -> tuple[str, str]:
+        partition, _, row = delivery_id.partition("-")
+        return partition, row
+
+    def _delivery_entity(self, d: Delivery) -> dict:
+        partition, row = self._split(d.id)
+        chunks = [d.body[i:i + BODY_CHUNK] for i in range(0, len(d.body), BODY_CHUNK)] or [b""]
+        if len(chunks) > MAX_BODY_CHUNKS:
+            raise ValueError("delivery body too large for Table Storage")
+        entity = {"PartitionKey": partition, "RowKey": row, "event": d.event, "event_key": d.event_key, "status": d.status,
+                  "attempts": d.attempts, "last_status": d.last_status if d.last_status is not None else -1,
+                  "last_error": d.last_error or "", "next_attempt_at": d.next_attempt_at, "created_at": d.created_at,
+                  "updated_at": d.updated_at, "delivered_at": d.delivered_at or "", "body_parts": len(chunks)}
+        for i, chunk in enumerate(chunks):
+            entity[f"body{i}"] = chunk
+        return entity
+
+    @staticmethod
+    def _delivery(entity: Any) -> Delivery:
+        body = b"".join(bytes(entity.get(f"body{i}") or b"") for i in range(int(entity.get("body_parts", 1))))
+        return Delivery(id=f"{entity['PartitionKey']}-{entity['RowKey']}", subscription_id=entity["PartitionKey"],
+                        event=entity["event"], event_key=entity["event_key"], body=body, status=entity["status"],
+                        attempts=int(entity["attempts"]), last_status=None if int(entity["last_status"]) < 0 else int(entity["last_status"]),
+                        last_error=entity.get("last_error") or None, next_attempt_at=entity["next_attempt_at"],
+                        created_at=entity["created_at"], updated_at=entity["updated_at"],
+                        delivered_at=entity.get("delivered_at") or None, etag=entity.metadata.get("etag"))
+
+    def record_delivery(self, delivery: Delivery) -> Delivery | None:
+        try:
+            result = self._call(self._table("deliveries").create_entity, self._delivery_entity(delivery))
+        except self._exists:
+            return None
+        return delivery.replace(etag=self._etag(result))
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        partition, row = self._split(delivery_id)
+        try:
+            return self._delivery(self._call(self._table("deliveries").get_entity, partition, row))
+        except self._not_found:
+            return None
+
+    def update_delivery(self, delivery: Delivery) -> Delivery:
+        try:
+            result = self._call(self._table("deliveries").update_entity, self._delivery_entity(delivery), mode=self._replace,
+                                etag=delivery.etag, match_condition=self._if_not_modified)
+        except (self._modified, self._not_found):
+            raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished") from None
+        return delivery.replace(etag=self._etag(result))
+
+    def list_deliveries(self, subscription_id: str, limit: int, cursor: str | None = None) -> tuple[list[Delivery], str | None]:
+        after = self._split(cursor)[1] if cursor else ""
+        query = "PartitionKey eq @p and RowKey gt @r"
+        rows = self._call(lambda: self._iter(self._table("deliveries").query_entities(
+            query, parameters={"p": subscription_id, "r": after}, results_per_page=limit + 1), limit + 1))
+        items = [self._delivery(e) for e in rows]
+        page = items[:limit]
+        return page, (page[-1].id if len(items) > limit else None)
+
+    def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
+        # A filtered scan: the retry worker's safety net, never the callback path.
+        rows = self._call(lambda: self._iter(self._table("deliveries").query_entities(
+            "status eq @s and next_attempt_at le @n", parameters={"s": PENDING, "n": now}, results_per_page=min(limit, 1000)), limit))
+        return sorted((self._delivery(e) for e in rows), key=lambda d: d.next_attempt_at)
+
+    def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
+        self.service.close()
