@@ -9,7 +9,7 @@ import os
 
 import azure.functions as func
 
-from shared import api, reconcile as reconciliation
+from shared import api, reconcile as reconciliation, retry_queue
 from shared.http import Headers, Request, Response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -78,3 +78,9 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(schedule=os.environ.get("RECONCILE_SCHEDULE") or "0 */15 * * * *", arg_name="timer", run_on_startup=False)
 def reconcile(timer: func.TimerRequest) -> None:
     reconciliation.run()
+
+
+@app.queue_trigger(arg_name="message", queue_name=os.environ.get("DELIVERY_QUEUE") or retry_queue.DEFAULT_QUEUE,
+                   connection="AzureWebJobsStorage")
+def retry_delivery(message: func.QueueMessage) -> None:
+    retry_queue.handle_message(message.get_body().decode("utf-8", "replace"))

@@ -26,7 +26,15 @@ class Bridge:
         self.subscriptions = SubscriptionService(settings, self.store, self.calendly)
         self._targets: dict[str, Target] = {}
         self._targets_lock = threading.Lock()
-        self.deliveries = DeliveryService(settings, self.store, self.target_for, self.subscriptions.retire)
+        self.deliveries = DeliveryService(settings, self.store, self.target_for, self.subscriptions.retire, self._scheduler())
+
+    def _scheduler(self):
+        """Azure: the Storage retry queue; locally: the SQLite outbox (drained by ``serve``)."""
+        if self.store.name == "tables":
+            from .retry_queue import QueueScheduler, queue_client
+
+            return QueueScheduler(queue_client(self.settings))
+        return None
 
     def target_for(self, sub: Subscription) -> Target:
         kind = sub.target.get("type", "http")

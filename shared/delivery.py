@@ -111,10 +111,11 @@ class DeliveryService:
             return self._save(claimed.replace(status=DISCARDED, last_error="subscription deleted", updated_at=isotime()))
         return self.attempt(sub, claimed, WORKER_BUDGET_SECONDS)
 
-    def redeliver(self, due_only: bool = True, limit: int = 500) -> dict[str, int]:
-        """Drain the outbox: attempt pending deliveries (all of them when ``due_only`` is False)."""
+    def redeliver(self, due_only: bool = True, limit: int = 500, overdue_seconds: float = 0.0) -> dict[str, int]:
+        """Drain the outbox: attempt pending deliveries (all of them when ``due_only`` is False;
+        only those late by ``overdue_seconds`` when a retry queue normally handles them)."""
         summary = {"attempted": 0, "delivered": 0, "pending": 0, "dead": 0, "discarded": 0}
-        now = isotime() if due_only else FAR_FUTURE
+        now = isotime(plus_seconds=-overdue_seconds) if due_only else FAR_FUTURE
         for delivery in list(self.store.due_deliveries(now, limit)):
             result = self.retry(delivery.id)
             if result is None:

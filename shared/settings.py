@@ -27,6 +27,13 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "DELIVERY_MAX_ATTEMPTS": ("8", "Delivery attempts (in-request and durable retries) before a delivery is dead."),
     "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": (None, "Service Bus namespace (e.g. <name>.servicebus.windows.net) for servicebus targets, with managed identity."),
     "SERVICEBUS_CONNECTION": (None, "Service Bus connection string (local development; prefer the namespace + identity on Azure)."),
+    "AzureWebJobsStorage": (None, "Storage connection string (UseDevelopmentStorage=true for Azurite); set: Table Storage store + retry queue."),
+    "AzureWebJobsStorage__accountName": (None, "Identity-based storage: the account name (Azure sets this instead of a connection string)."),
+    "AzureWebJobsStorage__tableServiceUri": (None, "Identity-based storage: explicit Table service URI (optional)."),
+    "AzureWebJobsStorage__queueServiceUri": (None, "Identity-based storage: explicit Queue service URI (optional)."),
+    "AzureWebJobsStorage__clientId": (None, "Identity-based storage: client id of the user-assigned identity."),
+    "BRIDGE_TABLE_PREFIX": ("calendlybridge", "Prefix of the bridge's table names (subscriptions, targets, deliveries)."),
+    "DELIVERY_QUEUE": ("calendly-deliveries", "Storage queue of failed deliveries awaiting a retry."),
     "RECONCILE_SCHEDULE": (DEFAULT_RECONCILE_SCHEDULE, "NCRONTAB schedule of the reconciliation timer (recreates lost or disabled hooks, deletes orphans)."),
 }
 
