@@ -34,6 +34,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "AzureWebJobsStorage__clientId": (None, "Identity-based storage: client id of the user-assigned identity."),
     "BRIDGE_TABLE_PREFIX": ("calendlybridge", "Prefix of the bridge's table names (subscriptions, targets, deliveries)."),
     "DELIVERY_QUEUE": ("calendly-deliveries", "Storage queue of failed deliveries awaiting a retry."),
+    "BRIDGE_LOG_LEVEL": ("INFO", "Log level of the local host and CLI commands (the Functions host uses host.json)."),
     "RECONCILE_SCHEDULE": (DEFAULT_RECONCILE_SCHEDULE, "NCRONTAB schedule of the reconciliation timer (recreates lost or disabled hooks, deletes orphans)."),
 }
 

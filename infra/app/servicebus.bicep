@@ -1,0 +1,31 @@
+// Service Bus namespace for Service Bus targets: a queue with duplicate detection on, so a
+// retried delivery (same message id = the bridge's delivery id) is dropped.
+param location string
+param tags object
+param name string
+param queueName string
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
+  name: name
+  location: location
+  tags: tags
+  sku: { name: 'Standard', tier: 'Standard' }
+  properties: {
+    disableLocalAuth: true
+    minimumTlsVersion: '1.2'
+  }
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+  parent: namespace
+  name: queueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'P1D'
+    deadLetteringOnMessageExpiration: true
+    maxDeliveryCount: 10
+  }
+}
+
+output name string = namespace.name
+output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
