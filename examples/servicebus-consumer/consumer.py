@@ -1,0 +1,37 @@
+"""A minimal Service Bus consumer for the bridge's Service Bus target.
+
+    python examples/servicebus-consumer/consumer.py <namespace>.servicebus.windows.net calendly-events
+
+Authenticates with DefaultAzureCredential (needs the Azure Service Bus Data Receiver role).
+The message body is Calendly's JSON; ``message_id`` is the bridge's delivery id.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def describe(body: bytes, message_id: str | None, subject: str | None) -> str:
+    envelope = json.loads(body)
+    payload = envelope.get("payload") or {}
+    return f"{subject or envelope.get('event')} delivery {message_id}: {payload.get('name')} <{payload.get('email')}>"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    namespace, queue = argv
+    from azure.identity import DefaultAzureCredential
+    from azure.servicebus import ServiceBusClient
+
+    with ServiceBusClient(namespace, DefaultAzureCredential()) as client, client.get_queue_receiver(queue) as receiver:
+        for message in receiver:
+            print(describe(b"".join(message.body), message.message_id, message.subject), flush=True)
+            receiver.complete_message(message)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
