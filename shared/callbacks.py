@@ -25,7 +25,7 @@ def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Resp
     try:
         signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, bridge.settings.signature_tolerance)
     except signatures.SignatureError as exc:
-        log.warning("subscription %s: rejected a callback: %s", sub.id, exc)
+        log.warning("callback outcome=rejected subscription=%s reason=%r", sub.id, str(exc))
         raise BridgeError(401, "invalid_signature", str(exc)) from None
     if sub.state in (RETIRED, DELETING):
         return Response.json(410, {"error": {"code": "subscription_inactive", "message": f"the subscription is {sub.state}"}})
@@ -37,14 +37,14 @@ def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Resp
         raise BridgeError(400, "invalid_event", "the event body must be a JSON object with an 'event' name")
     event = envelope["event"]
     if event not in sub.events:
-        log.info("subscription %s: ignored event %s (not subscribed)", sub.id, event)
+        log.info("callback outcome=ignored subscription=%s event=%s", sub.id, event)
         return Response.json(200, {"status": "ignored", "event": event})
     key = event_key(envelope, body)
     delivery = Delivery(id=delivery_id(sub.id, sub.generation, key), subscription_id=sub.id, event=event, event_key=key,
                         body=body, next_attempt_at=isotime(plus_seconds=LEASE_SECONDS))
     recorded = bridge.store.record_delivery(delivery)
     if recorded is None:
-        log.info("subscription %s: duplicate event %s (delivery %s) not forwarded again", sub.id, event, delivery.id)
+        log.info("callback outcome=duplicate subscription=%s delivery=%s event=%s", sub.id, delivery.id, event)
         return Response.json(200, {"status": "duplicate", "delivery_id": delivery.id})
     outcome = bridge.deliveries.attempt(sub, recorded, IN_REQUEST_BUDGET_SECONDS)
     if outcome.status == DELIVERED:

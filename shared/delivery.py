@@ -67,15 +67,18 @@ class DeliveryService:
         if result.ok:
             updated = delivery.replace(status=DELIVERED, attempts=attempts, last_status=result.status, last_error=None,
                                        delivered_at=now, updated_at=now)
-            log.info("delivery %s subscription %s event %s delivered (attempt %d)", delivery.id, sub.id, delivery.event, attempts)
+            log.info("delivery outcome=delivered subscription=%s delivery=%s event=%s attempt=%d", sub.id, delivery.id,
+                     delivery.event, attempts)
             return self._save(updated)
         if result.gone:
+            log.warning("delivery outcome=target_gone subscription=%s delivery=%s event=%s status=%s", sub.id, delivery.id,
+                        delivery.event, result.status)
             updated = self._save(delivery.replace(status=DISCARDED, attempts=attempts, last_status=result.status,
                                                   last_error=result.error, updated_at=now))
             self.retire(sub, result.error or "target gone")
             return updated
         if attempts >= self.settings.delivery_max_attempts:
-            log.error("delivery %s subscription %s event %s dead after %d attempts: %s", delivery.id, sub.id,
+            log.error("delivery outcome=dead subscription=%s delivery=%s event=%s attempt=%d error=%r", sub.id, delivery.id,
                       delivery.event, attempts, result.error)
             return self._save(delivery.replace(status=DEAD, attempts=attempts, last_status=result.status,
                                                last_error=result.error, updated_at=now))
@@ -83,8 +86,8 @@ class DeliveryService:
         updated = self._save(delivery.replace(status=PENDING, attempts=attempts, last_status=result.status,
                                               last_error=result.error, next_attempt_at=isotime(plus_seconds=delay),
                                               updated_at=now))
-        log.warning("delivery %s subscription %s event %s failed (attempt %d): %s; next in %.0f s", delivery.id, sub.id,
-                    delivery.event, attempts, result.error, delay)
+        log.warning("delivery outcome=retry subscription=%s delivery=%s event=%s attempt=%d error=%r next_in_s=%.0f", sub.id,
+                    delivery.id, delivery.event, attempts, result.error, delay)
         self.scheduler.schedule(updated, delay)
         return updated
 

@@ -49,3 +49,12 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     assert "calendly POST /webhook_subscriptions" in everything
     for secret in [PAT, "LOGICSECRET123", *[k for k in keys if k]]:
         assert secret not in everything, f"a secret leaked: {secret[:4]}…"
+
+
+def test_logs_are_structured_with_ids_event_and_outcome(bridge, sandbox, target):
+    sub = subscribe(bridge, target).json()
+    result = simulate(sandbox, "invitee.created", repeat=2)
+    delivery_id = json.loads(result["deliveries"][0]["response"])["delivery_id"]
+    logs = bridge.logs()
+    assert f"delivery outcome=delivered subscription={sub['id']} delivery={delivery_id} event=invitee.created attempt=1" in logs
+    assert f"callback outcome=duplicate subscription={sub['id']} delivery={delivery_id} event=invitee.created" in logs

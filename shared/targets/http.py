@@ -77,7 +77,7 @@ class HttpTarget:
                                           redirect=False, preload_content=False)
         except (HTTPError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            log.info("delivery %s to %s failed: %s", delivery.id, redact_url(url), type(reason).__name__)
+            log.info("forward delivery=%s target=%s error=%s", delivery.id, redact_url(url), type(reason).__name__)
             return SendResult(False, None, f"target unreachable ({type(reason).__name__})")
         try:
             response.drain_conn()
@@ -85,7 +85,7 @@ class HttpTarget:
             response.release_conn()
         status = response.status
         elapsed = (time.monotonic() - started) * 1000
-        log.info("delivery %s to %s -> %s in %.0f ms", delivery.id, redact_url(url), status, elapsed)
+        log.info("forward delivery=%s target=%s status=%s ms=%.0f", delivery.id, redact_url(url), status, elapsed)
         if 200 <= status < 300:
             return SendResult(True, status)
         if status in (404, 410):
