@@ -105,6 +105,12 @@ class Host:
                     return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the host process has used."""
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def signing_key(self, sub_id: str) -> str:
         with sqlite3.connect(self.sqlite) as db:
             return json.loads(db.execute("SELECT data FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()[0])["signing_key"]

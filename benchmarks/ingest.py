@@ -70,7 +70,9 @@ def ingest(events: int = 2000, memory_events: int = 10000) -> dict:
                 _drive(lambda b: f"{target.url}/flow0", floor_bodies[:50], lambda b: {"Content-Type": "application/json"}, concurrency)
                 _drive(lambda b: callback, [b for b, _ in signed_events(50, key)], lambda b: sign_headers(b, key), concurrency)
                 floor = _drive(lambda b: f"{target.url}/flow0", floor_bodies, lambda b: {"Content-Type": "application/json"}, concurrency)
+                cpu_before = host.cpu_seconds()
                 bridge = _drive(lambda b: callback, bridge_bodies, lambda b: sign_headers(b, key), concurrency)
+                bridge["host_cpu_ms_per_event"] = (host.cpu_seconds() - cpu_before) * 1000 / len(bridge_bodies)
                 results[f"c{concurrency}"] = {"floor": floor, "bridge": bridge,
                                               "ratio_p50": bridge["p50_ms"] / floor["p50_ms"],
                                               "overhead_ms_p50": bridge["p50_ms"] - floor["p50_ms"]}
@@ -101,7 +103,7 @@ def main(argv=None) -> dict:
         x = r[f"c{c}"]
         print(f"concurrency {c:>2}: floor p50 {x['floor']['p50_ms']:.2f} ms p99 {x['floor']['p99_ms']:.2f} ms {x['floor']['eps']:.0f}/s | "
               f"bridge p50 {x['bridge']['p50_ms']:.2f} ms p99 {x['bridge']['p99_ms']:.2f} ms {x['bridge']['eps']:.0f}/s | "
-              f"ratio {x['ratio_p50']:.2f}, overhead {x['overhead_ms_p50']:.2f} ms")
+              f"ratio {x['ratio_p50']:.2f}, overhead {x['overhead_ms_p50']:.2f} ms, bridge CPU {x['bridge']['host_cpu_ms_per_event']:.2f} ms/event")
     print(f"Calendly calls per subscribe: {r['calendly_calls_per_subscribe']}; on the callback path: {r['calendly_calls_on_callback_path']}")
     print(f"RSS after each fifth of {r['memory_events']} events (MB): {r['rss_mb_per_batch']}; peak {r['peak_rss_mb']} MB")
     return r
