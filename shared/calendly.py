@@ -168,17 +168,27 @@ class CalendlyClient:
             params["user"] = user
         if scope == "group" and group:
             params["group"] = group
-        seen_tokens: set[str] = set()
+        seen: set[str] = set()
+        path = "/webhook_subscriptions"
         while True:
-            page = self._json("GET", "/webhook_subscriptions", (200,), params=params)
+            page = self._json("GET", path, (200,), params=params)
             for item in page.get("collection") or []:
                 if isinstance(item, dict):
                     yield item
-            token = (page.get("pagination") or {}).get("next_page_token")
-            if not token or token in seen_tokens:
+            pagination = page.get("pagination") or {}
+            token, next_page = pagination.get("next_page_token"), pagination.get("next_page")
+            if token and token not in seen:
+                seen.add(token)
+                params = {**params, "page_token": token}
+            elif not token and isinstance(next_page, str) and next_page not in seen:
+                # Only the full URL is given: follow its path and query on *our* base URL.
+                seen.add(next_page)
+                parts = urlsplit(next_page)
+                path, params = f"{parts.path}?{parts.query}" if parts.query else parts.path, None
+                if not path.startswith("/webhook_subscriptions"):
+                    return
+            else:
                 return
-            seen_tokens.add(token)
-            params = {**params, "page_token": token}
 
     def get_webhook(self, uri: str) -> dict | None:
         response = self._request("GET", self.webhook_path(uri))

@@ -134,3 +134,14 @@ def test_401_rereads_a_rotated_pat_once(target):
     target.respond((401, {}, error_body("Unauthenticated", "The access token is invalid")), (200, {}, ME))
     c.me()
     assert [r["headers"]["authorization"] for r in target.received] == ["Bearer old", "Bearer new"]
+
+
+def test_list_follows_next_page_urls_when_no_token_is_given(client, target):
+    pages = [
+        {"collection": [{"uri": "u1"}], "pagination": {"next_page": "https://api.calendly.com/webhook_subscriptions?count=100&page_token=p2"}},
+        {"collection": [{"uri": "u2"}], "pagination": {"next_page": None}},
+    ]
+    target.respond(*[(200, {}, json.dumps(p).encode()) for p in pages])
+    uris = [h["uri"] for h in client.list_webhooks(organization="https://api.calendly.com/organizations/O", scope="organization")]
+    assert uris == ["u1", "u2"]
+    assert target.received[1]["path"] == "/webhook_subscriptions" and "page_token=p2" in target.received[1]["query"]
