@@ -166,3 +166,15 @@ def test_reconcile_finishes_a_subscribe_interrupted_after_the_record_write(bridg
     current = bridge.api("GET", f"/subscriptions/{sub['id']}").json()
     assert current["state"] == "active"
     assert [h["callback_url"] for h in sandbox_hooks(sandbox)] == [f"{bridge.url}/api/calendly/events/{sub['id']}"]
+
+
+def test_reconcile_when_calendly_is_down_reports_errors_and_changes_nothing(bridge, sandbox, target):
+    sub = subscribe(bridge, target).json()
+    fault(sandbox, status=500, count=100)
+    done = bridge.run("reconcile")
+    summary = json.loads(done.stdout)
+    assert done.returncode == 1 and summary["errors"] and summary["recreated"] == 0
+    requests.post(f"{sandbox.url}/_sandbox/faults", json={"clear": True}, timeout=5)
+    current = bridge.api("GET", f"/subscriptions/{sub['id']}").json()
+    assert current["state"] == "active" and current["calendly_webhook"] == sub["calendly_webhook"]
+    assert [h["uri"] for h in sandbox_hooks(sandbox)] == [sub["calendly_webhook"]]
