@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared import sample_events, signatures  # noqa: E402
-from shared.wsgi_server import BackgroundServer  # noqa: E402
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from .errors import BridgeError, ConcurrencyConflict
@@ -140,6 +139,3 @@ class DeliveryService:
                                                             updated_at=isotime()))
         return self.attempt(sub, reset, IN_REQUEST_BUDGET_SECONDS)
 
-
-def parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
 from .events import scope_conflicts
-from .models import ACTIVE, CREATING, DELETING, RETIRED, Subscription, isotime
+from .models import ACTIVE, DELETING, RETIRED, Subscription, isotime
 from .redaction import redact_url
 from .settings import Settings
 from .store.base import Store
@@ -191,5 +191,3 @@ class SubscriptionService:
     def list(self, limit: int, cursor: str | None) -> tuple[list[Subscription], str | None]:
         return self.store.list_subscriptions(limit, cursor)
 
-
-__all__ = ["SubscriptionService", "subscription_id", "CREATING"]

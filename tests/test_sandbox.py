@@ -6,8 +6,6 @@ import copy
 import json
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import pytest
 import requests
