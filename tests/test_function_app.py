@@ -72,3 +72,17 @@ def test_function_app_handlers_stay_thin():
 def test_reconcile_runs_on_a_timer_every_15_minutes_by_default():
     [timer] = [fn for fn in declared_functions() if fn.get_function_name() == "reconcile"]
     assert timer.get_trigger().schedule == "0 */15 * * * *"
+
+
+def test_app_insights_sampling_never_drops_requests_or_exceptions():
+    import json
+
+    sampling = json.loads((ROOT / "host.json").read_text())["logging"]["applicationInsights"]["samplingSettings"]
+    assert {"Request", "Exception"} <= set(sampling["excludedTypes"].split(";"))
+
+
+def test_queue_retries_are_bounded_by_the_host_too():
+    import json
+
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] >= 5  # a store outage retries the message; then the poison queue keeps it
