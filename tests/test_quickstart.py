@@ -34,3 +34,19 @@ def test_serve_sandbox_shows_an_event_flowing_through(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_invalid_setting_stops_serve_with_one_clear_error(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_"))}
+    env.update(SIGNATURE_TOLERANCE_SECONDS="soon", BRIDGE_SQLITE_PATH=str(tmp_path / "x.sqlite3"))
+    done = subprocess.run([sys.executable, "-m", "shared", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "SIGNATURE_TOLERANCE_SECONDS must be a whole number" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_command_prints_usage():
+    done = subprocess.run([sys.executable, "-m", "shared", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "serve" in done.stderr and "reconcile" in done.stderr
