@@ -44,7 +44,7 @@ def parse(header: str | None) -> tuple[int, list[str]]:
                 raise SignatureError("malformed timestamp in Calendly-Webhook-Signature header")
             timestamp = int(value)
         elif name == "v1":
-            signatures.append(value)
+            signatures.append(value.lower())
     if timestamp is None or not signatures:
         raise SignatureError("Calendly-Webhook-Signature header needs t= and v1=")
     return timestamp, signatures

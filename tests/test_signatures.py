@@ -72,3 +72,8 @@ def test_verification_compares_in_constant_time(monkeypatch):
     with pytest.raises(SignatureError):
         signatures.verify(BODY, f"t={NOW},v1={'0' * 64}", KEY, 180, now=NOW)
     assert calls, "signatures must be compared with hmac.compare_digest"
+
+
+def test_uppercase_hex_and_spaces_after_commas_are_accepted():
+    t, digest = signatures.sign(BODY, KEY, NOW).split(",")
+    assert signatures.verify(BODY, f"{t}, {digest.upper().replace('V1=', 'v1=')}", KEY, 180, now=NOW) == NOW
