@@ -6,7 +6,7 @@ import logging
 
 from . import signatures
 from .delivery import IN_REQUEST_BUDGET_SECONDS, LEASE_SECONDS
-from .errors import BridgeError
+from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .events import delivery_id, event_key
 from .http import Headers, Response
 from .models import DELETING, DELIVERED, DISCARDED, PENDING, RETIRED, Delivery, isotime
@@ -46,7 +46,13 @@ def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Resp
     if recorded is None:
         log.info("callback outcome=duplicate subscription=%s delivery=%s event=%s", sub.id, delivery.id, event)
         return Response.json(200, {"status": "duplicate", "delivery_id": delivery.id})
-    outcome = bridge.deliveries.attempt(sub, recorded, IN_REQUEST_BUDGET_SECONDS)
+    try:
+        outcome = bridge.deliveries.attempt(sub, recorded, IN_REQUEST_BUDGET_SECONDS)
+    except (StoreUnavailable, ConcurrencyConflict) as exc:
+        # Recorded already: the outbox/retry worker owns it now; Calendly need not resend.
+        log.warning("callback outcome=recorded subscription=%s delivery=%s event=%s bookkeeping=%s", sub.id, recorded.id,
+                    event, exc.code)
+        return Response.json(202, {"status": "pending", "delivery_id": recorded.id})
     if outcome.status == DELIVERED:
         return Response.json(200, {"status": "delivered", "delivery_id": outcome.id})
     if outcome.status == DISCARDED:

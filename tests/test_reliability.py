@@ -177,3 +177,31 @@ def test_reconcile_when_calendly_is_down_reports_errors_and_changes_nothing(brid
     current = bridge.api("GET", f"/subscriptions/{sub['id']}").json()
     assert current["state"] == "active" and current["calendly_webhook"] == sub["calendly_webhook"]
     assert [h["uri"] for h in sandbox_hooks(sandbox)] == [sub["calendly_webhook"]]
+
+
+def test_store_failing_after_the_record_still_answers_202_and_keeps_the_delivery(tmp_path, target):
+    """Once recorded, a failed bookkeeping write must not make Calendly resend (nor be a 5xx)."""
+    from shared import signatures as sig
+    from shared.bridge import Bridge
+    from shared.callbacks import receive
+    from shared.errors import StoreUnavailable
+    from shared.http import Headers
+    from shared.models import ACTIVE, Subscription
+    from shared.settings import Settings
+
+    bridge = Bridge(Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3"), "CALENDLY_PAT": "x",
+                                       "BRIDGE_PUBLIC_URL": "http://127.0.0.1:1", "ALLOW_INSECURE_TARGETS": "true"}))
+    sub = bridge.store.create_subscription(Subscription(
+        id="c" * 32, target={"type": "http", "url": f"{target.url}/flow"}, events=["invitee.created"], scope="organization",
+        organization="o", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
+
+    def broken_update(delivery):
+        raise StoreUnavailable()
+
+    bridge.store.update_delivery = broken_update
+    body = b'{"event": "invitee.created", "payload": {"uri": "https://api.calendly.com/x/invitees/1"}}'
+    response = receive(bridge, sub.id, Headers({sig.HEADER: sig.sign(body, "k")}), body)
+    assert response.status == 202 and json.loads(response.body)["status"] == "pending"
+    [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
+    assert pending.body == body
+    bridge.close()
