@@ -205,3 +205,46 @@ def test_store_failing_after_the_record_still_answers_202_and_keeps_the_delivery
     [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
     assert pending.body == body
     bridge.close()
+
+
+def test_target_host_is_rechecked_at_delivery_time(tmp_path, monkeypatch):
+    """A name that resolved to a public address at subscribe time but points inside later
+    (DNS rebinding) is refused at delivery: no connection is attempted, the delivery stays pending."""
+    import socket as socket_module
+
+    from shared import signatures as sig
+    from shared.bridge import Bridge
+    from shared.callbacks import receive
+    from shared.http import Headers
+    from shared.models import ACTIVE, Subscription
+    from shared.settings import Settings
+    from shared.targets.policy import check_target_url
+
+    answers = {"flow.example": "8.8.8.8"}
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", fake_getaddrinfo)
+    settings = Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "r.sqlite3"), "CALENDLY_PAT": "x",
+                                  "BRIDGE_PUBLIC_URL": "https://bridge.example"})
+    assert check_target_url("https://flow.example/hook", settings)  # subscribe time: public
+    bridge = Bridge(settings)
+    sub = bridge.store.create_subscription(Subscription(
+        id="d" * 32, target={"type": "http", "url": "https://flow.example/hook"}, events=["invitee.created"],
+        scope="organization", organization="o", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
+    answers["flow.example"] = "169.254.169.254"  # rebinds to the metadata endpoint
+    connects = []
+    import urllib3.util.connection
+
+    def no_connect(address, *args, **kwargs):
+        connects.append(address)
+        raise OSError("blocked in test")
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", no_connect)
+    body = b'{"event": "invitee.created", "payload": {"uri": "https://api.calendly.com/x/invitees/2"}}'
+    response = receive(bridge, sub.id, Headers({sig.HEADER: sig.sign(body, "k")}), body)
+    assert response.status == 202 and connects == []
+    [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
+    assert "private" in pending.last_error or "reserved" in pending.last_error
+    bridge.close()
