@@ -1,16 +1,21 @@
 // Calendly trigger bridge on Azure Functions (Flex Consumption, Python 3.11).
-// Deploy with `azd up`, or `az deployment group create -g <rg> -f infra/main.bicep -p environmentName=<name>`.
+// Resource-group scope, so both deployment routes use this one file unchanged:
+//   azd up                       (azd asks for, or reads AZURE_RESOURCE_GROUP, and passes main.parameters.json)
+//   az deployment group create -g <rg> -f infra/main.bicep -p environmentName=<name> [principalId=<object id>]
+// See docs/deploy.md.
 targetScope = 'resourceGroup'
 
 @minLength(1)
 @maxLength(64)
-@description('Name of the environment; used in resource names and the azd-env-name tag.')
+@description('Name of the environment; part of the resource token and the azd-env-name tag.')
 param environmentName string
 
-@description('Location of every resource.')
+@minLength(1)
+@description('Location of every resource; must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({ azd: { type: 'location' } })
 param location string = resourceGroup().location
 
-@description('Object id of the deploying user or group: granted Key Vault Secrets Officer so it can store the PAT. Empty: none.')
+@description('Object id of the deploying user (or group / service principal): granted Key Vault Secrets Officer so it can store the PAT. Empty: none.')
 param principalId string = ''
 
 @description('Name of the Key Vault secret that holds the Calendly personal access token.')
@@ -19,7 +24,13 @@ param calendlyPatSecretName string = 'calendly-pat'
 @description('Calendly API base URL.')
 param calendlyApiBase string = 'https://api.calendly.com'
 
-@description('Optional comma-separated host suffixes targets must match, e.g. logic.azure.com,flow.microsoft.com.')
+@description('Seconds the PAT read from Key Vault is cached (a 401 from Calendly re-reads it at once).')
+param calendlyPatCacheSeconds int = 300
+
+@description('Accepted clock skew of Calendly-Webhook-Signature timestamps, in seconds.')
+param signatureToleranceSeconds int = 180
+
+@description('Optional comma-separated host suffixes targets must match, e.g. logic.azure.com,flow.microsoft.com,powerautomate.com. Empty: any public https host.')
 param allowedTargetHosts string = ''
 
 @description('Delivery attempts before a delivery is dead (kept for replay).')
@@ -28,8 +39,14 @@ param deliveryMaxAttempts int = 8
 @description('NCRONTAB schedule of the reconciliation timer.')
 param reconcileSchedule string = '0 */15 * * * *'
 
-@description('Maximum instances the Flex Consumption plan scales to.')
+@description('Maximum instances the Flex Consumption plan scales to (40-1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
+
+@description('Storage replication. GRS by default; Standard_LRS or Standard_ZRS in regions without a paired region.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+param storageSkuName string = 'Standard_GRS'
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -61,6 +78,7 @@ module storage 'app/storage.bicep' = {
     location: location
     tags: tags
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    skuName: storageSkuName
     deploymentContainer: deploymentContainer
     deliveryQueue: deliveryQueue
   }
@@ -97,11 +115,13 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-// Every setting the code reads in Azure. Deliberately NOT set here (local development only):
-// CALENDLY_PAT (the PAT lives in Key Vault), BRIDGE_SQLITE_PATH (Table Storage is used),
-// SERVICEBUS_CONNECTION (managed identity is used), AzureWebJobsStorage as a connection string,
-// AzureWebJobsStorage__tableServiceUri / AzureWebJobsStorage__queueServiceUri (derived from the
-// account name), BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
+// Every setting the code reads in Azure is set below or in app/function.bicep (the identity-based
+// AzureWebJobsStorage__*, APPLICATIONINSIGHTS_*, and BRIDGE_PUBLIC_URL = https://<default host name>).
+// Deliberately NOT set in Azure (local development only):
+//   CALENDLY_PAT (the PAT lives in Key Vault), BRIDGE_SQLITE_PATH (Table Storage is the store),
+//   SERVICEBUS_CONNECTION (the identity is used), AzureWebJobsStorage as a connection string,
+//   AzureWebJobsStorage__tableServiceUri / AzureWebJobsStorage__queueServiceUri (derived from the
+//   account name), BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
 module bridge 'app/function.bicep' = {
   name: 'function'
   params: {
@@ -120,11 +140,10 @@ module bridge 'app/function.bicep' = {
       CALENDLY_API_BASE: calendlyApiBase
       KEY_VAULT_URL: vault.outputs.uri
       CALENDLY_PAT_SECRET_NAME: calendlyPatSecretName
-      CALENDLY_PAT_CACHE_SECONDS: '300'
+      CALENDLY_PAT_CACHE_SECONDS: string(calendlyPatCacheSeconds)
       AZURE_CLIENT_ID: identity.properties.clientId
-      BRIDGE_PUBLIC_URL: 'https://${functionAppName}.azurewebsites.net'
       BRIDGE_TABLE_PREFIX: 'calendlybridge'
-      SIGNATURE_TOLERANCE_SECONDS: '180'
+      SIGNATURE_TOLERANCE_SECONDS: string(signatureToleranceSeconds)
       ALLOW_INSECURE_TARGETS: 'false'
       ALLOWED_TARGET_HOSTS: allowedTargetHosts
       DELIVERY_QUEUE: deliveryQueue
@@ -133,15 +152,19 @@ module bridge 'app/function.bicep' = {
       SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: messaging.outputs.fullyQualifiedNamespace
     }
   }
+  // The host starts as soon as the settings land: its identity must already hold its roles.
   dependsOn: [rbac]
 }
 
 output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output BRIDGE_URL string = 'https://${bridge.outputs.defaultHostName}'
 output FUNCTION_APP_NAME string = bridge.outputs.name
+output BRIDGE_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output KEY_VAULT_NAME string = vault.outputs.name
 output KEY_VAULT_URL string = vault.outputs.uri
+output CALENDLY_PAT_SECRET_NAME string = calendlyPatSecretName
 output SERVICEBUS_NAMESPACE string = messaging.outputs.fullyQualifiedNamespace
 output SERVICEBUS_QUEUE string = serviceBusQueue
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -1,4 +1,6 @@
-// The Function App on the Flex Consumption plan (Python 3.11), with identity-based storage.
+// The Function App on the Flex Consumption plan (Python 3.11), with identity-based storage and
+// no publishing credentials. App settings are a separate `config/appsettings` resource (as in
+// Azure-Samples' Flex quickstarts) so BRIDGE_PUBLIC_URL can use the app's real default host name.
 param location string
 param tags object
 param name string
@@ -9,8 +11,12 @@ param storageAccountName string
 param storageBlobEndpoint string
 param deploymentContainer string
 param appInsightsConnectionString string
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
-@description('App settings the bridge reads (name -> value).')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+@description('App settings the bridge reads (name -> value); BRIDGE_PUBLIC_URL and the platform settings are added here.')
 param appSettings object
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -23,16 +29,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
     name: 'FC1'
   }
   properties: {
-    reserved: true
+    reserved: true // Linux: Flex Consumption runs on Linux only
   }
-}
-
-var baseSettings = {
-  AzureWebJobsStorage__accountName: storageAccountName
-  AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identityClientId
-  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
@@ -52,12 +50,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [for setting in items(union(baseSettings, appSettings)): {
-        name: setting.key
-        value: setting.value
-      }]
     }
     functionAppConfig: {
       deployment: {
@@ -72,13 +67,27 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
-        instanceMemoryMB: 2048
+        instanceMemoryMB: instanceMemoryMB
       }
       runtime: {
         name: 'python'
         version: '3.11'
       }
     }
+  }
+
+  // Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION: the runtime is
+  // functionAppConfig.runtime above. Storage is identity-based: no AzureWebJobsStorage connection string.
+  resource settings 'config' = {
+    name: 'appsettings'
+    properties: union(appSettings, {
+      AzureWebJobsStorage__accountName: storageAccountName
+      AzureWebJobsStorage__credential: 'managedidentity'
+      AzureWebJobsStorage__clientId: identityClientId
+      APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+      BRIDGE_PUBLIC_URL: 'https://${site.properties.defaultHostName}'
+    })
   }
 }
 

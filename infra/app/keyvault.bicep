@@ -1,4 +1,4 @@
-// Key Vault for the Calendly PAT, RBAC authorization (no access policies).
+// Key Vault for the Calendly PAT: RBAC authorization (no access policies), soft delete on.
 param location string
 param tags object
 param name string
@@ -13,6 +13,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
+    // Irreversible by design: a deleted vault is recoverable for 7 days (`az keyvault recover`), never purged early.
     enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
     networkAcls: { bypass: 'AzureServices', defaultAction: 'Allow' }

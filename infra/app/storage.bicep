@@ -5,17 +5,21 @@ param tags object
 param name string
 param deploymentContainer string
 param deliveryQueue string
+@description('Replication; GRS by default. Use Standard_LRS or Standard_ZRS in regions without a paired region.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+param skuName string = 'Standard_GRS'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
-  sku: { name: 'Standard_GZRS' }
+  sku: { name: skuName }
   properties: {
     accessTier: 'Hot'
     allowBlobPublicAccess: false
-    allowSharedKeyAccess: false
+    allowSharedKeyAccess: false // Entra ID only: the Functions host, the bridge and azd all use the identity
+    defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     publicNetworkAccess: 'Enabled'
