@@ -225,6 +225,16 @@ def test_outputs_are_what_azd_and_the_deploy_guide_need():
     assert not {o for o in outputs if f"`{o}`" not in guide}, "docs/deploy.md explains every output"
 
 
+def test_the_logic_app_example_deploys_its_workflow_with_every_parameter_set():
+    path = ROOT / "examples" / "logic-app" / "workflow.bicep"
+    workflow = body(resources(path, "Microsoft.Logic/workflows")["workflow"])
+    definition = json.loads((path.parent / "workflow.json").read_text())["definition"]
+    assert set(workflow["properties"]["parameters"]) == set(definition["parameters"])
+    key = parse(path)["parameters"]["bridgeFunctionKey"]
+    assert any(d["type"] == "secure" for d in key["decorators"]), "the function key is a secure parameter"
+    assert definition["parameters"]["bridgeFunctionKey"]["type"] == "SecureString"
+
+
 # checkov ---------------------------------------------------------------------------------------
 def _checkov(*args: str) -> dict:
     done = subprocess.run(["bash", "scripts/checkov.sh", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -12,6 +12,7 @@ import sys
 
 
 def describe(body: bytes, message_id: str | None, subject: str | None) -> str:
+    """One line per event: name, delivery id, and the invitee (when the payload has one)."""
     envelope = json.loads(body)
     payload = envelope.get("payload") or {}
     return f"{subject or envelope.get('event')} delivery {message_id}: {payload.get('name')} <{payload.get('email')}>"
@@ -23,13 +24,25 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     namespace, queue = argv
+    # Imported here so the module imports without the Azure SDKs (and without side effects).
     from azure.identity import DefaultAzureCredential
     from azure.servicebus import ServiceBusClient
 
-    with ServiceBusClient(namespace, DefaultAzureCredential()) as client, client.get_queue_receiver(queue) as receiver:
-        for message in receiver:
-            print(describe(b"".join(message.body), message.message_id, message.subject), flush=True)
-            receiver.complete_message(message)
+    credential = DefaultAzureCredential()
+    with ServiceBusClient(namespace, credential) as client, client.get_queue_receiver(queue) as receiver:
+        try:
+            for message in receiver:
+                try:
+                    line = describe(b"".join(message.body), message.message_id, message.subject)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    print(f"not a Calendly event ({exc}); abandoning {message.message_id}", file=sys.stderr)
+                    receiver.abandon_message(message)
+                    continue
+                print(line, flush=True)
+                receiver.complete_message(message)
+        except KeyboardInterrupt:
+            pass
+    credential.close()
     return 0
 
 
