@@ -24,12 +24,21 @@ class BackgroundServer:
         self._server = waitress.create_server(self.app, host=self.host, port=self.port, threads=self.threads,
                                               ident="calendly-bridge-peer")
         self.port = self._server.effective_port
-        self._thread = threading.Thread(target=self._server.run, name=f"wsgi:{self.port}", daemon=True)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, args=(self._server,), name=f"wsgi:{self.port}", daemon=True)
         self._thread.start()
         return self
 
+    def _run(self, server) -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not self._stopping:  # closing the sockets under the poll loop is how waitress stops
+                raise
+
     def stop(self) -> None:
         if self._server is not None:
+            self._stopping = True
             self._server.close()
             self._server = None
 

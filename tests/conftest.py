@@ -85,21 +85,15 @@ class RecordingTarget:
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
 
 
-def _serve(app):
-    import waitress
-
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    return server, f"http://127.0.0.1:{server.effective_port}"
-
-
 @pytest.fixture
 def target():
+    from shared.wsgi_server import BackgroundServer
+
     recorder = RecordingTarget()
-    recorder.server, recorder.url = _serve(recorder)
+    recorder.server = BackgroundServer(recorder, threads=8).start()
+    recorder.url = recorder.server.url
     yield recorder
-    recorder.server.close()
+    recorder.server.stop()
 
 
 @pytest.fixture(scope="session")
