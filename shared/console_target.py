@@ -7,39 +7,57 @@ import threading
 
 from .wsgi_server import BackgroundServer
 
+_REPLY = b'{"ok": true}'
+
 
 class ConsoleTargetApp:
+    """WSGI app: one readable line per received POST, every request kept in ``received``."""
+
     def __init__(self, out=None):
-        self.out = out or sys.stdout
+        self.out = out
         self.received: list[dict] = []
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
         with self._lock:
-            self.received.append({"path": environ.get("PATH_INFO"), "headers": headers, "body": body})
-        print(self.describe(headers, body), file=self.out, flush=True)
-        reply = b'{"ok": true}'
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(reply)))])
-        return [reply]
+            self.received.append({"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
+                                  "headers": headers, "body": body})
+            if environ.get("REQUEST_METHOD") == "POST":
+                self._print(describe(headers, body))
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(_REPLY)))])
+        return [_REPLY]
 
-    @staticmethod
-    def describe(headers: dict, body: bytes) -> str:
-        event = headers.get("X-Calendly-Event", "?")
-        line = f"[target] {event} delivery {headers.get('X-Bridge-Delivery-Id', '?')}"
-        try:
-            payload = json.loads(body).get("payload") or {}
-        except (ValueError, AttributeError):
-            return f"{line} ({len(body)} bytes, not JSON)"
-        if event.startswith("invitee.") and isinstance(payload, dict):
-            start = (payload.get("scheduled_event") or {}).get("start_time")
-            line += f": {payload.get('name')} <{payload.get('email')}> at {start}"
+    def _print(self, line: str) -> None:
+        out = self.out or sys.stdout
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        # A console that cannot show "Zoë" must not turn the delivery into an error.
+        print(line.encode(encoding, "backslashreplace").decode(encoding), file=out, flush=True)
+
+
+def describe(headers: dict, body: bytes) -> str:
+    """``[target] invitee.created delivery <id>: Zoë Ångström <zoe@…> at <start_time>``"""
+    event = headers.get("X-Calendly-Event", "?")
+    line = f"[target] {event} delivery {headers.get('X-Bridge-Delivery-Id', '?')}"
+    try:
+        payload = json.loads(body)["payload"]
+    except (ValueError, KeyError, TypeError):
+        return f"{line} ({len(body)} bytes, not a Calendly envelope)"
+    if not isinstance(payload, dict):
         return line
+    if event.startswith("invitee."):
+        start = (payload.get("scheduled_event") or {}).get("start_time")
+        return f"{line}: {payload.get('name')} <{payload.get('email')}> at {start}"
+    return f"{line}: {payload.get('uri')}"
 
 
 class ConsoleTarget(BackgroundServer):
+    """The console target on a real socket: ``.start()``, ``.url``, ``.received``, ``.stop()``."""
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, out=None):
         super().__init__(ConsoleTargetApp(out), host, port, threads=4)
 

@@ -1,7 +1,8 @@
-"""Realistic Calendly webhook envelopes for every event type (the sandbox sends these).
+"""Realistic Calendly webhook payloads for every event type (the sandbox sends these).
 
-Shapes follow Calendly's docs and OpenAPI export; names and answers are deliberately
-non-ASCII, because real payloads are, and the bridge must forward bytes untouched.
+Shapes follow Calendly's docs and its OpenAPI export (tests/test_sandbox.py checks them);
+names and answers are deliberately non-ASCII, because real payloads are and the bridge
+must forward the bytes untouched. Every call makes fresh uuids unless overridden.
 """
 from __future__ import annotations
 
@@ -10,52 +11,79 @@ from datetime import datetime, timedelta, timezone
 
 from .events import EVENT_TYPES
 
-__all__ = ["EVENT_TYPES", "build", "envelope"]
+__all__ = ["EVENT_TYPES", "build", "envelope", "reschedule"]
+
+HOST_NAME = "Søren Kierkegaard"
+HOST_EMAIL = "host@example.com"
 
 
-def _now(offset_minutes: int = 0) -> str:
-    return (datetime.now(timezone.utc) + timedelta(minutes=offset_minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _time(minutes: int = 0) -> str:
+    return (datetime.now(timezone.utc) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _id() -> str:
     return str(uuid.uuid4())
 
 
-def _scheduled_event(base: str, event_uri: str, user_uri: str) -> dict:
-    return {
+class _Context:
+    def __init__(self, base_url: str, user_uri: str | None, organization_uri: str | None):
+        self.base = base_url.rstrip("/")
+        self.user = user_uri or f"{self.base}/users/{_id()}"
+        self.organization = organization_uri or f"{self.base}/organizations/{_id()}"
+
+    def uri(self, collection: str) -> str:
+        return f"{self.base}/{collection}/{_id()}"
+
+
+def _cancellation() -> dict:
+    return {"canceled_by": "Zoë Ångström", "reason": "Conflicto de agenda — lo siento 🙏", "canceler_type": "invitee",
+            "created_at": _time()}
+
+
+def _scheduled_event(ctx: _Context, event_uri: str, canceled: bool) -> dict:
+    scheduled = {
         "uri": event_uri,
         "name": "Café consultation — 30 min",
         "meeting_notes_plain": None,
         "meeting_notes_html": None,
-        "status": "active",
-        "start_time": _now(60 * 24),
-        "end_time": _now(60 * 24 + 30),
-        "event_type": f"{base}/event_types/{_id()}",
-        "location": {"type": "zoom", "status": "pushed", "join_url": "https://zoom.example/j/123"},
-        "invitees_counter": {"total": 1, "active": 1, "limit": 1},
-        "created_at": _now(),
-        "updated_at": _now(),
-        "event_memberships": [{"user": user_uri, "user_email": "host@example.com", "user_name": "Søren Kierkegaard"}],
-        "event_guests": [],
+        "status": "canceled" if canceled else "active",
+        "start_time": _time(60 * 24),
+        "end_time": _time(60 * 24 + 30),
+        "event_type": ctx.uri("event_types"),
+        "location": {"type": "physical", "location": "Café Ångström, Drottninggatan 5, Stockholm",
+                     "additional_info": "Ring på — 2 tr."},
+        "invitees_counter": {"total": 1, "active": 0 if canceled else 1, "limit": 1},
+        "created_at": _time(-5),
+        "updated_at": _time(),
+        "event_memberships": [{"user": ctx.user, "user_email": HOST_EMAIL, "user_name": HOST_NAME}],
+        "event_guests": [{"email": "jose.nunez@example.com", "created_at": _time(-5), "updated_at": _time(-5)}],
+        "calendar_event": {"kind": "google", "external_id": _id().replace("-", "")},
     }
+    if canceled:
+        scheduled["cancellation"] = _cancellation()
+    return scheduled
 
 
-def _invitee(base: str, user_uri: str, canceled: bool) -> dict:
-    event_uri = f"{base}/scheduled_events/{_id()}"
-    invitee_uri = f"{event_uri}/invitees/{_id()}"
+def _invitee(event: str, ctx: _Context) -> dict:
+    canceled = event == "invitee.canceled"
+    event_uri = ctx.uri("scheduled_events")
     payload = {
-        "uri": invitee_uri,
+        "uri": f"{event_uri}/invitees/{_id()}",
         "email": "zoe.angstrom@example.com",
         "first_name": "Zoë",
         "last_name": "Ångström",
         "name": "Zoë Ångström",
         "status": "canceled" if canceled else "active",
-        "questions_and_answers": [{"question": "¿Dónde nos conocimos?", "answer": "En Málaga — 東京 después", "position": 0}],
+        "questions_and_answers": [
+            {"question": "¿Dónde nos conocimos?", "answer": "En Málaga — luego en 東京", "position": 0},
+            {"question": "Anything we should know?", "answer": "Ich spreche nur ein bisschen Englisch. Grüße!",
+             "position": 1},
+        ],
         "timezone": "Europe/Stockholm",
         "event": event_uri,
-        "created_at": _now(),
-        "updated_at": _now(),
-        "tracking": {"utm_campaign": None, "utm_source": "newsletter", "utm_medium": None, "utm_content": None,
+        "created_at": _time(-5),
+        "updated_at": _time(),
+        "tracking": {"utm_campaign": "höst-2026", "utm_source": "newsletter", "utm_medium": "email", "utm_content": None,
                      "utm_term": None, "salesforce_uuid": None},
         "text_reminder_number": None,
         "rescheduled": False,
@@ -69,54 +97,113 @@ def _invitee(base: str, user_uri: str, canceled: bool) -> dict:
         "reconfirmation": None,
         "scheduling_method": None,
         "invitee_scheduled_by": None,
-        "scheduled_event": _scheduled_event(base, event_uri, user_uri),
+        "scheduled_event": _scheduled_event(ctx, event_uri, canceled),
     }
     if canceled:
-        payload["cancellation"] = {"canceled_by": "Zoë Ångström", "reason": "Conflicto de agenda 🙏", "canceler_type": "invitee",
-                                   "created_at": _now()}
+        payload["cancellation"] = _cancellation()
     return payload
 
 
-def build(event: str, base_url: str, user_uri: str | None = None, organization_uri: str | None = None, **overrides) -> dict:
-    """The ``payload`` of ``event``; ``overrides`` replace top-level payload fields."""
+def _invitee_no_show(event: str, ctx: _Context) -> dict:
+    return {"uri": ctx.uri("invitee_no_shows"), "invitee": f"{ctx.uri('scheduled_events')}/invitees/{_id()}",
+            "created_at": _time()}
+
+
+def _routing_form_submission(event: str, ctx: _Context) -> dict:
+    return {
+        "uri": ctx.uri("routing_form_submissions"),
+        "routing_form": ctx.uri("routing_forms"),
+        "questions_and_answers": [{"question_uuid": _id(), "question": "Société", "answer": "Ærø Fiskeri ApS"},
+                                  {"question_uuid": _id(), "question": "¿Cuántos empleados?", "answer": "11–50"}],
+        "tracking": {"utm_campaign": None, "utm_source": "sitio-web", "utm_medium": None, "utm_content": None,
+                     "utm_term": None, "salesforce_uuid": None},
+        "result": {"type": "event_type", "value": ctx.uri("event_types")},
+        "submitter": f"{ctx.uri('scheduled_events')}/invitees/{_id()}",
+        "submitter_type": "Invitee",
+        "created_at": _time(),
+        "updated_at": _time(),
+    }
+
+
+def _event_type(event: str, ctx: _Context) -> dict:
+    deleted = event == "event_type.deleted"
+    return {
+        "uri": ctx.uri("event_types"),
+        "name": "Café consultation — 30 min",
+        "active": not deleted,
+        "booking_method": "instant",
+        "slug": "cafe-consultation",
+        "scheduling_url": "https://calendly.com/soren-kierkegaard/cafe-consultation",
+        "duration": 30,
+        "kind": "solo",
+        "pooling_type": None,
+        "type": "StandardEventType",
+        "color": "#8247f5",
+        "created_at": _time(-60),
+        "updated_at": _time(),
+        "internal_note": None,
+        "description_plain": "Un café et une discussion.",
+        "description_html": "<p>Un café et une discussion.</p>",
+        "profile": {"type": "User", "name": HOST_NAME, "owner": ctx.user},
+        "secret": False,
+        "custom_questions": [{"name": "¿Dónde nos conocimos?", "type": "string", "position": 0, "enabled": True,
+                              "required": False, "answer_choices": [], "include_other": False}],
+        "deleted_at": _time() if deleted else None,
+        "kind_description": "One-on-One",
+        "admin_managed": False,
+    }
+
+
+def _meeting_recap(event: str, ctx: _Context) -> dict:
+    if event == "meeting_recap.deleted":  # a tombstone
+        return {"uri": ctx.uri("meeting_recaps"), "deleted_at": _time()}
+    return {"uri": ctx.uri("meeting_recaps"), "scheduled_event": ctx.uri("scheduled_events"),
+            "summary": "Résumé : prochaines étapes convenues avec Zoë.",
+            "action_items": ["Envoyer le devis à Ærø Fiskeri"],
+            "created_at": _time(-5), "updated_at": _time()}
+
+
+def _contact(event: str, ctx: _Context) -> dict:
+    if event == "contact.deleted":  # only the URI and deleted_at
+        return {"uri": ctx.uri("contacts"), "deleted_at": _time()}
+    return {"uri": ctx.uri("contacts"), "email": "noel.aberg@example.com", "first_name": "Noël", "last_name": "Åberg",
+            "name": "Noël Åberg", "phone_number": None, "owner": ctx.user, "organization": ctx.organization,
+            "created_at": _time(-5), "updated_at": _time()}
+
+
+_BUILDERS = {"invitee": _invitee, "invitee_no_show": _invitee_no_show, "routing_form_submission": _routing_form_submission,
+             "event_type": _event_type, "meeting_recap": _meeting_recap, "contact": _contact}
+
+
+def build(event: str, base_url: str, *, user_uri: str | None = None, organization_uri: str | None = None,
+          **overrides) -> dict:
+    """The ``payload`` of ``event``, with URIs on ``base_url``; ``overrides`` replace top-level fields.
+
+    ``build("invitee.canceled", base, rescheduled=True)`` also links a fresh ``new_invitee``.
+    """
     if event not in EVENT_TYPES:
         raise ValueError(f"unknown Calendly event {event!r}")
-    base = base_url.rstrip("/")
-    user_uri = user_uri or f"{base}/users/{_id()}"
-    organization_uri = organization_uri or f"{base}/organizations/{_id()}"
-    family = event.split(".", 1)[0]
-    if family == "invitee":
-        payload = _invitee(base, user_uri, canceled=event == "invitee.canceled")
-    elif family == "invitee_no_show":
-        invitee = f"{base}/scheduled_events/{_id()}/invitees/{_id()}"
-        payload = {"uri": f"{base}/invitee_no_shows/{_id()}", "invitee": invitee, "created_at": _now()}
-    elif family == "routing_form_submission":
-        payload = {"uri": f"{base}/routing_form_submissions/{_id()}", "routing_form": f"{base}/routing_forms/{_id()}",
-                   "questions_and_answers": [{"question_uuid": _id(), "question": "Société", "answer": "Ærø Fiskeri"}],
-                   "tracking": {"utm_source": None}, "result": {"type": "event_type", "value": f"{base}/event_types/{_id()}"},
-                   "submitter": None, "submitter_type": None, "created_at": _now(), "updated_at": _now()}
-    elif family == "event_type":
-        payload = {"uri": f"{base}/event_types/{_id()}", "name": "Café consultation", "active": True, "slug": "cafe",
-                   "duration": 30, "kind": "solo", "profile": {"type": "User", "name": "Søren Kierkegaard", "owner": user_uri},
-                   "created_at": _now(-60), "updated_at": _now()}
-        if event == "event_type.deleted":
-            payload = {"uri": payload["uri"], "deleted_at": _now()}
-    elif family == "meeting_recap":
-        payload = {"uri": f"{base}/meeting_recaps/{_id()}", "scheduled_event": f"{base}/scheduled_events/{_id()}",
-                   "summary": "Résumé: next steps agreed.", "created_at": _now(-5), "updated_at": _now()}
-        if event == "meeting_recap.deleted":
-            payload = {"uri": payload["uri"], "deleted_at": _now()}
-    else:  # contact
-        payload = {"uri": f"{base}/contacts/{_id()}", "email": "noël@example.com", "first_name": "Noël", "last_name": "Åberg",
-                   "owner": user_uri, "created_at": _now(-5), "updated_at": _now()}
-        if event == "contact.deleted":
-            payload = {"uri": payload["uri"], "deleted_at": _now()}
+    ctx = _Context(base_url, user_uri, organization_uri)
+    payload = _BUILDERS[event.split(".", 1)[0]](event, ctx)
+    if event == "invitee.canceled" and overrides.get("rescheduled") and "new_invitee" not in overrides:
+        payload["new_invitee"] = f"{ctx.uri('scheduled_events')}/invitees/{_id()}"
     payload.update(overrides)
     return payload
 
 
-def envelope(event: str, base_url: str, user_uri: str | None = None, organization_uri: str | None = None, **overrides) -> dict:
+def envelope(event: str, base_url: str, *, user_uri: str | None = None, organization_uri: str | None = None,
+             **overrides) -> dict:
     """The whole body Calendly posts: ``{event, created_at, created_by, payload}``."""
-    user_uri = user_uri or f"{base_url.rstrip('/')}/users/{_id()}"
-    return {"event": event, "created_at": _now(), "created_by": user_uri,
-            "payload": build(event, base_url, user_uri, organization_uri, **overrides)}
+    ctx = _Context(base_url, user_uri, organization_uri)
+    return {"event": event, "created_at": _time(), "created_by": ctx.user,
+            "payload": build(event, base_url, user_uri=ctx.user, organization_uri=ctx.organization, **overrides)}
+
+
+def reschedule(base_url: str, *, user_uri: str | None = None, organization_uri: str | None = None) -> tuple[dict, dict]:
+    """A reschedule as Calendly sends it: ``invitee.canceled`` for the old invitee (``rescheduled``,
+    ``new_invitee`` set), then ``invitee.created`` for the new one (``old_invitee`` set)."""
+    scope = {"user_uri": user_uri, "organization_uri": organization_uri}
+    created = envelope("invitee.created", base_url, **scope)
+    canceled = envelope("invitee.canceled", base_url, **scope, rescheduled=True, new_invitee=created["payload"]["uri"])
+    created["payload"]["old_invitee"] = canceled["payload"]["uri"]
+    return canceled, created

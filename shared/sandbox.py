@@ -1,6 +1,17 @@
-"""A local stand-in for the part of Calendly API v2 the bridge uses, with Calendly's
-shapes and errors (checked against Calendly's OpenAPI export by tests/test_sandbox.py),
-plus control endpoints under ``/_sandbox/`` to fire signed events and inject faults.
+"""A local stand-in for the part of Calendly API v2 the bridge uses (``/users/me``,
+``/webhook_subscriptions``, ``/sample_webhook_data``), with Calendly's shapes and errors
+(checked against Calendly's OpenAPI export by tests/test_sandbox.py).
+
+Control endpoints, no auth:
+    POST   /_sandbox/simulate    {"event", "webhook"?, "payload"?, "envelope"?, "repeat"?} -> deliveries
+    GET    /_sandbox/requests    API calls received (signing keys as "***")
+    POST   /_sandbox/reset       {"keep_hooks"?}: forget hooks, log and faults
+    GET    /_sandbox/hooks       every hook with has_signing_key
+    PATCH  /_sandbox/hooks/<id>  {"state": "disabled"|"active"}
+    DELETE /_sandbox/hooks/<id>  the hook vanishes silently
+    POST   /_sandbox/faults      {"method"?, "path_prefix"?, "status"?, "count"?, "retry_after"?,
+                                  "ratelimit_reset"?, "hang_seconds"?, "close"?} or {"clear": true}
+    POST   /_sandbox/token       {"pat"}: rotate the accepted token
 
     python -m shared sandbox [--port 7080] [--pat sandbox-pat]
     python -m shared simulate invitee.created [--sandbox-url http://127.0.0.1:7080]
@@ -9,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import sys
@@ -16,23 +28,31 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlencode
+
+import requests
 
 from . import sample_events, signatures
 from .events import EVENT_TYPES, ORGANIZATION_ONLY, SCOPES
 from .wsgi_server import BackgroundServer
 
 DEFAULT_PAT = "sandbox-pat"
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                404: "Not Found", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
-                502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-_ERRORS = {400: ("Invalid Argument", "The supplied parameters are invalid."),
-           401: ("Unauthenticated", "The access token is invalid"),
-           403: ("Permission Denied", "You do not have permission to access this resource."),
-           404: ("Resource Not Found", "The server could not find the requested resource."),
-           409: ("Already Exists", "Hook with this url already exists"),
-           429: ("Too Many Requests", "You have exceeded the rate limit."),
-           500: ("Internal Server Error", "The server encountered an unexpected condition that prevented it from fulfilling the request.")}
+DEFAULT_PORT = 7080
+# Calendly's fixed titles and messages (the export pins most of them).
+_ERRORS = {
+    400: ("Invalid Argument", "The supplied parameters are invalid."),
+    401: ("Unauthenticated", "The access token is invalid"),
+    403: ("Permission Denied", "You do not have permission to access this resource."),
+    404: ("Resource Not Found", "The server could not find the requested resource."),
+    409: ("Already Exists", "Hook with this url already exists"),
+    429: ("Too Many Requests", "You have exceeded the rate limit."),
+    500: ("Internal Server Error",
+          "The server encountered an unexpected condition that prevented it from fulfilling the request."),
+}
+_LIMIT_PER_MINUTE = "500"
+_CONNECT_TIMEOUT, _READ_TIMEOUT = 10, 15  # Calendly's own delivery timeouts
+_RESPONSE_EXCERPT = 2048
 
 
 def _now() -> str:
@@ -40,32 +60,43 @@ def _now() -> str:
 
 
 class _Reply(Exception):
+    """Answer the current request with ``status`` and a JSON ``body`` (None: no body)."""
+
     def __init__(self, status: int, body: dict | None = None, headers: dict | None = None):
+        super().__init__(status)
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-def _error(status: int, message: str | None = None, details: list | None = None, headers: dict | None = None) -> _Reply:
-    title, default = _ERRORS.get(status, ("Error", "Something went wrong."))
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+def _error(status: int, details: list[dict] | None = None, headers: dict | None = None,
+           message: str | None = None) -> _Reply:
+    title, default = _ERRORS.get(status, (HTTPStatus(status).phrase, HTTPStatus(status).description + "."))
     body = {"title": title, "message": message or default}
     if details:
         body["details"] = details
     return _Reply(status, body, headers)
 
 
-class SandboxApp:
-    """The WSGI app. Thread-safe; also usable from Python (``simulate``, ``hooks``, ...)."""
+def _invalid(parameter: str, message: str) -> _Reply:
+    return _error(400, [{"parameter": parameter, "message": message}])
 
-    def __init__(self, pat: str = DEFAULT_PAT, base_url: str = "http://127.0.0.1:7080"):
+
+class SandboxApp:
+    """The WSGI app. Thread-safe; also driven from Python (``simulate``, ``hooks``, ``add_fault`` ...)."""
+
+    def __init__(self, pat: str = DEFAULT_PAT, base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}"):
         self.pat = pat
         self.base_url = base_url.rstrip("/")
         self._lock = threading.Lock()
-        self._user_id = str(uuid.uuid4())
-        self._org_id = str(uuid.uuid4())
-        self._hooks: dict[str, dict] = {}  # uuid -> resource + "_signing_key"
+        self._user_id, self._organization_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self._hooks: dict[str, dict] = {}  # uuid -> public resource + private "_signing_key", "_seq"
+        self._seq = itertools.count()
         self._log: list[dict] = []
         self._faults: list[dict] = []
-        self._epoch = 0  # bumped by reset(): requests begun before it change nothing
-        self._local = threading.local()
+        self._epoch = 0  # bumped by reset(): a create that began before it leaves nothing behind
 
     @property
     def user_uri(self) -> str:
@@ -73,10 +104,11 @@ class SandboxApp:
 
     @property
     def organization_uri(self) -> str:
-        return f"{self.base_url}/organizations/{self._org_id}"
+        return f"{self.base_url}/organizations/{self._organization_id}"
 
     # Python control surface ---------------------------------------------------------
     def reset(self, keep_hooks: bool = False) -> None:
+        """Forget hooks (unless ``keep_hooks``), the request log and queued faults."""
         with self._lock:
             self._epoch += 1
             if not keep_hooks:
@@ -85,304 +117,382 @@ class SandboxApp:
             self._faults.clear()
 
     def hooks(self) -> list[dict]:
+        """Every hook as Calendly shows it, plus ``has_signing_key`` (never the key)."""
         with self._lock:
-            return [self._public(h) | {"has_signing_key": bool(h.get("_signing_key"))} for h in self._hooks.values()]
+            return [_public(h) | {"has_signing_key": h["_signing_key"] is not None} for h in self._hooks.values()]
 
     def requests_log(self) -> list[dict]:
         with self._lock:
             return list(self._log)
 
-    def add_fault(self, **spec) -> None:
-        spec.setdefault("count", 1)
+    def add_fault(self, method: str | None = None, path_prefix: str = "/", status: int | None = None, count: int = 1,
+                  retry_after: float | None = None, ratelimit_reset: float | None = None,
+                  hang_seconds: float | None = None, close: bool = False) -> None:
+        """Queue a fault for the next ``count`` API requests matching ``method`` and ``path_prefix``."""
+        if ratelimit_reset is not None:
+            status = 429
+        if status is None and not hang_seconds and not close:
+            raise ValueError("a fault needs status, ratelimit_reset, hang_seconds or close")
+        if status is not None and (int(status) not in set(HTTPStatus) or not 400 <= int(status) <= 599):
+            raise ValueError("status must be an HTTP 4xx or 5xx code")
+        if int(count) < 1:
+            raise ValueError("count must be at least 1")
+        fault = {"method": method.upper() if method else None, "path_prefix": path_prefix or "/",
+                 "status": None if status is None else int(status), "count": int(count),
+                 "retry_after": retry_after, "ratelimit_reset": ratelimit_reset,
+                 "hang_seconds": float(hang_seconds or 0), "close": bool(close)}
         with self._lock:
-            self._faults.append(spec)
+            self._faults.append(fault)
 
-    def simulate(self, event: str, webhook: str | None = None, payload: dict | None = None,
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def set_state(self, hook_id: str, state: str) -> dict:
+        """Enable or disable a hook as Calendly does after 24 hours of failed deliveries."""
+        if state not in ("active", "disabled"):
+            raise ValueError("state must be active or disabled")
+        with self._lock:
+            hook = self._hooks[hook_id]
+            hook.update(state=state, updated_at=_now(), retry_started_at=_now() if state == "disabled" else None)
+            return _public(hook)
+
+    def remove(self, hook_id: str) -> None:
+        """Make a hook vanish without telling anyone."""
+        with self._lock:
+            del self._hooks[hook_id]
+
+    def simulate(self, event: str | None = None, webhook: str | None = None, payload: dict | None = None,
                  envelope: dict | None = None, repeat: int = 1) -> dict:
-        """Send a signed event to every active hook subscribed to it (or to one named hook)."""
-        import requests
-
+        """POST a signed event to every active hook subscribed to it (or only to hook ``webhook``),
+        as Calendly would; ``repeat`` sends the identical bytes again."""
+        if envelope is not None and not isinstance(envelope, dict):
+            raise ValueError("envelope must be a JSON object")
         if envelope is None:
             if event not in EVENT_TYPES:
                 raise ValueError(f"unknown Calendly event {event!r}")
-            envelope = sample_events.envelope(event, self.base_url, self.user_uri, self.organization_uri)
-            if payload:
-                envelope["payload"].update(payload)
-        event = envelope.get("event", event)
-        body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+            envelope = sample_events.envelope(event, self.base_url, user_uri=self.user_uri,
+                                              organization_uri=self.organization_uri, **(payload or {}))
+        event = envelope.get("event")
+        if not 1 <= repeat <= 100:
+            raise ValueError("repeat must be between 1 and 100")
         with self._lock:
+            if webhook is not None and webhook not in self._hooks:
+                raise LookupError(f"no hook {webhook}")
             targets = [dict(h) for key, h in self._hooks.items()
-                       if (key == webhook if webhook else (h["state"] == "active" and event in h["events"]))]
+                       if webhook in (None, key) and h["state"] == "active" and event in h["events"]]
+        body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
         deliveries = []
-        for hook in targets:
-            for _ in range(max(1, int(repeat))):
-                headers = {"Content-Type": "application/json", "User-Agent": "Calendly-Webhook-Sandbox"}
-                if hook.get("_signing_key"):
+        with requests.Session() as session:
+            session.trust_env = False  # Calendly posts straight to the callback, never through a local proxy
+            for hook in targets:
+                headers = {"Content-Type": "application/json", "User-Agent": "Calendly-Sandbox"}
+                if hook["_signing_key"] is not None:
                     headers[signatures.HEADER] = signatures.sign(body, hook["_signing_key"])
-                entry = {"webhook": hook["uri"], "callback_url": hook["callback_url"], "status": None, "error": None, "response": None}
-                try:
-                    # Calendly's own limits: 10 s to connect, 15 s to read, redirects are failures.
-                    response = requests.post(hook["callback_url"], data=body, headers=headers, timeout=(10, 15), allow_redirects=False)
-                    entry["status"], entry["response"] = response.status_code, response.text[:2048]
-                except requests.RequestException as exc:
-                    entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                deliveries.append(entry)
+                for _ in range(repeat):  # a repeat is the very same request, as a duplicate delivery would be
+                    deliveries.append(_deliver(session, hook, body, headers))
         return {"deliveries": deliveries, "envelope": envelope}
 
     # WSGI -----------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET").upper()
-        path = (environ.get("PATH_INFO") or "/").rstrip("/") or "/"
-        self._local.epoch = self._epoch
-        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+        parts = [p for p in (environ.get("PATH_INFO") or "/").split("/") if p]
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            raw = environ["wsgi.input"].read(length) if length > 0 else b""
-            if path.startswith("/_sandbox"):
-                status, body, headers = self._control(method, path, raw)
-            else:
-                status, body, headers = self._api(environ, method, path, query, raw)
+            raw = self._read(environ)
+            route = self._control if parts[:1] == ["_sandbox"] else self._api
+            status, body = route(environ, method, parts, raw)
+            headers = {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
         except _Drop:
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "1000")])
-            return [b'{"resource":']  # fewer bytes than promised: the client sees a dropped connection
-        except Exception:  # noqa: BLE001 - never leak a traceback, as Calendly doesn't
-            status, body, headers = 500, {"title": "Internal Server Error", "message": "Unexpected sandbox error."}, {}
-        payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        out = [("Content-Length", str(len(payload))), *headers.items()]
+            from waitress.channel import ClientDisconnected
+
+            raise ClientDisconnected() from None  # waitress closes the socket without writing a byte
+        except Exception:  # noqa: BLE001 - like Calendly, never leak a traceback
+            reply = _error(500)
+            status, body, headers = reply.status, reply.body, reply.headers
+        data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        out = [("Content-Length", str(len(data))), *headers.items()]
         if body is not None:
             out.append(("Content-Type", "application/json; charset=utf-8"))
-        start_response(f"{status} {_STATUS_TEXT.get(status, '')}".strip(), out)
-        return [payload]
+        start_response(f"{status} {HTTPStatus(status).phrase}", out)
+        return [data]
 
-    def _json(self, raw: bytes) -> dict:
+    @staticmethod
+    def _read(environ) -> bytes:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise _invalid("body", "Content-Length is invalid") from None
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    @staticmethod
+    def _json(raw: bytes) -> dict:
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
-            raise _error(400, "The request body is not valid JSON.") from None
+            raise _invalid("body", "is not valid JSON") from None
         if not isinstance(data, dict):
-            raise _error(400, "The request body must be a JSON object.")
+            raise _invalid("body", "must be a JSON object")
         return data
 
     # Control endpoints -----------------------------------------------------------------
-    def _control(self, method: str, path: str, raw: bytes):
-        parts = path.split("/")[2:]
-        if parts == ["simulate"] and method == "POST":
-            spec = self._json(raw)
-            try:
-                result = self.simulate(str(spec.get("event", "")), spec.get("webhook"), spec.get("payload"),
-                                       spec.get("envelope"), int(spec.get("repeat", 1)))
-            except ValueError as exc:
-                raise _error(400, str(exc)) from None
-            return 200, result, {}
-        if parts == ["requests"] and method == "GET":
-            return 200, {"requests": self.requests_log()}, {}
-        if parts == ["reset"] and method == "POST":
-            self.reset(bool(self._json(raw).get("keep_hooks")))
-            return 200, {"ok": True}, {}
-        if parts == ["hooks"] and method == "GET":
-            return 200, {"hooks": self.hooks()}, {}
-        if len(parts) == 2 and parts[0] == "hooks" and method in ("PATCH", "DELETE"):
-            with self._lock:
-                hook = self._hooks.get(parts[1])
-                if hook is None:
-                    raise _error(404)
-                if method == "DELETE":
-                    del self._hooks[parts[1]]
-                    return 204, None, {}
-                state = self._json(raw).get("state")
-                if state not in ("active", "disabled"):
-                    raise _error(400, "state must be active or disabled")
-                hook["state"] = state
-                hook["retry_started_at"] = _now() if state == "disabled" else None
-                return 200, {"resource": self._public(hook)}, {}
-        if parts == ["faults"] and method == "POST":
-            spec = self._json(raw)
-            if spec.get("clear"):
-                with self._lock:
-                    self._faults.clear()
-            else:
-                self.add_fault(**spec)
-            return 200, {"ok": True}, {}
-        if parts == ["token"] and method == "POST":
-            pat = self._json(raw).get("pat")
-            if not isinstance(pat, str) or not pat:
-                raise _error(400, "pat must be a non-empty string")
-            self.pat = pat
-            return 200, {"ok": True}, {}
-        raise _error(404)
+    def _control(self, environ, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
+        try:
+            return self._control_route(method, parts[1:], raw)
+        except (ValueError, TypeError) as exc:
+            raise _error(400, message=str(exc)) from None
+        except LookupError:
+            raise _error(404) from None
+
+    def _control_route(self, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
+        match (method, *parts):
+            case ("POST", "simulate"):
+                spec = self._json(raw)
+                return 200, self.simulate(spec.get("event"), spec.get("webhook"), spec.get("payload"),
+                                          spec.get("envelope"), int(spec.get("repeat", 1)))
+            case ("GET", "requests"):
+                return 200, {"requests": self.requests_log()}
+            case ("POST", "reset"):
+                self.reset(bool(self._json(raw).get("keep_hooks")))
+                return 200, {"ok": True}
+            case ("GET", "hooks"):
+                return 200, {"hooks": self.hooks()}
+            case ("PATCH", "hooks", hook_id):
+                return 200, {"resource": self.set_state(hook_id, self._json(raw).get("state"))}
+            case ("DELETE", "hooks", hook_id):
+                self.remove(hook_id)
+                return 204, None
+            case ("POST", "faults"):
+                spec = self._json(raw)
+                if spec.pop("clear", False):
+                    self.clear_faults()
+                else:
+                    self.add_fault(**spec)
+                return 200, {"ok": True}
+            case ("POST", "token"):
+                pat = self._json(raw).get("pat")
+                if not isinstance(pat, str) or not pat:
+                    raise ValueError("pat must be a non-empty string")
+                self.pat = pat
+                return 200, {"ok": True}
+        raise LookupError(parts)
 
     # Calendly API ----------------------------------------------------------------------
-    def _fault_for(self, method: str, path: str) -> dict | None:
+    def _api(self, environ, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
         with self._lock:
-            for spec in self._faults:
-                if spec.get("method") not in (None, method):
-                    continue
-                if not path.startswith(spec.get("path_prefix") or "/"):
-                    continue
-                spec["count"] = int(spec.get("count", 1)) - 1
-                if spec["count"] <= 0:
-                    self._faults.remove(spec)
-                return dict(spec)
-        return None
-
-    def _apply(self, fault: dict) -> None:
-        if fault.get("hang_seconds"):
-            time.sleep(float(fault["hang_seconds"]))
-        if fault.get("close"):
-            raise _Drop()
-        if fault.get("ratelimit_reset") is not None:
-            raise _error(429, headers={"X-RateLimit-Limit": "500", "X-RateLimit-Remaining": "0",
-                                       "X-RateLimit-Reset": str(fault["ratelimit_reset"])})
-        if fault.get("status"):
-            headers = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") is not None else {}
-            raise _error(int(fault["status"]), headers=headers)
-
-    def _api(self, environ, method: str, path: str, query: dict, raw: bytes):
-        fault = self._fault_for(method, path)
-        logged = None
-        if raw:
-            try:
-                logged = json.loads(raw)
-                if isinstance(logged, dict) and "signing_key" in logged:
-                    logged = {**logged, "signing_key": "***"}
-            except ValueError:
-                logged = raw.decode("utf-8", "replace")
-        with self._lock:
-            self._log.append({"method": method, "path": path, "query": environ.get("QUERY_STRING", ""), "body": logged})
+            epoch = self._epoch
+            self._log.append({"method": method, "path": "/" + "/".join(parts),
+                              "query": environ.get("QUERY_STRING", ""), "body": _redacted(raw)})
+            fault = self._take_fault(method, "/" + "/".join(parts))
         if fault:
-            self._apply(fault)
+            _inflict(fault)
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+        handler = self._route(method, parts, query, raw, epoch)
+        if handler is None:
+            raise _error(404)
         if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.pat}":
             raise _error(401)
-        if path == "/users/me" and method == "GET":
-            return 200, {"resource": self._me()}, {}
-        if path == "/webhook_subscriptions" and method == "POST":
-            return 201, {"resource": self._create(self._json(raw))}, {}
-        if path == "/webhook_subscriptions" and method == "GET":
-            return 200, self._list(query), {}
-        if path.startswith("/webhook_subscriptions/") and method in ("GET", "DELETE"):
-            key = path.rsplit("/", 1)[1]
-            with self._lock:
-                hook = self._hooks.get(key)
-                if hook is None:
-                    raise _error(404)
-                if method == "DELETE":
-                    del self._hooks[key]
-                    return 204, None, {}
-                return 200, {"resource": self._public(hook)}, {}
-        if path == "/sample_webhook_data" and method == "GET":
-            return 200, self._sample(query), {}
-        raise _error(404)
+        return handler()
+
+    def _route(self, method: str, parts: list[str], query: dict, raw: bytes, epoch: int):
+        """The handler for a Calendly API route, or None."""
+        match (method, *parts):
+            case ("GET", "users", "me"):
+                return lambda: (200, {"resource": self._me()})
+            case ("POST", "webhook_subscriptions"):
+                return lambda: (201, {"resource": self._create(self._json(raw), epoch)})
+            case ("GET", "webhook_subscriptions"):
+                return lambda: (200, self._list(query))
+            case ("GET" | "DELETE", "webhook_subscriptions", hook_id):
+                return lambda: self._get_or_delete(method, hook_id)
+            case ("GET", "sample_webhook_data"):
+                return lambda: (200, self._sample(query))
+        return None
+
+    def _get_or_delete(self, method: str, hook_id: str) -> tuple[int, dict | None]:
+        with self._lock:
+            hook = self._hooks.get(hook_id)
+            if hook is None:
+                raise _error(404)
+            if method == "GET":
+                return 200, {"resource": _public(hook)}
+            del self._hooks[hook_id]
+            return 204, None
+
+    def _take_fault(self, method: str, path: str) -> dict | None:
+        for fault in self._faults:
+            if fault["method"] in (None, method) and path.startswith(fault["path_prefix"]):
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
 
     def _me(self) -> dict:
-        return {"uri": self.user_uri, "name": "Søren Kierkegaard", "slug": "soren-kierkegaard", "email": "host@example.com",
-                "scheduling_url": "https://calendly.com/soren-kierkegaard", "timezone": "Europe/Copenhagen",
-                "avatar_url": None, "created_at": "2024-01-02T03:04:05.000000Z", "updated_at": "2026-11-01T00:00:00.000000Z",
-                "current_organization": self.organization_uri}
+        return {"uri": self.user_uri, "name": sample_events.HOST_NAME, "slug": "soren-kierkegaard",
+                "email": sample_events.HOST_EMAIL, "scheduling_url": "https://calendly.com/soren-kierkegaard",
+                "timezone": "Europe/Copenhagen", "avatar_url": None, "created_at": "2024-01-02T03:04:05.678123Z",
+                "updated_at": "2026-11-01T08:09:10.111213Z", "current_organization": self.organization_uri}
 
-    def _scope_args(self, data: dict) -> tuple[str, str, str | None, str | None]:
-        details = []
+    def _scope(self, data: dict) -> tuple[str, str, str | None, str | None]:
+        """organization, scope, user, group of a create body or a list/sample query."""
         organization, scope = data.get("organization"), data.get("scope")
-        if not organization:
+        details = []
+        if not organization or not isinstance(organization, str):
             details.append({"parameter": "organization", "message": "is required"})
         if scope not in SCOPES:
-            details.append({"parameter": "scope", "message": f"must be one of {', '.join(SCOPES)}"})
+            details.append({"parameter": "scope", "message": f"must be one of: {', '.join(SCOPES)}"})
         user = data.get("user") if scope == "user" else None
         group = data.get("group") if scope == "group" else None
-        if scope == "user" and not user:
-            details.append({"parameter": "user", "message": "is required for user scope"})
-        if scope == "group" and not group:
-            details.append({"parameter": "group", "message": "is required for group scope"})
+        for name, value in (("user", user), ("group", group)):
+            if scope == name and (not value or not isinstance(value, str)):
+                details.append({"parameter": name, "message": f"is required for {name} scope"})
         if details:
-            raise _error(400, details=details)
+            raise _error(400, details)
         if organization != self.organization_uri:
-            raise _error(403, "You do not have permission to access this organization.")
+            raise _error(403)
         return organization, scope, user, group
 
-    def _create(self, data: dict) -> dict:
+    def _create(self, data: dict, epoch: int) -> dict:
+        url, events, key = data.get("url"), data.get("events"), data.get("signing_key")
         details = []
-        url, events = data.get("url"), data.get("events")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            details.append({"parameter": "url", "message": "must be a valid URL"})
-        if not isinstance(events, list) or not events:
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            details.append({"parameter": "url", "message": "is required and must be an http(s) URL"})
+        if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
             details.append({"parameter": "events", "message": "is required"})
-        elif any(e not in EVENT_TYPES for e in events):
-            details.append({"parameter": "events", "message": "contains an unknown event"})
+        elif unknown := [e for e in events if e not in EVENT_TYPES]:
+            details.append({"parameter": "events", "message": f"unknown events: {', '.join(unknown)}"})
         elif len(set(events)) != len(events):
-            details.append({"parameter": "events", "message": "must be unique"})
+            details.append({"parameter": "events", "message": "must not contain duplicates"})
+        if key is not None and (not isinstance(key, str) or not key):
+            details.append({"parameter": "signing_key", "message": "must be a non-empty string"})
         if details:
-            raise _error(400, details=details)
-        organization, scope, user, group = self._scope_args(data)
-        if scope != "organization" and ORGANIZATION_ONLY & set(events):
-            raise _error(400, details=[{"parameter": "events", "message": "routing_form_submission.created requires organization scope"}])
-        key = data.get("signing_key")
+            raise _error(400, details)
+        organization, scope, user, group = self._scope(data)
+        if scope != "organization" and (refused := sorted(ORGANIZATION_ONLY & set(events))):
+            raise _invalid("events", f"{', '.join(refused)} requires organization scope")
         with self._lock:
-            for hook in self._hooks.values():
-                if hook["callback_url"] == url and (hook["organization"], hook["scope"], hook["user"], hook["group"]) == (organization, scope, user, group):
-                    raise _error(409)
-            hook_id = str(uuid.uuid4())
-            now = _now()
-            stale = self._local.epoch != self._epoch
+            if any(h["callback_url"] == url and (h["organization"], h["scope"], h["user"], h["group"])
+                   == (organization, scope, user, group) for h in self._hooks.values()):
+                raise _error(409)
+            hook_id, now = str(uuid.uuid4()), _now()
             hook = {"uri": f"{self.base_url}/webhook_subscriptions/{hook_id}", "callback_url": url, "created_at": now,
-                    "updated_at": now, "retry_started_at": None, "state": "active", "events": list(events), "scope": scope,
-                    "organization": organization, "user": user, "group": group, "creator": self.user_uri,
-                    "_signing_key": key if isinstance(key, str) and key else None, "_seq": len(self._hooks)}
-            if not stale:
+                    "updated_at": now, "retry_started_at": None, "state": "active", "events": list(events),
+                    "scope": scope, "organization": organization, "user": user, "group": group,
+                    "creator": self.user_uri, "_signing_key": key, "_seq": next(self._seq)}
+            if epoch == self._epoch:
                 self._hooks[hook_id] = hook
-            return self._public(hook)
+            return _public(hook)
 
     def _list(self, query: dict) -> dict:
-        organization, scope, user, group = self._scope_args(query)
-        raw_count = query.get("count", "20")
-        if not raw_count.isdigit() or not 1 <= int(raw_count) <= 100:
-            raise _error(400, details=[{"parameter": "count", "message": "must be between 1 and 100"}])
-        count = int(raw_count)
-        offset = 0
-        if query.get("page_token"):
-            try:
-                offset = int(base64.urlsafe_b64decode(query["page_token"].encode()).decode().split(":", 1)[1])
-            except (ValueError, IndexError, UnicodeDecodeError):
-                raise _error(400, details=[{"parameter": "page_token", "message": "is invalid"}]) from None
+        organization, scope, user, group = self._scope(query)
+        count = query.get("count", "20")
+        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 100:
+            raise _invalid("count", "must be between 1 and 100")
+        count = int(count)
+        sort = query.get("sort", "created_at:asc")
+        if sort not in ("created_at:asc", "created_at:desc"):
+            raise _invalid("sort", "must be created_at:asc or created_at:desc")
+        sign = 1 if sort.endswith(":asc") else -1
         with self._lock:
-            matching = sorted((h for h in self._hooks.values()
-                               if (h["organization"], h["scope"]) == (organization, scope)
-                               and (scope != "user" or not user or h["user"] == user)
-                               and (scope != "group" or not group or h["group"] == group)),
-                              key=lambda h: (h["created_at"], h["_seq"]))
-            page = [self._public(h) for h in matching[offset:offset + count]]
-        def token(at: int) -> str:
-            return base64.urlsafe_b64encode(f"o:{at}".encode()).decode()
+            matching = sorted(((sign * h["_seq"], _public(h)) for h in self._hooks.values()
+                               if (h["organization"], h["scope"], h["user"], h["group"])
+                               == (organization, scope, user, group)), key=lambda pair: pair[0])
+        # Keyset tokens (position = sort key of an edge row) stay correct when hooks are deleted
+        # between pages, as reconciliation does.
+        direction, position = _read_token(query.get("page_token"))
+        if direction == "after":
+            window = [pair for pair in matching if pair[0] > position][:count]
+        else:
+            window = [pair for pair in matching if pair[0] < position][-count:]
+        next_token = previous_token = None
+        if window and window[-1][0] < matching[-1][0]:
+            next_token = _token("after", window[-1][0])
+        if window and window[0][0] > matching[0][0]:
+            previous_token = _token("before", window[0][0])
 
-        def link(tok: str) -> str:
-            params = {k: v for k, v in query.items() if k != "page_token"} | {"count": count, "page_token": tok}
+        def link(token: str | None) -> str | None:
+            if token is None:
+                return None
+            params = {k: v for k, v in query.items() if k != "page_token"} | {"count": count, "page_token": token}
             return f"{self.base_url}/webhook_subscriptions?{urlencode(params)}"
 
-        next_token = token(offset + count) if offset + count < len(matching) else None
-        prev_token = token(max(0, offset - count)) if offset > 0 else None
-        return {"collection": page, "pagination": {
-            "count": len(page), "next_page": link(next_token) if next_token else None,
-            "previous_page": link(prev_token) if prev_token else None,
-            "next_page_token": next_token, "previous_page_token": prev_token}}
+        return {"collection": [hook for _, hook in window],
+                "pagination": {"count": len(window), "next_page": link(next_token), "previous_page": link(previous_token),
+                               "next_page_token": next_token, "previous_page_token": previous_token}}
 
     def _sample(self, query: dict) -> dict:
         event = query.get("event")
         if event not in EVENT_TYPES:
-            raise _error(400, details=[{"parameter": "event", "message": "is invalid"}])
-        self._scope_args(query)
-        return sample_events.envelope(event, self.base_url, self.user_uri, self.organization_uri)
-
-    @staticmethod
-    def _public(hook: dict) -> dict:
-        return {k: v for k, v in hook.items() if not k.startswith("_")}
+            raise _invalid("event", f"must be one of: {', '.join(EVENT_TYPES)}")
+        self._scope(query)
+        return sample_events.envelope(event, self.base_url, user_uri=self.user_uri,
+                                      organization_uri=self.organization_uri)
 
 
-class _Drop(Exception):
-    """Answer with a truncated body so the client sees the connection drop."""
+def _deliver(session: requests.Session, hook: dict, body: bytes, headers: dict) -> dict:
+    delivery = {"webhook": hook["uri"], "callback_url": hook["callback_url"], "status": None, "error": None,
+                "response": None}
+    try:
+        # Calendly counts a redirect as a failure, so never follow one.
+        response = session.post(hook["callback_url"], data=body, headers=headers, allow_redirects=False,
+                                timeout=(_CONNECT_TIMEOUT, _READ_TIMEOUT))
+        delivery.update(status=response.status_code, response=response.text[:_RESPONSE_EXCERPT])
+    except requests.RequestException as exc:
+        delivery["error"] = f"{type(exc).__name__}: {exc}"[:_RESPONSE_EXCERPT]
+    return delivery
+
+
+def _public(hook: dict) -> dict:
+    return {k: v for k, v in hook.items() if not k.startswith("_")}
+
+
+def _redacted(raw: bytes):
+    if not raw:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    if isinstance(body, dict) and "signing_key" in body:
+        body["signing_key"] = "***"
+    return body
+
+
+def _inflict(fault: dict) -> None:
+    if fault["hang_seconds"]:
+        time.sleep(fault["hang_seconds"])
+    if fault["close"]:
+        raise _Drop()
+    headers = {}
+    if fault["retry_after"] is not None:
+        headers["Retry-After"] = str(fault["retry_after"])
+    if fault["ratelimit_reset"] is not None:
+        headers.update({"X-RateLimit-Limit": _LIMIT_PER_MINUTE, "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": str(fault["ratelimit_reset"])})
+    if fault["status"] is not None:
+        raise _error(fault["status"], headers=headers)
+
+
+def _token(direction: str, position: int) -> str:
+    return base64.urlsafe_b64encode(f"{direction}:{position}".encode()).decode().rstrip("=")
+
+
+def _read_token(token: str | None) -> tuple[str, int]:
+    if not token:
+        return "after", -(2 ** 63)
+    try:
+        direction, position = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+        if direction in ("after", "before"):
+            return direction, int(position)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        pass
+    raise _invalid("page_token", "is invalid")
 
 
 class Sandbox(BackgroundServer):
-    """The sandbox on a real socket: ``Sandbox(pat).start()``, ``.url``, ``.app``, ``.stop()``."""
+    """The sandbox on a real socket: ``with Sandbox() as s: s.url, s.app.simulate(...)``."""
 
     def __init__(self, pat: str | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(SandboxApp(pat or os.environ.get("SANDBOX_PAT") or DEFAULT_PAT), host, port, threads=8)
@@ -394,44 +504,51 @@ class Sandbox(BackgroundServer):
 
 
 def main_sandbox(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared sandbox", description="Run the local Calendly API stand-in.")
+    parser = argparse.ArgumentParser(prog="python -m shared sandbox", description="Run the local Calendly API v2 stand-in.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7080)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pat", default=os.environ.get("SANDBOX_PAT") or DEFAULT_PAT, help="the token it accepts")
     args = parser.parse_args(argv)
     import waitress
 
-    app = SandboxApp(args.pat, f"http://{args.host}:{args.port}")
-    print(f"Calendly sandbox on http://{args.host}:{args.port} (set CALENDLY_API_BASE to it; PAT: {args.pat})", flush=True)
+    app = SandboxApp(args.pat)
+    server = waitress.create_server(app, host=args.host, port=args.port, threads=8, ident="calendly-sandbox")
+    app.base_url = f"http://{args.host}:{server.effective_port}"
+    print(f"Calendly sandbox on {app.base_url} (set CALENDLY_API_BASE to it); PAT: {args.pat}", flush=True)
     try:
-        waitress.serve(app, host=args.host, port=args.port, threads=8, ident="calendly-sandbox", _quiet=True)
+        server.run()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.close()
     return 0
 
 
 def main_simulate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared simulate", description="Make the sandbox fire a signed event.")
-    parser.add_argument("event", choices=EVENT_TYPES)
-    parser.add_argument("--sandbox-url", default=os.environ.get("SANDBOX_URL", "http://127.0.0.1:7080"))
+    parser.add_argument("event", choices=EVENT_TYPES, metavar="EVENT", help=", ".join(EVENT_TYPES))
+    parser.add_argument("--sandbox-url", default=os.environ.get("SANDBOX_URL", f"http://127.0.0.1:{DEFAULT_PORT}"))
     parser.add_argument("--webhook", help="only this hook (its uuid)")
     parser.add_argument("--repeat", type=int, default=1, help="send the identical bytes N times")
     args = parser.parse_args(argv)
-    import requests
-
+    url = f"{args.sandbox_url.rstrip('/')}/_sandbox/simulate"
     try:
-        response = requests.post(f"{args.sandbox_url.rstrip('/')}/_sandbox/simulate", timeout=60,
-                                 json={"event": args.event, "webhook": args.webhook, "repeat": args.repeat})
+        response = requests.post(url, json={"event": args.event, "webhook": args.webhook, "repeat": args.repeat},
+                                 timeout=(5, 120))
     except requests.RequestException as exc:
-        print(f"error: the sandbox at {args.sandbox_url} is not reachable ({type(exc).__name__}); "
-              "start it with `python -m shared sandbox` or `python -m shared serve --sandbox`", file=sys.stderr)
+        print(f"error: the sandbox at {args.sandbox_url} is not reachable ({type(exc).__name__}); start it with "
+              "`python -m shared sandbox` or `python -m shared serve --sandbox`", file=sys.stderr)
         return 2
-    if response.status_code != 200:
-        print(f"error: the sandbox answered {response.status_code}: {response.text}", file=sys.stderr)
+    try:
+        result = response.json()
+    except ValueError:
+        result = None
+    if response.status_code != 200 or not isinstance(result, dict):
+        print(f"error: the sandbox answered {response.status_code}: {response.text[:500]}", file=sys.stderr)
         return 2
-    result = response.json()
     if not result["deliveries"]:
         print(f"{args.event}: no active hook is subscribed to it")
-    for d in result["deliveries"]:
-        print(f"{args.event} -> {d['callback_url']}: {d['status'] or d['error']} {d['response'] or ''}".rstrip())
+    for delivery in result["deliveries"]:
+        outcome = delivery["status"] if delivery["status"] is not None else delivery["error"]
+        print(f"{args.event} -> {delivery['callback_url']}: {outcome} {delivery['response'] or ''}".rstrip())
     return 0

@@ -1,252 +1,497 @@
-"""The Calendly sandbox speaks Calendly's shapes: its responses, and the requests the bridge's
-client sends it, validate against Calendly's own OpenAPI export (../shared/calendly/)."""
+"""The Calendly sandbox over real sockets: Calendly's behaviour, with its responses and the
+request bodies it accepts checked against Calendly's own OpenAPI export (FACTS.md beside it)."""
 from __future__ import annotations
 
-import copy
+import io
 import json
-import subprocess
-import sys
+import time
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from shared import signatures
-from shared.calendly import CalendlyClient
+from shared import sample_events, signatures
+from shared.console_target import ConsoleTarget
 from shared.events import EVENT_TYPES
-from shared.secrets import EnvironmentPat
-from tests.conftest import ROOT, sandbox_requests
+from shared.sandbox import Sandbox, main_simulate
+from tests.peers import free_port, serve_wsgi
 
-SPEC_PATH = ROOT.parent / "shared" / "calendly" / "calendly-api-openapi-2024.yaml"
-AUTH = {"Authorization": "Bearer test-pat"}
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "calendly" / "calendly-api-openapi-2024.yaml"
+PAT = "test-pat"
+AUTH = {"Authorization": f"Bearer {PAT}"}
+TIMEOUT = 5
+KEY = "sandbox-test-key"
+# FACTS.md: events in Calendly's enum today that the 2024 export predates.
+NEWER_EVENTS = ("invitee_no_show.created", "invitee_no_show.deleted", "event_type.created", "event_type.updated",
+                "event_type.deleted", "meeting_recap.created", "meeting_recap.updated", "meeting_recap.deleted",
+                "contact.created", "contact.updated", "contact.deleted")
 
 
+# Calendly's OpenAPI export ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def spec():
     return yaml.safe_load(SPEC_PATH.read_text("utf-8"))
 
 
-def _inline(node, spec):
-    """Resolve every $ref, and widen the two enums FACTS.md says the 2024 export predates:
-    the `group` scope and the newer event types (meeting_recap.*, contact.*, ...)."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target = spec
-            for part in node["$ref"].lstrip("#/").split("/"):
-                target = target[part]
-            return _inline(copy.deepcopy(target), spec)
-        out = {k: _inline(v, spec) for k, v in node.items()}
-        if isinstance(out.get("enum"), str):  # the export writes some one-value enums as a bare string
-            out["enum"] = [out["enum"]]
-        enum = out.get("enum")
-        if enum and "invitee.created" in enum:
-            out["enum"] = list(EVENT_TYPES)
-        if enum and set(enum) == {"organization", "user"}:
-            out["enum"] = ["organization", "user", "group"]
-        if enum == ["The resource already exists"]:  # FACTS.md: Calendly now says which resource
-            out["enum"] = enum + ["Hook with this url already exists"]
-        return out
+def resolve(node, spec):
+    """Inline every ``$ref`` and repair the export's two schema typos, then widen it for exactly the
+    differences FACTS.md documents: the ``group`` scope (enum value and property) and newer events."""
     if isinstance(node, list):
-        return [_inline(v, spec) for v in node]
-    return node
+        return [resolve(item, spec) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return resolve(target, spec)
+    out = {key: resolve(value, spec) for key, value in node.items()}
+    if isinstance(out.get("enum"), str):  # typo: a one-value enum written as a bare string
+        out["enum"] = [out["enum"]]
+    if isinstance(out.get("value"), str) and "type" in out:  # typo: `value` where a constant is meant; enforce it
+        out["enum"] = [out.pop("value")]
+    enum = out.get("enum") or []
+    if "invitee.created" in enum:
+        out["enum"] = enum + [e for e in NEWER_EVENTS if e not in enum]
+    if set(enum) == {"organization", "user"}:
+        out["enum"] = enum + ["group"]
+    properties = out.get("properties") or {}
+    if "scope" in properties and "user" in properties:
+        properties.setdefault("group", {"type": "string", "format": "uri", "nullable": True})
+    return out
 
 
 def response_schema(spec, path, method, status):
     response = spec["paths"][path][method]["responses"][str(status)]
-    return _inline(response, spec)["content"]["application/json"]["schema"]
+    if "$ref" in response:
+        response = resolve(response, spec)
+    return resolve(response["content"]["application/json"]["schema"], spec)
 
 
-def request_schema(spec, path, method):
-    return _inline(spec["paths"][path][method]["requestBody"], spec)["content"]["application/json"]["schema"]
+def request_schema(spec):
+    """The create-hook body schema (the only request body the bridge sends)."""
+    return resolve(spec["paths"]["/webhook_subscriptions"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+                   spec)
+
+
+def component(spec, name, kind="schemas"):
+    node = spec["components"][kind][name]
+    return resolve(node["content"]["application/json"]["schema"] if kind == "responses" else node, spec)
 
 
 def check(schema, instance):
-    errors = sorted(OAS30Validator(schema).iter_errors(instance), key=str)
-    assert not errors, [e.message for e in errors]
+    errors = sorted(OAS30Validator(schema, format_checker=oas30_format_checker).iter_errors(instance), key=str)
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def test_the_export_differs_from_facts_only_where_documented(spec):
+    body = spec["paths"]["/webhook_subscriptions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]["events"]["items"]["enum"]) | set(NEWER_EVENTS) == set(EVENT_TYPES)
+    assert body["properties"]["scope"]["enum"] == ["organization", "user"]
+
+
+# Servers ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def running():
+    with Sandbox(pat=PAT) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sandbox(running):
+    running.app.reset()
+    running.app.pat = PAT
+    return running
+
+
+class Receiver:
+    """A webhook receiver: records raw bodies and headers, answers ``status``."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.status, self.headers = 200, []
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        self.requests.append({"path": environ["PATH_INFO"], "body": body, "content_type": environ.get("CONTENT_TYPE"),
+                              "signature": environ.get("HTTP_CALENDLY_WEBHOOK_SIGNATURE")})
+        start_response(f"{self.status} X", [("Content-Type", "application/json"), *self.headers])
+        return [b'{"ok": true}']
+
+
+@pytest.fixture
+def receiver():
+    app = Receiver()
+    server, app.url = serve_wsgi(app)
+    yield app
+    server.close()
+
+
+# Client helpers -----------------------------------------------------------------------------------
+def api(sandbox, method, path, **kwargs):
+    kwargs.setdefault("headers", AUTH)
+    return requests.request(method, f"{sandbox.url}{path}", timeout=TIMEOUT, **kwargs)
 
 
 def me(sandbox):
-    return requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5).json()["resource"]
+    return api(sandbox, "GET", "/users/me").json()["resource"]
 
 
-def create(sandbox, url="https://flow.example/hook", events=("invitee.created",), scope="organization", **extra):
-    body = {"url": url, "events": list(events), "organization": me(sandbox)["current_organization"], "scope": scope,
-            "signing_key": "sandbox-test-key", **extra}
-    return requests.post(f"{sandbox.url}/webhook_subscriptions", json=body, headers=AUTH, timeout=5)
+def hook_body(sandbox, url="https://flow.example/hook", events=("invitee.created",), scope="organization", **extra):
+    return {"url": url, "events": list(events), "organization": sandbox.app.organization_uri, "scope": scope,
+            "signing_key": KEY, **extra}
 
 
-# Shapes against the OpenAPI export ------------------------------------------------------------
+def create(sandbox, spec=None, **kwargs):
+    body = hook_body(sandbox, **kwargs)
+    if spec is not None:
+        check(request_schema(spec), body)
+    return api(sandbox, "POST", "/webhook_subscriptions", json=body)
+
+
+def uuid_of(uri):
+    return uri.rsplit("/", 1)[1]
+
+
+def control(sandbox, method, path, **kwargs):
+    response = requests.request(method, f"{sandbox.url}/_sandbox/{path}", timeout=30, **kwargs)
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
+# Shapes -------------------------------------------------------------------------------------------
 def test_users_me_matches_the_export(sandbox, spec):
-    response = requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5)
+    response = api(sandbox, "GET", "/users/me")
     check(response_schema(spec, "/users/me", "get", 200), response.json())
+    resource = response.json()["resource"]
+    assert resource["uri"].startswith(f"{sandbox.url}/users/")
+    assert resource["current_organization"].startswith(f"{sandbox.url}/organizations/")
+    assert not resource["name"].isascii() and me(sandbox) == resource
 
 
-def test_created_hook_matches_the_export_and_never_returns_the_key(sandbox, spec):
-    response = create(sandbox)
-    assert response.status_code == 201
-    check(response_schema(spec, "/webhook_subscriptions", "post", 201), response.json())
-    assert "sandbox-test-key" not in response.text
-    got = requests.get(response.json()["resource"]["uri"].replace(sandbox.app.base_url, sandbox.url), headers=AUTH, timeout=5)
+def test_created_hook_matches_the_export_and_the_signing_key_is_never_returned(sandbox, spec):
+    created = create(sandbox, spec)
+    assert created.status_code == 201
+    check(response_schema(spec, "/webhook_subscriptions", "post", 201), created.json())
+    hook = created.json()["resource"]
+    assert hook["uri"] == f"{sandbox.url}/webhook_subscriptions/{uuid_of(hook['uri'])}"
+    assert (hook["state"], hook["retry_started_at"], hook["user"], hook["group"]) == ("active", None, None, None)
+    got = api(sandbox, "GET", f"/webhook_subscriptions/{uuid_of(hook['uri'])}")
     check(response_schema(spec, "/webhook_subscriptions/{webhook_uuid}", "get", 200), got.json())
-    assert "sandbox-test-key" not in got.text
+    listed = api(sandbox, "GET", "/webhook_subscriptions",
+                 params={"organization": hook["organization"], "scope": "organization"})
+    hooks = requests.get(f"{sandbox.url}/_sandbox/hooks", timeout=TIMEOUT)
+    log = requests.get(f"{sandbox.url}/_sandbox/requests", timeout=TIMEOUT)
+    for response in (created, got, listed, hooks, log):
+        assert KEY not in response.text
+    assert hooks.json()["hooks"][0]["has_signing_key"] is True
+    assert [r["body"]["signing_key"] for r in log.json()["requests"] if r["method"] == "POST"] == ["***"]
 
 
-def test_list_and_pagination_match_the_export(sandbox, spec):
-    for i in range(5):
-        create(sandbox, url=f"https://flow.example/{i}")
-    org = me(sandbox)["current_organization"]
-    seen, params = [], {"organization": org, "scope": "organization", "count": 2}
-    while True:
-        page = requests.get(f"{sandbox.url}/webhook_subscriptions", params=params, headers=AUTH, timeout=5).json()
-        check(response_schema(spec, "/webhook_subscriptions", "get", 200), page)
-        seen += [h["callback_url"] for h in page["collection"]]
-        if not page["pagination"]["next_page"]:
-            break
-        params = {**params, "page_token": page["pagination"]["next_page_token"]}
-    assert seen == [f"https://flow.example/{i}" for i in range(5)]
+def test_list_must_be_followed_through_next_page(sandbox, spec):
+    urls = [f"https://flow.example/{i:02d}" for i in range(25)]
+    for url in urls:
+        assert create(sandbox, url=url).status_code == 201
+    page = api(sandbox, "GET", "/webhook_subscriptions",
+               params={"organization": sandbox.app.organization_uri, "scope": "organization"}).json()
+    assert len(page["collection"]) == page["pagination"]["count"] == 20  # Calendly's default count
+    seen, pages = [], 0
+    next_page = f"{sandbox.url}/webhook_subscriptions?organization={sandbox.app.organization_uri}&scope=organization&count=7"
+    while next_page:
+        response = requests.get(next_page, headers=AUTH, timeout=TIMEOUT)
+        check(response_schema(spec, "/webhook_subscriptions", "get", 200), response.json())
+        page, pages = response.json(), pages + 1
+        seen += [hook["callback_url"] for hook in page["collection"]]
+        next_page = page["pagination"]["next_page"]
+    assert seen == urls and pages == 4
+    back = requests.get(page["pagination"]["previous_page"], headers=AUTH, timeout=TIMEOUT).json()
+    assert [h["callback_url"] for h in back["collection"]] == urls[14:21]
+
+
+def test_deleting_hooks_while_paging_skips_none(sandbox):
+    uris = [create(sandbox, url=f"https://flow.example/{i}").json()["resource"]["uri"] for i in range(6)]
+    query = {"organization": sandbox.app.organization_uri, "scope": "organization", "count": 2}
+    first = api(sandbox, "GET", "/webhook_subscriptions", params=query).json()
+    for hook in first["collection"]:
+        api(sandbox, "DELETE", f"/webhook_subscriptions/{uuid_of(hook['uri'])}")
+    second = requests.get(first["pagination"]["next_page"], headers=AUTH, timeout=TIMEOUT).json()
+    assert [h["uri"] for h in second["collection"]] == uris[2:4]
 
 
 @pytest.mark.parametrize("path, method, status, call", [
-    ("/webhook_subscriptions", "post", 401, lambda s: requests.post(f"{s.url}/webhook_subscriptions", json={}, timeout=5)),
-    ("/webhook_subscriptions", "post", 400, lambda s: requests.post(f"{s.url}/webhook_subscriptions", json={"url": "x"}, headers=AUTH, timeout=5)),
+    ("/users/me", "get", 401, lambda s: api(s, "GET", "/users/me", headers={})),
+    ("/users/me", "get", 401, lambda s: api(s, "GET", "/users/me", headers={"Authorization": "Bearer wrong"})),
+    ("/webhook_subscriptions", "post", 401, lambda s: api(s, "POST", "/webhook_subscriptions", json={}, headers={})),
+    ("/webhook_subscriptions", "post", 400, lambda s: api(s, "POST", "/webhook_subscriptions", json={"url": "x"})),
+    ("/webhook_subscriptions", "post", 403, lambda s: create(s, organization="https://api.calendly.com/organizations/X")),
     ("/webhook_subscriptions", "post", 409, lambda s: (create(s), create(s))[1]),
-    ("/webhook_subscriptions", "get", 400, lambda s: requests.get(f"{s.url}/webhook_subscriptions", headers=AUTH, timeout=5)),
-    ("/webhook_subscriptions/{webhook_uuid}", "get", 404, lambda s: requests.get(f"{s.url}/webhook_subscriptions/nope", headers=AUTH, timeout=5)),
-    ("/webhook_subscriptions/{webhook_uuid}", "delete", 404, lambda s: requests.delete(f"{s.url}/webhook_subscriptions/nope", headers=AUTH, timeout=5)),
-    ("/users/me", "get", 401, lambda s: requests.get(f"{s.url}/users/me", headers={"Authorization": "Bearer wrong"}, timeout=5)),
+    ("/webhook_subscriptions", "get", 400, lambda s: api(s, "GET", "/webhook_subscriptions")),
+    ("/webhook_subscriptions/{webhook_uuid}", "get", 404, lambda s: api(s, "GET", "/webhook_subscriptions/nope")),
+    ("/webhook_subscriptions/{webhook_uuid}", "delete", 404, lambda s: api(s, "DELETE", "/webhook_subscriptions/nope")),
 ])
 def test_errors_match_the_export(sandbox, spec, path, method, status, call):
     response = call(sandbox)
     assert response.status_code == status
-    schema = spec["paths"][path][method]["responses"][str(status)]
-    schema = _inline(schema, spec)["content"]["application/json"]["schema"] if "content" in _inline(schema, spec) else \
-        _inline({"$ref": "#/components/schemas/ErrorResponse"}, spec)
-    check(schema, response.json())
+    check(response_schema(spec, path, method, status), response.json())
 
 
-def test_requests_the_bridge_client_sends_match_the_export(sandbox, spec):
-    client = CalendlyClient(sandbox.url, EnvironmentPat("test-pat"))
-    identity = client.me()
-    client.create_webhook(url="https://flow.example/a", events=["invitee.created", "invitee.canceled"],
-                          organization=identity["current_organization"], scope="organization", user=None, group=None,
-                          signing_key="k")
-    client.create_webhook(url="https://flow.example/b", events=["invitee.created"], organization=identity["current_organization"],
-                          scope="user", user=identity["uri"], group=None, signing_key="k")
-    client.close()
-    schema = request_schema(spec, "/webhook_subscriptions", "post")
-    bodies = [r["body"] for r in sandbox_requests(sandbox) if r["method"] == "POST"]
+def test_unknown_routes_are_404_and_handler_bugs_500_without_a_traceback(sandbox, spec, monkeypatch):
+    for method, path in (("GET", "/nope"), ("PUT", "/users/me"), ("GET", "/webhook_subscriptions/a/b")):
+        response = api(sandbox, method, path)
+        assert response.status_code == 404
+        check(component(spec, "NOT_FOUND", "responses"), response.json())
+    monkeypatch.setattr(sandbox.app, "_me", lambda: 1 / 0)
+    response = api(sandbox, "GET", "/users/me")
+    assert response.status_code == 500 and "Traceback" not in response.text
+    check(component(spec, "UNKNOWN", "responses"), response.json())
+
+
+def test_requests_the_bridge_client_sends_are_valid(sandbox, spec):
+    from shared.calendly import CalendlyClient
+    from shared.secrets import EnvironmentPat
+
+    client = CalendlyClient(sandbox.url, EnvironmentPat(PAT))
+    try:
+        identity = client.me()
+        for url, scope, user in (("https://flow.example/a", "organization", None),
+                                 ("https://flow.example/b", "user", identity["uri"])):
+            client.create_webhook(url=url, events=["invitee.created", "invitee.canceled"], scope=scope, user=user,
+                                  group=None, organization=identity["current_organization"], signing_key="k")
+    finally:
+        client.close()
+    schema = request_schema(spec)
+    bodies = [r["body"] for r in sandbox.app.requests_log() if r["method"] == "POST"]
     assert len(bodies) == 2
     for body in bodies:
         check(schema, body)
 
 
-# Behaviour ---------------------------------------------------------------------------------------
-def test_wrong_token_is_401_and_rotation_takes_effect(sandbox):
-    assert requests.get(f"{sandbox.url}/users/me", timeout=5).status_code == 401
-    requests.post(f"{sandbox.url}/_sandbox/token", json={"pat": "rotated"}, timeout=5)
-    assert requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5).status_code == 401
-    assert requests.get(f"{sandbox.url}/users/me", headers={"Authorization": "Bearer rotated"}, timeout=5).status_code == 200
+@pytest.mark.parametrize("event", EVENT_TYPES)
+def test_sample_webhook_data_for_every_event_matches_the_export(sandbox, spec, event):
+    response = api(sandbox, "GET", "/sample_webhook_data",
+                   params={"event": event, "organization": sandbox.app.organization_uri, "scope": "organization"})
+    assert response.status_code == 200
+    envelope = response.json()
+    assert envelope["event"] == event and envelope["payload"]["uri"].startswith(sandbox.url)
+    family = event.split(".")[0]
+    if family in ("invitee", "routing_form_submission"):
+        check(component(spec, "WebhookPayload"), envelope)
+    if family == "invitee":
+        check(component(spec, "Event"), envelope["payload"]["scheduled_event"])
+        assert ("cancellation" in envelope["payload"]) == (event == "invitee.canceled")
+    if family in ("invitee_no_show", "event_type"):  # the newer events whose payload the export defines
+        check(component(spec, {"invitee_no_show": "InviteeNoShow", "event_type": "EventType"}[family]), envelope["payload"])
 
 
-def test_same_url_in_another_scope_is_not_a_conflict(sandbox):
-    assert create(sandbox).status_code == 201
-    assert create(sandbox, scope="user", user=me(sandbox)["uri"]).status_code == 201
-    assert create(sandbox).status_code == 409
+# Behaviour ----------------------------------------------------------------------------------------
+def test_a_rotated_token_takes_effect(sandbox):
+    control(sandbox, "POST", "token", json={"pat": "rotated"})
+    assert api(sandbox, "GET", "/users/me").status_code == 401
+    assert api(sandbox, "GET", "/users/me", headers={"Authorization": "Bearer rotated"}).status_code == 200
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"events": ["routing_form_submission.created"], "scope": "user"}, 400),
-    ({"events": ["meeting.booked"]}, 400),
-    ({"events": ["invitee.created", "invitee.created"]}, 400),
-    ({"scope": "group"}, 400),
-    ({"organization": "https://api.calendly.com/organizations/SOMEONE-ELSE"}, 403),
+def test_get_and_delete_a_hook(sandbox):
+    path = f"/webhook_subscriptions/{uuid_of(create(sandbox).json()['resource']['uri'])}"
+    assert api(sandbox, "GET", path).status_code == 200
+    deleted = api(sandbox, "DELETE", path)
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert api(sandbox, "GET", path).status_code == 404
+    assert api(sandbox, "DELETE", path).status_code == 404
+
+
+def test_same_callback_is_409_in_the_same_scope_only(sandbox):
+    user, other_user = sandbox.app.user_uri, f"{sandbox.url}/users/someone-else"
+    group = f"{sandbox.url}/groups/g1"
+    for scoped in ({}, {"scope": "user", "user": user}, {"scope": "user", "user": other_user},
+                   {"scope": "group", "group": group}):
+        assert create(sandbox, **scoped).status_code == 201
+        conflict = create(sandbox, **scoped)
+        assert conflict.status_code == 409
+        assert conflict.json() == {"title": "Already Exists", "message": "Hook with this url already exists"}
+    assert create(sandbox, url="https://flow.example/other").status_code == 201
+
+
+@pytest.mark.parametrize("change, status, parameter", [
+    ({"url": None}, 400, "url"),
+    ({"events": None}, 400, "events"),
+    ({"organization": None}, 400, "organization"),
+    ({"scope": None}, 400, "scope"),
+    ({"events": ["meeting.booked"]}, 400, "events"),
+    ({"events": ["invitee.created", "invitee.created"]}, 400, "events"),
+    ({"scope": "user"}, 400, "user"),
+    ({"scope": "group"}, 400, "group"),
+    ({"events": ["routing_form_submission.created"], "scope": "user", "user": "U"}, 400, "events"),
+    ({"events": ["routing_form_submission.created"], "scope": "group", "group": "G"}, 400, "events"),
+    ({"organization": "https://api.calendly.com/organizations/SOMEONE-ELSE"}, 403, None),
 ])
-def test_invalid_creates_are_refused_like_calendly(sandbox, body, status):
-    data = {"url": "https://flow.example/x", "events": ["invitee.created"], "organization": me(sandbox)["current_organization"],
-            "scope": "organization", **body}
-    if data["scope"] == "user":
-        data["user"] = me(sandbox)["uri"]
-    response = requests.post(f"{sandbox.url}/webhook_subscriptions", json=data, headers=AUTH, timeout=5)
-    assert response.status_code == status and response.json()["title"]
+def test_invalid_creates_are_refused_like_calendly(sandbox, change, status, parameter):
+    body = {k: v for k, v in (hook_body(sandbox) | change).items() if v is not None}
+    response = api(sandbox, "POST", "/webhook_subscriptions", json=body)
+    assert response.status_code == status
+    assert [d["parameter"] for d in response.json().get("details", [])] == ([parameter] if parameter else [])
+    assert sandbox.app.hooks() == []
 
 
-def test_faults_status_retry_after_rate_limit_and_drop(sandbox):
-    requests.post(f"{sandbox.url}/_sandbox/faults", json={"status": 503, "retry_after": 2, "count": 1}, timeout=5)
-    first = requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5)
-    assert first.status_code == 503 and first.headers["Retry-After"] == "2"
-    requests.post(f"{sandbox.url}/_sandbox/faults", json={"ratelimit_reset": 7}, timeout=5)
-    limited = requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5)
-    assert limited.status_code == 429 and limited.headers["X-RateLimit-Remaining"] == "0" and limited.headers["X-RateLimit-Reset"] == "7"
-    requests.post(f"{sandbox.url}/_sandbox/faults", json={"close": True}, timeout=5)
-    with pytest.raises(requests.RequestException):
-        requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5)
-    assert requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=5).status_code == 200
+def test_routing_form_submissions_are_accepted_in_organization_scope(sandbox):
+    assert create(sandbox, events=["routing_form_submission.created"]).status_code == 201
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ({"scope": "organization"}, "organization"),
+    ({"organization": "ORG"}, "scope"),
+    ({"organization": "ORG", "scope": "user"}, "user"),
+    ({"organization": "ORG", "scope": "organization", "count": "0"}, "count"),
+    ({"organization": "ORG", "scope": "organization", "count": "101"}, "count"),
+    ({"organization": "ORG", "scope": "organization", "count": "many"}, "count"),
+    ({"organization": "ORG", "scope": "organization", "page_token": "not-a-token"}, "page_token"),
+])
+def test_invalid_list_queries_are_400(sandbox, query, parameter):
+    params = {k: sandbox.app.organization_uri if v == "ORG" else v for k, v in query.items()}
+    response = api(sandbox, "GET", "/webhook_subscriptions", params=params)
+    assert response.status_code == 400
+    assert [d["parameter"] for d in response.json()["details"]] == [parameter]
+
+
+# Faults -------------------------------------------------------------------------------------------
+def test_status_fault_with_retry_after_hits_only_matching_requests_count_times(sandbox):
+    control(sandbox, "POST", "faults", json={"method": "POST", "path_prefix": "/webhook_subscriptions", "status": 503,
+                                             "retry_after": 2, "count": 2})
+    assert api(sandbox, "GET", "/users/me").status_code == 200
+    for _ in range(2):
+        failed = create(sandbox)
+        assert failed.status_code == 503 and failed.headers["Retry-After"] == "2" and failed.json()["title"]
+    assert create(sandbox).status_code == 201
+
+
+def test_rate_limit_fault_is_429_with_calendly_headers(sandbox):
+    control(sandbox, "POST", "faults", json={"ratelimit_reset": 7})
+    limited = api(sandbox, "GET", "/users/me")
+    assert limited.status_code == 429
+    assert (limited.headers["X-RateLimit-Limit"], limited.headers["X-RateLimit-Remaining"],
+            limited.headers["X-RateLimit-Reset"]) == ("500", "0", "7")
+    assert api(sandbox, "GET", "/users/me").status_code == 200
 
 
 def test_hang_fault_delays_the_answer(sandbox):
-    requests.post(f"{sandbox.url}/_sandbox/faults", json={"hang_seconds": 2, "status": 500}, timeout=5)
+    control(sandbox, "POST", "faults", json={"hang_seconds": 0.5, "count": 2})
     with pytest.raises(requests.Timeout):
-        requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=0.5)
+        requests.get(f"{sandbox.url}/users/me", headers=AUTH, timeout=0.2)
+    started = time.monotonic()
+    assert api(sandbox, "GET", "/users/me").status_code == 200  # outlives the first: no request is left running
+    assert time.monotonic() - started >= 0.5
 
 
-class Receiver:
-    def __init__(self):
-        self.bodies, self.headers = [], []
-
-    def __call__(self, environ, start_response):
-        self.bodies.append(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
-        self.headers.append(environ.get("HTTP_CALENDLY_WEBHOOK_SIGNATURE"))
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [b"{}"]
+def test_close_fault_drops_the_connection_without_an_answer(sandbox):
+    control(sandbox, "POST", "faults", json={"close": True})
+    with pytest.raises(requests.ConnectionError, match="without response"):
+        api(sandbox, "GET", "/users/me")
+    assert api(sandbox, "GET", "/users/me").status_code == 200
 
 
-@pytest.fixture
-def receiver():
-    from shared.wsgi_server import BackgroundServer
+def test_reset_clears_hooks_log_and_faults(sandbox):
+    create(sandbox)
+    control(sandbox, "POST", "faults", json={"status": 500, "count": 5})
+    control(sandbox, "POST", "reset")
+    assert control(sandbox, "GET", "hooks") == {"hooks": []} and control(sandbox, "GET", "requests") == {"requests": []}
+    assert api(sandbox, "GET", "/users/me").status_code == 200
 
-    app = Receiver()
-    with BackgroundServer(app) as server:
-        yield app, server.url
 
-
-def test_simulated_events_are_signed_realistic_and_byte_exact(sandbox, receiver, spec):
-    app, url = receiver
-    create(sandbox, url=f"{url}/hook", events=EVENT_TYPES[:2])
-    result = requests.post(f"{sandbox.url}/_sandbox/simulate", json={"event": "invitee.canceled"}, timeout=30).json()
-    assert [d["status"] for d in result["deliveries"]] == [200]
-    [body] = app.bodies
+# Simulated events ---------------------------------------------------------------------------------
+def test_simulated_event_is_signed_and_byte_exact(sandbox, receiver):
+    create(sandbox, url=f"{receiver.url}/hook", events=["invitee.created", "invitee.canceled"])
+    result = control(sandbox, "POST", "simulate",
+                     json={"event": "invitee.canceled", "payload": {"text_reminder_number": "+46 70"}})
+    assert [(d["status"], d["error"], d["response"]) for d in result["deliveries"]] == [(200, None, '{"ok": true}')]
+    [received] = receiver.requests
+    body = received["body"]
     assert body == json.dumps(result["envelope"], ensure_ascii=False).encode("utf-8")
-    assert "Zoë".encode() in body
-    signatures.verify(body, app.headers[0], "sandbox-test-key", 180)
+    assert "Zoë Ångström".encode() in body and "¿Dónde".encode() in body
+    assert received["content_type"] == "application/json" and received["path"] == "/hook"
+    signatures.verify(body, received["signature"], KEY, tolerance=180)
     envelope = json.loads(body)
-    assert envelope["payload"]["cancellation"]["canceler_type"] == "invitee"
-    check(_inline({"$ref": "#/components/schemas/WebhookPayload"}, spec), envelope)
+    assert envelope["payload"]["text_reminder_number"] == "+46 70"
+    assert envelope["created_by"] == sandbox.app.user_uri and envelope["payload"]["cancellation"]
 
 
-def test_repeat_sends_identical_bytes_and_disabled_hooks_get_nothing(sandbox, receiver):
-    app, url = receiver
-    hook = create(sandbox, url=f"{url}/hook").json()["resource"]
-    requests.post(f"{sandbox.url}/_sandbox/simulate", json={"event": "invitee.created", "repeat": 2}, timeout=30)
-    assert len(app.bodies) == 2 and app.bodies[0] == app.bodies[1]
-    requests.patch(f"{sandbox.url}/_sandbox/hooks/{hook['uri'].rsplit('/', 1)[1]}", json={"state": "disabled"}, timeout=5)
-    result = requests.post(f"{sandbox.url}/_sandbox/simulate", json={"event": "invitee.created"}, timeout=30).json()
-    assert result["deliveries"] == [] and len(app.bodies) == 2
+def test_repeat_sends_identical_bytes(sandbox, receiver):
+    create(sandbox, url=receiver.url)
+    control(sandbox, "POST", "simulate", json={"event": "invitee.created", "repeat": 2})
+    assert len(receiver.requests) == 2
+    assert receiver.requests[0]["body"] == receiver.requests[1]["body"]
+    assert receiver.requests[0]["signature"] == receiver.requests[1]["signature"]
 
 
-@pytest.mark.parametrize("event", EVENT_TYPES)
-def test_sample_webhook_data_for_every_event(sandbox, event):
-    org = me(sandbox)["current_organization"]
-    response = requests.get(f"{sandbox.url}/sample_webhook_data", params={"event": event, "organization": org, "scope": "organization"},
-                            headers=AUTH, timeout=5)
-    assert response.status_code == 200
-    body = response.json()
-    assert body["event"] == event and body["payload"]["uri"].startswith(sandbox.app.base_url)
+def test_only_active_subscribed_or_named_hooks_receive(sandbox, receiver):
+    disabled = create(sandbox, url=f"{receiver.url}/disabled").json()["resource"]
+    named = create(sandbox, url=f"{receiver.url}/named").json()["resource"]
+    create(sandbox, url=f"{receiver.url}/other-event", events=["invitee.canceled"])
+    control(sandbox, "PATCH", f"hooks/{uuid_of(disabled['uri'])}", json={"state": "disabled"})
+    shown = api(sandbox, "GET", f"/webhook_subscriptions/{uuid_of(disabled['uri'])}").json()["resource"]
+    assert (shown["state"], bool(shown["retry_started_at"])) == ("disabled", True)
+    control(sandbox, "POST", "simulate", json={"event": "invitee.created"})
+    control(sandbox, "POST", "simulate", json={"event": "invitee.created", "webhook": uuid_of(named["uri"])})
+    assert [r["path"] for r in receiver.requests] == ["/named", "/named"]
 
 
-def test_simulate_command_reports_an_unreachable_sandbox_clearly():
-    from tests.conftest import free_port
+def test_unsigned_hook_gets_an_unsigned_event_and_redirects_are_not_followed(sandbox, receiver):
+    body = hook_body(sandbox, url=f"{receiver.url}/hook")
+    del body["signing_key"]
+    api(sandbox, "POST", "/webhook_subscriptions", json=body)
+    receiver.status, receiver.headers = 302, [("Location", f"{receiver.url}/elsewhere")]
+    result = control(sandbox, "POST", "simulate", json={"event": "invitee.created"})
+    assert [d["status"] for d in result["deliveries"]] == [302]
+    assert [(r["path"], r["signature"]) for r in receiver.requests] == [("/hook", None)]
 
-    done = subprocess.run([sys.executable, "-m", "shared", "simulate", "invitee.created", "--sandbox-url",
-                           f"http://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "not reachable" in done.stderr and "Traceback" not in done.stderr
+
+def test_a_vanished_hook_is_gone_from_the_api_and_gets_nothing(sandbox, receiver):
+    hook = create(sandbox, url=receiver.url).json()["resource"]
+    control(sandbox, "DELETE", f"hooks/{uuid_of(hook['uri'])}")
+    assert api(sandbox, "GET", f"/webhook_subscriptions/{uuid_of(hook['uri'])}").status_code == 404
+    assert control(sandbox, "POST", "simulate", json={"event": "invitee.created"})["deliveries"] == []
+
+
+def test_unreachable_callback_is_reported_not_raised(sandbox):
+    create(sandbox, url=f"http://127.0.0.1:{free_port()}/gone")
+    [delivery] = control(sandbox, "POST", "simulate", json={"event": "invitee.created"})["deliveries"]
+    assert delivery["status"] is None and "ConnectionError" in delivery["error"]
+
+
+def test_reschedule_links_old_and_new_invitee():
+    canceled, created = sample_events.reschedule("https://api.calendly.com")
+    assert canceled["payload"]["rescheduled"] is True
+    assert canceled["payload"]["new_invitee"] == created["payload"]["uri"]
+    assert created["payload"]["old_invitee"] == canceled["payload"]["uri"]
+
+
+def test_sample_payloads_have_fresh_uris_unless_overridden():
+    first, second = (sample_events.build("invitee.created", "https://x") for _ in range(2))
+    assert first["uri"] != second["uri"] and first["event"] != second["event"]
+    assert sample_events.build("invitee.created", "https://x", uri="https://x/fixed")["uri"] == "https://x/fixed"
+
+
+# Commands and the console target ------------------------------------------------------------------
+def test_simulate_command_prints_each_delivery(sandbox, receiver, capsys):
+    create(sandbox, url=receiver.url)
+    assert main_simulate(["invitee.created", "--sandbox-url", sandbox.url]) == 0
+    assert f"invitee.created -> {receiver.url}: 200" in capsys.readouterr().out
+
+
+def test_simulate_command_reports_an_unreachable_sandbox_clearly(capsys):
+    assert main_simulate(["invitee.created", "--sandbox-url", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert "not reachable" in capsys.readouterr().err
+
+
+def test_console_target_prints_one_line_per_event():
+    out = io.StringIO()
+    envelope = sample_events.envelope("invitee.created", "https://api.calendly.com")
+    body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    with ConsoleTarget(out=out) as target:
+        response = requests.post(f"{target.url}/flow", data=body, timeout=TIMEOUT,
+                                 headers={"X-Calendly-Event": "invitee.created", "X-Bridge-Delivery-Id": "sub-1-abc"})
+        assert response.json() == {"ok": True}
+        assert target.received[0]["body"] == body and target.received[0]["path"] == "/flow"
+    start = envelope["payload"]["scheduled_event"]["start_time"]
+    expected = f"[target] invitee.created delivery sub-1-abc: Zoë Ångström <zoe.angstrom@example.com> at {start}\n"
+    assert out.getvalue() == expected
