@@ -60,6 +60,8 @@ class Bridge:
 
     def close(self) -> None:
         self.calendly.close()
+        if hasattr(self.deliveries.scheduler, "close"):
+            self.deliveries.scheduler.close()
         self.store.close()
 
 

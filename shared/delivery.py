@@ -100,10 +100,14 @@ class DeliveryService:
         except ConcurrencyConflict:
             return None
 
-    def retry(self, delivery_id: str) -> Delivery | None:
-        """Attempt one pending delivery again (the queue worker's unit of work)."""
+    def retry(self, delivery_id: str, due_by: str | None = None) -> Delivery | None:
+        """Attempt one pending delivery again (the queue worker's unit of work). With ``due_by``,
+        one whose next attempt is later (not yet due, or leased by another worker) is returned
+        untouched: the due check and the claim share one read, so two workers never both send."""
         delivery = self.store.get_delivery(delivery_id)
         if delivery is None or delivery.status != PENDING:
+            return delivery
+        if due_by is not None and delivery.next_attempt_at > due_by:
             return delivery
         claimed = self.claim(delivery)
         if claimed is None:
@@ -119,8 +123,8 @@ class DeliveryService:
         summary = {"attempted": 0, "delivered": 0, "pending": 0, "dead": 0, "discarded": 0}
         now = isotime(plus_seconds=-overdue_seconds) if due_only else FAR_FUTURE
         for delivery in list(self.store.due_deliveries(now, limit)):
-            result = self.retry(delivery.id)
-            if result is None:
+            result = self.retry(delivery.id, due_by=now if due_only else None)
+            if result is None or (result.status == PENDING and result.attempts == delivery.attempts):
                 continue
             summary["attempted"] += 1
             key = result.status if result.status in summary else "pending"

@@ -1,20 +1,33 @@
 """Durable retries on Azure: a failed delivery becomes a message on the Storage queue
 ``DELIVERY_QUEUE``, made visible after its backoff; the queue-triggered function calls
-``handle_message``, which attempts the delivery again (claimed with an ETag lease, so a
-message delivered twice never sends twice at once)."""
+``handle_message``, which attempts the delivery again.
+
+Queue messages arrive at least once, so a message is only a hint; the delivery record decides:
+- the message names the attempt count it was scheduled after; once the record has moved on
+  (attempted again, replayed, delivered, dead), the message is stale and dropped;
+- the due check and the claim (an ETag lease) share one read, so a duplicate message or the
+  reconcile timer's safety net never sends the same delivery twice at once;
+- a message that surfaces before the record is due (the delivery is leased by another worker,
+  or its Retry-After is longer than a message can hide) is put back for the remaining time.
+A record whose message was never written (a crash, or the queue down) is sent by the reconcile
+timer's overdue sweep (``DeliveryService.redeliver(due_only=True, overdue_seconds=...)``).
+"""
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
+import threading
+from datetime import datetime
 
-from .models import Delivery
-from .settings import Settings
+from .models import PENDING, Delivery, isotime, utcnow
+from .settings import Settings, SettingsError
 
 log = logging.getLogger("shared.retry_queue")
 
 DEFAULT_QUEUE = "calendly-deliveries"
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60  # Storage queues hide a message for 7 days at most
+EARLY_SLACK_SECONDS = 5.0  # clock skew between the storage service (visibility) and workers
 
 
 def queue_name(settings: Settings) -> str:
@@ -22,51 +35,113 @@ def queue_name(settings: Settings) -> str:
 
 
 def queue_client(settings: Settings):
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+    """A QueueClient for ``DELIVERY_QUEUE`` on the same storage account as the Table store."""
+    from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-    # The Functions queue trigger expects base64 message text by default.
-    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+    options = {
+        # The Functions queue trigger expects base64 message text (host.json messageEncoding).
+        "message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy(),
+        # Bounded like the Table client: the SDK default backs off 15 s+ between retries.
+        "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),
+        "connection_timeout": 3, "read_timeout": 5,
+    }
     env, name = settings.env, queue_name(settings)
     if env.get("AzureWebJobsStorage"):
-        return QueueClient.from_connection_string(env["AzureWebJobsStorage"], name, **policies)
+        return QueueClient.from_connection_string(env["AzureWebJobsStorage"], name, **options)
     from .store.tables import _credential
 
-    endpoint = env.get("AzureWebJobsStorage__queueServiceUri") or f"https://{env['AzureWebJobsStorage__accountName']}.queue.core.windows.net"
-    return QueueClient(endpoint, name, credential=_credential(settings), **policies)
+    endpoint = env.get("AzureWebJobsStorage__queueServiceUri")
+    if not endpoint and env.get("AzureWebJobsStorage__accountName"):
+        endpoint = f"https://{env['AzureWebJobsStorage__accountName']}.queue.core.windows.net"
+    if not endpoint and ".table." in env.get("AzureWebJobsStorage__tableServiceUri", ""):
+        endpoint = env["AzureWebJobsStorage__tableServiceUri"].replace(".table.", ".queue.", 1)
+    if not endpoint:
+        raise SettingsError("AzureWebJobsStorage__queueServiceUri (or AzureWebJobsStorage__accountName) must be set "
+                            "for the retry queue when storage is identity-based")
+    return QueueClient(endpoint, name, credential=_credential(settings), **options)
+
+
+def message_text(delivery: Delivery) -> str:
+    return json.dumps({"delivery_id": delivery.id, "attempts": delivery.attempts})
 
 
 class QueueScheduler:
+    """RetryScheduler on a Storage queue: the backoff is the message's visibility timeout."""
+
     def __init__(self, client):
         self._client = client
         self._created = False
+        self._lock = threading.Lock()
 
-    def schedule(self, delivery: Delivery, delay_seconds: float) -> None:
+    def _ensure_queue(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
-        if not self._created:
-            try:
-                self._client.create_queue()
-            except ResourceExistsError:
-                pass
-            self._created = True
+        with self._lock:
+            if not self._created:
+                try:
+                    self._client.create_queue()
+                except ResourceExistsError:
+                    pass
+                self._created = True
+
+    def schedule(self, delivery: Delivery, delay_seconds: float) -> None:
+        from azure.core.exceptions import AzureError
+
         visibility = math.ceil(min(MAX_VISIBILITY_SECONDS, max(0.0, delay_seconds)))
-        self._client.send_message(json.dumps({"delivery_id": delivery.id}), visibility_timeout=visibility)
+        try:
+            if not self._created:
+                self._ensure_queue()
+            self._client.send_message(message_text(delivery), visibility_timeout=visibility)
+        except (AzureError, OSError) as exc:
+            # The record is pending already: the reconcile timer's overdue sweep sends it.
+            log.error("retry outcome=not_enqueued delivery=%s error=%s; the overdue sweep will retry it", delivery.id,
+                      type(exc).__name__)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _seconds_until(moment: str) -> float:
+    due = datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utcnow().tzinfo)
+    return (due - utcnow()).total_seconds()
+
+
+def _parse(text: str) -> tuple[str, int | None] | None:
+    try:
+        message = json.loads(text)
+        delivery_id, attempts = message["delivery_id"], message.get("attempts")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(delivery_id, str) or not delivery_id or (attempts is not None and type(attempts) is not int):
+        return None
+    return delivery_id, attempts
 
 
 def handle_message(text: str, bridge=None) -> str:
-    """The queue trigger's work: retry one delivery. Malformed messages are dropped (logged)."""
-    try:
-        delivery_id = json.loads(text)["delivery_id"]
-        if not isinstance(delivery_id, str):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        log.error("dropped a malformed retry message")
+    """The queue trigger's work: retry one delivery; returns what happened (for logs and tests).
+    Malformed messages are logged and dropped (raising would only retry them into the poison queue)."""
+    parsed = _parse(text)
+    if parsed is None:
+        log.error("retry outcome=malformed message=%r", text[:200])
         return "malformed"
+    delivery_id, attempts = parsed
     if bridge is None:
         from .bridge import get_bridge
 
         bridge = get_bridge()
-    result = bridge.deliveries.retry(delivery_id)
-    status = "claimed elsewhere" if result is None else result.status
-    log.info("retry of delivery %s: %s", delivery_id, status)
-    return status
+    current = bridge.store.get_delivery(delivery_id)
+    if current is None or current.status != PENDING:
+        outcome = "unknown" if current is None else current.status
+    elif attempts is not None and current.attempts != attempts:
+        outcome = "stale"
+    else:
+        result = bridge.deliveries.retry(delivery_id, due_by=isotime(plus_seconds=EARLY_SLACK_SECONDS))
+        if result is None:
+            outcome = "claimed elsewhere"
+        elif result.status == PENDING and result.attempts == current.attempts:
+            bridge.deliveries.scheduler.schedule(result, _seconds_until(result.next_attempt_at))
+            outcome = "not due"
+        else:
+            outcome = result.status
+    log.info("retry outcome=%s delivery=%s", outcome.replace(" ", "_"), delivery_id)
+    return outcome

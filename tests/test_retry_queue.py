@@ -1,104 +1,244 @@
 """Durable retries on Azurite: failed deliveries go to the Storage queue with a backoff
-(visibility timeout) and are retried by the same handler the queue trigger calls."""
+(visibility timeout) and are retried by the function the queue trigger declares, driven here the
+way the Functions host drives it (receive with the real SDK, call the handler, delete on success)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared import delivery as delivery_module, signatures
+from shared import bridge as bridge_module, callbacks, delivery as delivery_module, signatures
 from shared.bridge import Bridge
-from shared.callbacks import receive
 from shared.http import Headers
-from shared.models import ACTIVE, Subscription
-from shared.retry_queue import handle_message
+from shared.models import ACTIVE, DEAD, DELIVERED, PENDING, Delivery, Subscription
+from shared.retry_queue import QueueScheduler, handle_message, message_text, queue_client
 from shared.settings import Settings
-from tests.conftest import declared_functions
+from tests.azurite import ACCOUNT, free_port
+from tests.conftest import ROOT, declared_functions
+
+MAX_ATTEMPTS = 3
+
+
+def retry_function():
+    [fn] = [f for f in declared_functions() if f.get_function_name() == "retry_delivery"]
+    return fn
+
+
+def storage_env(azurite: str, **extra: str) -> dict[str, str]:
+    return {"AzureWebJobsStorage": azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+            "DELIVERY_QUEUE": f"q{uuid.uuid4().hex[:12]}", "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071",
+            "CALENDLY_PAT": "x", "ALLOW_INSECURE_TARGETS": "true", "DELIVERY_MAX_ATTEMPTS": str(MAX_ATTEMPTS), **extra}
 
 
 @pytest.fixture
-def azure_bridge(azurite, target, monkeypatch):
+def fast_backoff(monkeypatch):
     monkeypatch.setattr(delivery_module, "BACKOFF_BASE_SECONDS", 1.0)
     monkeypatch.setattr(delivery_module, "IN_REQUEST_BUDGET_SECONDS", 1.0)
-    queue = f"q{uuid.uuid4().hex[:12]}"
-    settings = Settings.from_env({"AzureWebJobsStorage": azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
-                                  "DELIVERY_QUEUE": queue, "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071", "CALENDLY_PAT": "x",
-                                  "ALLOW_INSECURE_TARGETS": "true", "DELIVERY_MAX_ATTEMPTS": "3"})
-    bridge = Bridge(settings)
+    monkeypatch.setattr(callbacks, "IN_REQUEST_BUDGET_SECONDS", 1.0)
+    monkeypatch.setattr(delivery_module, "WORKER_BUDGET_SECONDS", 1.0)
+
+
+def make_bridge(env: dict[str, str], target) -> tuple[Bridge, Subscription]:
+    bridge = Bridge(Settings.from_env(env))
     sub = bridge.store.create_subscription(Subscription(
         id=uuid.uuid4().hex, target={"type": "http", "url": f"{target.url}/flow"}, events=["invitee.created"], scope="organization",
         organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
-    reader = QueueClient.from_connection_string(azurite, queue, message_decode_policy=TextBase64DecodePolicy())
+    return bridge, sub
+
+
+@pytest.fixture
+def azure_bridge(azurite, target, fast_backoff, monkeypatch):
+    env = storage_env(azurite)
+    bridge, sub = make_bridge(env, target)
+    monkeypatch.setattr(bridge_module, "_bridge", bridge)  # what get_bridge() returns inside the queue trigger
+    reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"], message_decode_policy=TextBase64DecodePolicy())
     yield bridge, sub, reader
     bridge.close()
+    reader.close()
 
 
 def post_event(bridge, sub, n=0):
     body = json.dumps({"event": "invitee.created", "payload": {"uri": f"https://api.calendly.com/x/invitees/{n}", "name": "Zoë"}},
                       ensure_ascii=False).encode()
-    return receive(bridge, sub.id, Headers({signatures.HEADER: signatures.sign(body, "k")}), body)
+    return callbacks.receive(bridge, sub.id, Headers({signatures.HEADER: signatures.sign(body, "k")}), body)
 
 
-def run_worker(bridge, reader, until, timeout=20.0):
-    """What the Functions host does: receive visible messages, call the trigger's handler, delete."""
+def run_host(reader, until, timeout=20.0) -> int:
+    """The Functions host's loop: receive visible messages, run the queue-triggered function with
+    the decoded body, delete the message when the function returns. Returns messages handled."""
+    handler = retry_function().get_user_function()
     deadline = time.monotonic() + timeout
-    handled = []
+    handled = 0
     while time.monotonic() < deadline and not until():
         for message in reader.receive_messages(visibility_timeout=30, max_messages=8):
-            handled.append(handle_message(message.content, bridge))
+            handler(func.QueueMessage(id=message.id, body=message.content.encode("utf-8"), pop_receipt=message.pop_receipt))
             reader.delete_message(message)
-        time.sleep(0.2)
+            handled += 1
+        time.sleep(0.1)
     return handled
 
 
+def status_of(bridge, delivery_id):
+    return bridge.store.get_delivery(delivery_id).status
+
+
+@pytest.mark.azurite
 def test_target_down_then_up_is_delivered_exactly_once(azure_bridge, target):
     bridge, sub, reader = azure_bridge
     target.respond(default=503)
     response = post_event(bridge, sub)
     assert response.status == 202
     delivery_id = json.loads(response.body)["delivery_id"]
-    assert reader.get_queue_properties().approximate_message_count == 1  # scheduled, visible after its backoff
+    assert reader.get_queue_properties().approximate_message_count == 1
+    assert reader.peek_messages() == [], "hidden for its backoff"
     target.respond(default=200)
-    handled = run_worker(bridge, reader, until=lambda: bridge.store.get_delivery(delivery_id).status == "delivered")
-    assert handled == ["delivered"]
+    run_host(reader, until=lambda: status_of(bridge, delivery_id) == DELIVERED)
     assert [r["headers"]["x-bridge-delivery-id"] for r in target.delivered()] == [delivery_id]
+    assert bridge.store.get_delivery(delivery_id).attempts == 2  # the failed in-request attempt, then the retry
     time.sleep(1.5)
     assert reader.peek_messages() == [], "nothing more is scheduled once delivered"
 
 
+@pytest.mark.azurite
 def test_target_down_past_the_last_attempt_is_dead_and_kept_for_replay(azure_bridge, target):
     bridge, sub, reader = azure_bridge
     target.respond(default=503)
     delivery_id = json.loads(post_event(bridge, sub, 1).body)["delivery_id"]
-    run_worker(bridge, reader, until=lambda: bridge.store.get_delivery(delivery_id).status == "dead", timeout=40)
+    run_host(reader, until=lambda: status_of(bridge, delivery_id) == DEAD, timeout=40)
     dead = bridge.store.get_delivery(delivery_id)
-    assert dead.status == "dead" and dead.attempts == 3 and dead.last_status == 503
+    assert (dead.status, dead.attempts, dead.last_status) == (DEAD, MAX_ATTEMPTS, 503)
     assert [d.id for d in bridge.store.list_deliveries(sub.id, 10)[0]] == [delivery_id]
+    assert reader.get_queue_properties().approximate_message_count == 0, "nothing left to retry: it is dead, not dropped"
     target.respond(default=200)
-    assert bridge.deliveries.replay(delivery_id).status == "delivered"
+    assert bridge.deliveries.replay(delivery_id).status == DELIVERED
+    assert [r["headers"]["x-bridge-delivery-id"] for r in target.delivered()] == [delivery_id]
 
 
-def test_a_lost_queue_message_is_caught_by_the_overdue_safety_net(azure_bridge, target):
+def test_the_backoff_spans_hours_with_the_default_attempts():
+    delays = [delivery_module.backoff_seconds(n) / 1.1 for n in range(1, 8)]  # worst case of the jitter
+    assert int(Settings.from_env({}).delivery_max_attempts) == 8 and sum(delays) > 3 * 3600
+
+
+@pytest.mark.azurite
+def test_a_message_delivered_twice_sends_once(azure_bridge, target):
     bridge, sub, reader = azure_bridge
     target.respond(default=503)
     delivery_id = json.loads(post_event(bridge, sub, 2).body)["delivery_id"]
+    pending = bridge.store.get_delivery(delivery_id)
+    bridge.deliveries.scheduler.schedule(pending, 0)  # the queue's at-least-once: a second copy
+    target.respond(default=200)
+    deadline, copies = time.monotonic() + 10, []
+    while len(copies) < 2 and time.monotonic() < deadline:
+        copies += [m.content for m in reader.receive_messages(max_messages=8, visibility_timeout=60)]
+        time.sleep(0.1)
+    assert len(copies) == 2
+    with ThreadPoolExecutor(2) as workers:  # two Functions instances, each with one copy, at once
+        outcomes = list(workers.map(handle_message, copies))
+    assert DELIVERED in outcomes and set(outcomes) <= {DELIVERED, "claimed elsewhere", "not due"}
+    assert len(target.delivered()) == 1
+
+
+@pytest.mark.azurite
+def test_a_message_for_a_delivery_another_worker_holds_is_put_back_not_sent(azure_bridge, target):
+    bridge, sub, reader = azure_bridge
+    target.respond(default=503)
+    delivery_id = json.loads(post_event(bridge, sub, 3).body)["delivery_id"]
+    leased = bridge.deliveries.claim(bridge.store.get_delivery(delivery_id))  # another worker is attempting it
+    target.respond(default=200)
+    assert handle_message(message_text(leased)) == "not due"
+    assert target.delivered() == [] and status_of(bridge, delivery_id) == PENDING
+    assert reader.get_queue_properties().approximate_message_count == 2, "put back for when the lease ends"
+
+
+@pytest.mark.azurite
+def test_a_message_that_a_later_attempt_overtook_is_dropped(azure_bridge, target):
+    bridge, sub, reader = azure_bridge
+    target.respond(default=503)
+    delivery_id = json.loads(post_event(bridge, sub, 4).body)["delivery_id"]
+    old = bridge.store.get_delivery(delivery_id)
+    target.respond(default=200)
+    assert bridge.deliveries.replay(delivery_id).status == DELIVERED
+    assert handle_message(message_text(old)) == DELIVERED
+    assert handle_message(message_text(old.replace(attempts=old.attempts - 1))) == DELIVERED
+    assert len(target.delivered()) == 1
+
+
+@pytest.mark.azurite
+def test_a_lost_queue_message_is_caught_by_the_overdue_safety_net(azure_bridge, target):
+    bridge, sub, reader = azure_bridge
+    target.respond(default=503)
+    delivery_id = json.loads(post_event(bridge, sub, 5).body)["delivery_id"]
     reader.clear_messages()  # the message is gone (a crash before enqueueing)
     target.respond(default=200)
+    assert bridge.deliveries.redeliver(due_only=True, overdue_seconds=600)["attempted"] == 0, "not overdue yet"
     time.sleep(1.5)
     assert bridge.deliveries.redeliver(due_only=True, overdue_seconds=0)["delivered"] == 1
-    assert bridge.store.get_delivery(delivery_id).status == "delivered"
+    assert status_of(bridge, delivery_id) == DELIVERED and len(target.delivered()) == 1
 
 
+@pytest.mark.azurite
+def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_it(azurite, target, fast_backoff):
+    parts = dict(part.split("=", 1) for part in azurite.split(";") if part)
+    parts["QueueEndpoint"] = f"http://127.0.0.1:{free_port()}/{ACCOUNT}"  # nothing listens there
+    bridge, sub = make_bridge(storage_env(";".join(f"{k}={v}" for k, v in parts.items())), target)
+    try:
+        target.respond(default=503)
+        response = post_event(bridge, sub, 6)
+        assert response.status == 202
+        delivery_id = json.loads(response.body)["delivery_id"]
+        assert status_of(bridge, delivery_id) == PENDING
+        target.respond(default=200)
+        time.sleep(1.5)
+        assert bridge.deliveries.redeliver(due_only=True)["delivered"] == 1
+    finally:
+        bridge.close()
+
+
+@pytest.mark.azurite
+def test_redeliver_command_works_against_table_storage(azurite, target, fast_backoff, tmp_path):
+    env = storage_env(azurite)
+    bridge, sub = make_bridge(env, target)
+    try:
+        target.respond(default=503)
+        delivery_id = json.loads(post_event(bridge, sub, 7).body)["delivery_id"]
+        target.respond(default=200)
+        done = subprocess.run([sys.executable, "-m", "shared", "redeliver"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["delivered"] == 1
+        assert status_of(bridge, delivery_id) == DELIVERED and len(target.delivered()) == 1
+    finally:
+        bridge.close()
+
+
+@pytest.mark.azurite
 def test_malformed_messages_are_dropped_not_retried_forever(azure_bridge):
     bridge, _, _ = azure_bridge
-    assert handle_message("not json", bridge) == "malformed"
-    assert handle_message('{"delivery_id": 5}', bridge) == "malformed"
+    for text in ("not json", '{"delivery_id": 5}', "[]", '{"delivery_id": "x", "attempts": "1"}', ""):
+        assert handle_message(text, bridge) == "malformed"
+    assert handle_message(json.dumps({"delivery_id": f"{uuid.uuid4().hex}-{'0' * 24}"}), bridge) == "unknown"
+
+
+@pytest.mark.azurite
+def test_a_backoff_longer_than_a_message_can_hide_is_capped_at_seven_days(azurite):
+    env = storage_env(azurite)
+    scheduler = QueueScheduler(queue_client(Settings.from_env(env)))
+    scheduler.schedule(Delivery(id=f"{'a' * 32}-{'0' * 24}", subscription_id="a" * 32, event="e", event_key="k", body=b""),
+                       30 * 24 * 3600)  # e.g. a Retry-After of 30 days: Storage refuses more than 7
+    reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"])
+    assert reader.get_queue_properties().approximate_message_count == 1
+    scheduler.close()
+    reader.close()
 
 
 def test_queue_trigger_is_declared_on_the_delivery_queue():
-    [fn] = [f for f in declared_functions() if f.get_function_name() == "retry_delivery"]
-    trigger = fn.get_trigger()
+    trigger = retry_function().get_trigger()
     assert trigger.queue_name == "calendly-deliveries" and trigger.connection == "AzureWebJobsStorage"
+    assert trigger.get_binding_name() == "queueTrigger"

@@ -1,28 +1,30 @@
 """One contract suite, run against every store: the embedded SQLite store and Azure Table
-Storage (on Azurite)."""
+Storage (on Azurite). Then: which store the settings select, and stores that are down."""
 from __future__ import annotations
 
+import os
+import socket
+import time
 import uuid
 
 import pytest
 
 from shared.errors import ConcurrencyConflict, StoreUnavailable
-from shared.models import DELIVERED, PENDING, Delivery, Subscription, isotime, target_hash
+from shared.models import DEAD, DELIVERED, PENDING, Delivery, Subscription, isotime, target_hash
+from shared.settings import Settings
+from shared.store import open_store
+from tests.azurite import ACCOUNT, KEY, free_port
 
 
-@pytest.fixture(params=["sqlite", "tables"])
+@pytest.fixture(params=["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
 def store(request, tmp_path):
     if request.param == "sqlite":
-        from shared.store.sqlite import SqliteStore
-
-        s = SqliteStore(str(tmp_path / "contract.sqlite3"))
+        settings = Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "contract.sqlite3")})
     else:
-        from azure.data.tables import TableServiceClient
-
-        from shared.store.tables import TableStore
-
-        connection = request.getfixturevalue("azurite")
-        s = TableStore(TableServiceClient.from_connection_string(connection), prefix=f"t{uuid.uuid4().hex[:10]}")
+        settings = Settings.from_env({"AzureWebJobsStorage": request.getfixturevalue("azurite"),
+                                      "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}"})
+    s = open_store(settings)
+    assert s.name == request.param
     yield s
     s.close()
 
@@ -40,21 +42,40 @@ def delivery(sub_n=0, n=0, body=b"{}", **kw) -> Delivery:
     return Delivery(**fields)
 
 
+def hash_of(url: str) -> str:
+    return target_hash({"type": "http", "url": url})
+
+
+# Subscriptions -----------------------------------------------------------------------------
+
+def test_ping_answers_when_the_backend_is_up(store):
+    store.ping()
+
+
 def test_create_get_update_delete(store):
-    created = store.create_subscription(sub(1, user=None, group="https://api.calendly.com/groups/G"))
+    created = store.create_subscription(sub(1, user=None, group="https://api.calendly.com/groups/G", events=["a", "b"]))
+    assert created.etag
     got = store.get_subscription(created.id)
-    assert got.target == created.target and got.group == "https://api.calendly.com/groups/G" and got.user is None
+    assert (got.target, got.events, got.group, got.user, got.etag) == (created.target, ["a", "b"], created.group, None, created.etag)
     updated = store.update_subscription(got.replace(state="active", calendly_webhook="https://api.calendly.com/webhook_subscriptions/W"))
-    assert store.get_subscription(created.id).calendly_webhook.endswith("/W") and updated.etag != got.etag
+    again = store.get_subscription(created.id)
+    assert again.calendly_webhook.endswith("/W") and again.state == "active"
+    assert updated.etag != got.etag and again.etag == updated.etag
     store.delete_subscription(created.id)
     assert store.get_subscription(created.id) is None
     store.delete_subscription(created.id)  # idempotent
 
 
+def test_unknown_subscription_is_none(store):
+    assert store.get_subscription("f" * 32) is None
+
+
 def test_duplicate_create_is_a_conflict(store):
     store.create_subscription(sub(2))
     with pytest.raises(ConcurrencyConflict):
-        store.create_subscription(sub(2))
+        store.create_subscription(sub(2, url="https://flow.example/other"))
+    assert store.get_subscription(f"{2:032x}").target["url"] == "https://flow.example/a"
+    assert store.find_subscriptions_by_target(hash_of("https://flow.example/other")) == []
 
 
 def test_stale_etag_update_is_a_conflict(store):
@@ -62,6 +83,7 @@ def test_stale_etag_update_is_a_conflict(store):
     store.update_subscription(first.replace(state="active"))
     with pytest.raises(ConcurrencyConflict):
         store.update_subscription(first.replace(state="deleting"))
+    assert store.get_subscription(first.id).state == "active"
 
 
 def test_update_of_a_vanished_record_is_a_conflict(store):
@@ -69,83 +91,227 @@ def test_update_of_a_vanished_record_is_a_conflict(store):
     store.delete_subscription(first.id)
     with pytest.raises(ConcurrencyConflict):
         store.update_subscription(first)
+    assert store.get_subscription(first.id) is None
 
 
 def test_list_pages_with_a_cursor(store):
-    for n in range(5):
-        store.create_subscription(sub(10 + n, url=f"https://flow.example/{n}"))
+    assert store.list_subscriptions(10) == ([], None)
+    for n in (14, 10, 13, 11, 12):
+        store.create_subscription(sub(n, url=f"https://flow.example/{n}"))
     page, cursor = store.list_subscriptions(2)
     seen = [s.id for s in page]
     while cursor:
         page, cursor = store.list_subscriptions(2, cursor)
+        assert len(page) <= 2
         seen += [s.id for s in page]
     assert seen == [f"{10 + n:032x}" for n in range(5)]
+    exact, end = store.list_subscriptions(5)
+    assert len(exact) == 5 and end is None
 
 
-def test_find_by_target_follows_creates_and_deletes(store):
+def test_find_by_target_follows_creates_updates_and_deletes(store):
     a = store.create_subscription(sub(20, url="https://flow.example/same"))
     store.create_subscription(sub(21, url="https://flow.example/same", events=["invitee.canceled"]))
-    store.create_subscription(sub(22, url="https://flow.example/other"))
-    wanted = target_hash({"type": "http", "url": "https://flow.example/same"})
-    assert sorted(s.id for s in store.find_subscriptions_by_target(wanted)) == [f"{20:032x}", f"{21:032x}"]
+    c = store.create_subscription(sub(22, url="https://flow.example/other"))
+    same, other = hash_of("https://flow.example/same"), hash_of("https://flow.example/other")
+    assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{20:032x}", f"{21:032x}"]
     store.delete_subscription(a.id)
-    assert [s.id for s in store.find_subscriptions_by_target(wanted)] == [f"{21:032x}"]
+    assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{21:032x}"]
+    store.update_subscription(c.replace(target={"type": "http", "url": "https://flow.example/same"}))
+    assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{21:032x}", f"{22:032x}"]
+    assert store.find_subscriptions_by_target(other) == []
 
+
+# Deliveries --------------------------------------------------------------------------------
 
 def test_record_delivery_is_insert_if_absent(store):
     first = store.record_delivery(delivery(30, 1))
     assert first is not None and first.etag
     assert store.record_delivery(delivery(30, 1, body=b'{"other": 1}')) is None
-    assert store.get_delivery(first.id).body == b"{}"
+    got = store.get_delivery(first.id)
+    assert got.body == b"{}" and got.etag == first.etag and got.status == PENDING and got.attempts == 0
 
 
-def test_256_kib_body_round_trips_byte_exact(store):
-    body = ("Zoë Ångström ¿Dónde? 東京 ".encode("utf-8") * 20000)[: 256 * 1024] + b"\xff\xfe\x00"
+def test_unknown_delivery_is_none(store):
+    assert store.get_delivery(f"{1:032x}-{1:024x}") is None
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    ("Zoë Ångström ¿Dónde? 東京 🙂 ".encode("utf-8") * 20000)[: 256 * 1024 - 3] + b"\xff\xfe\x00",
+    os.urandom(256 * 1024),
+], ids=["empty", "256KiB-text-and-invalid-utf8", "256KiB-random"])
+def test_bodies_round_trip_byte_exact(store, body):
     recorded = store.record_delivery(delivery(31, 2, body=body))
     assert store.get_delivery(recorded.id).body == body
+    updated = store.update_delivery(recorded.replace(attempts=1))
+    assert store.get_delivery(updated.id).body == body
 
 
 def test_delivery_update_uses_etags(store):
     recorded = store.record_delivery(delivery(32, 3))
     done = store.update_delivery(recorded.replace(status=DELIVERED, attempts=1, last_status=200, delivered_at=isotime()))
     got = store.get_delivery(recorded.id)
-    assert (got.status, got.attempts, got.last_status) == (DELIVERED, 1, 200) and got.etag == done.etag
+    assert (got.status, got.attempts, got.last_status, got.etag) == (DELIVERED, 1, 200, done.etag)
     with pytest.raises(ConcurrencyConflict):
         store.update_delivery(recorded.replace(status=PENDING))
+    assert store.get_delivery(recorded.id).status == DELIVERED
+
+
+def test_update_of_a_missing_delivery_is_a_conflict(store):
+    real_etag = store.record_delivery(delivery(33, 1)).etag
+    with pytest.raises(ConcurrencyConflict):
+        store.update_delivery(delivery(33, 2, etag=real_etag))
+    assert store.get_delivery(delivery(33, 2).id) is None
+
+
+def test_delivery_fields_round_trip(store):
+    recorded = store.record_delivery(delivery(34, 1, event="invitee.canceled", event_key="invitee.canceled\nuri"))
+    dead = recorded.replace(status=DEAD, attempts=8, last_status=None, last_error="connection refused: Zoë", updated_at=isotime())
+    store.update_delivery(dead)
+    got = store.get_delivery(recorded.id)
+    assert (got.subscription_id, got.event, got.event_key, got.status, got.attempts, got.last_status, got.last_error,
+            got.delivered_at, got.created_at, got.updated_at) == (
+        f"{34:032x}", "invitee.canceled", "invitee.canceled\nuri", DEAD, 8, None, "connection refused: Zoë",
+        None, recorded.created_at, dead.updated_at)
 
 
 def test_list_deliveries_pages_within_a_subscription(store):
+    assert store.list_deliveries(f"{40:032x}", 3) == ([], None)
     for n in range(5):
         store.record_delivery(delivery(40, n))
     store.record_delivery(delivery(41, 0))
     page, cursor = store.list_deliveries(f"{40:032x}", 3)
     rest, end = store.list_deliveries(f"{40:032x}", 3, cursor)
     assert [d.id for d in page + rest] == [f"{40:032x}-{n:024x}" for n in range(5)] and end is None
+    assert [d.id for d in store.list_deliveries(f"{41:032x}", 3)[0]] == [f"{41:032x}-{0:024x}"]
 
 
-def test_due_deliveries_are_pending_and_due_in_order(store):
+def test_due_deliveries_are_pending_and_due_oldest_first(store):
     store.record_delivery(delivery(50, 1, next_attempt_at="2026-01-01T00:00:02.000000Z"))
-    store.record_delivery(delivery(50, 2, next_attempt_at="2026-01-01T00:00:01.000000Z"))
-    store.record_delivery(delivery(50, 3, next_attempt_at="2999-01-01T00:00:00.000000Z"))
-    store.record_delivery(delivery(50, 4, status=DELIVERED, next_attempt_at="2026-01-01T00:00:00.000000Z"))
-    due = store.due_deliveries("2026-06-01T00:00:00.000000Z", 10)
-    assert [d.id[-1] for d in due] == ["2", "1"]
+    store.record_delivery(delivery(51, 2, next_attempt_at="2026-01-01T00:00:01.000000Z"))
+    store.record_delivery(delivery(52, 3, next_attempt_at="2026-01-01T00:00:03.000000Z"))
+    store.record_delivery(delivery(50, 4, next_attempt_at="2999-01-01T00:00:00.000000Z"))
+    store.record_delivery(delivery(53, 5, status=DELIVERED, next_attempt_at="2026-01-01T00:00:00.000000Z"))
+    store.record_delivery(delivery(53, 6, status=DEAD, next_attempt_at="2026-01-01T00:00:00.000000Z"))
+    due = list(store.due_deliveries("2026-06-01T00:00:00.000000Z", 10))
+    assert [d.id[-1] for d in due] == ["2", "1", "3"] and all(d.body == b"{}" and d.etag for d in due)
+    assert [d.id[-1] for d in store.due_deliveries("2026-06-01T00:00:00.000000Z", 2)] == ["2", "1"]
+    assert [d.id[-1] for d in store.due_deliveries("2026-01-01T00:00:01.000000Z", 10)] == ["2"]
+    assert len(list(store.due_deliveries("9999-12-31T23:59:59.999999Z", 10))) == 4
 
 
-def test_unreachable_backend_raises_store_unavailable(request, tmp_path):
-    from azure.data.tables import TableServiceClient
+# Which store, and stores that are down ---------------------------------------------------------
 
+def test_no_storage_setting_selects_sqlite(tmp_path):
+    store = open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3")}))
+    assert store.name == "sqlite"
+    store.close()
+
+
+def test_use_development_storage_maps_to_azurites_default_endpoints():
+    from shared.retry_queue import queue_client
+
+    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    store = open_store(settings)
+    assert store.name == "tables" and store.service.url.startswith("http://127.0.0.1:10002/devstoreaccount1")
+    assert queue_client(settings).url == "http://127.0.0.1:10001/devstoreaccount1/calendly-deliveries"
+
+
+def test_identity_based_settings_select_tables_with_the_managed_identity(monkeypatch):
+    import azure.identity
+
+    from shared.retry_queue import queue_client
+
+    made = []
+
+    class RecordingCredential:
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+        def get_token(self, *scopes, **kwargs):  # never called: nothing is sent
+            raise AssertionError("no request expected")
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", RecordingCredential)
+    settings = Settings.from_env({"AzureWebJobsStorage__accountName": "bridgeacct", "AzureWebJobsStorage__clientId": "cid-1"})
+    store = open_store(settings)
+    assert store.name == "tables" and store.service.url.startswith("https://bridgeacct.table.core.windows.net")
+    assert queue_client(settings).url == "https://bridgeacct.queue.core.windows.net/calendly-deliveries"
+    assert made == [{"managed_identity_client_id": "cid-1"}] * 2
+    explicit = open_store(Settings.from_env({"AzureWebJobsStorage__tableServiceUri": "https://custom.example/tables"}))
+    assert explicit.name == "tables" and explicit.service.url.startswith("https://custom.example/tables")
+
+
+def test_unwritable_sqlite_path_is_store_unavailable(tmp_path):
     from shared.store.sqlite import SqliteStore
-    from shared.store.tables import TableStore
-    from tests.azurite import ACCOUNT, KEY
-    from tests.conftest import free_port
 
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the directory should be")
     with pytest.raises(StoreUnavailable):
         SqliteStore(str(blocked / "x" / "db.sqlite3"))
-    down = TableStore(TableServiceClient.from_connection_string(
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};TableEndpoint=http://127.0.0.1:{free_port()}/{ACCOUNT};",
-        retry_total=0))
+
+
+def _tables_at(port: int):
+    return open_store(Settings.from_env({"AzureWebJobsStorage": (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+        f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};QueueEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")}))
+
+
+@pytest.mark.parametrize("operation", [
+    lambda s: s.ping(),
+    lambda s: s.get_subscription("0" * 32),
+    lambda s: s.create_subscription(sub(1)),
+    lambda s: s.record_delivery(delivery(1, 1)),
+    lambda s: s.update_delivery(delivery(1, 1, etag="x")),
+    lambda s: s.due_deliveries(isotime(), 10),
+], ids=["ping", "get", "create", "record", "update", "due"])
+def test_table_storage_refusing_connections_is_store_unavailable(operation):
+    store = _tables_at(free_port())  # nothing listens there
     with pytest.raises(StoreUnavailable):
-        down.get_subscription("0" * 32)
+        operation(store)
+
+
+def test_table_storage_that_hangs_fails_within_bounded_time(monkeypatch):
+    from shared.store import tables
+
+    monkeypatch.setattr(tables, "CLIENT_OPTIONS", {**tables.CLIENT_OPTIONS, "connection_timeout": 0.5, "read_timeout": 0.5})
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        store = _tables_at(silent.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.get_subscription("0" * 32)
+        assert time.monotonic() - started < 5, "the configured timeouts and retry count bound a hung endpoint"
+
+
+@pytest.mark.azurite
+def test_a_dangling_target_index_row_is_skipped(azurite):
+    """What a crash between writing the index row and the subscription leaves behind."""
+    store = open_store(Settings.from_env({"AzureWebJobsStorage": azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}"}))
+    ghost = sub(60, url="https://flow.example/ghost")
+    store._index(ghost)
+    assert store.find_subscriptions_by_target(ghost.target_hash) == []
+    store.create_subscription(ghost)
+    assert [s.id for s in store.find_subscriptions_by_target(ghost.target_hash)] == [ghost.id]
+    store.close()
+
+
+@pytest.mark.azurite
+def test_use_development_storage_true_works_against_azurite(dev_storage_azurite):
+    """The sample's connection string, as `func start` users have it, against a real Azurite."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    from shared.retry_queue import QueueScheduler, queue_client
+
+    queue = f"q{uuid.uuid4().hex[:12]}"
+    settings = Settings.from_env({"AzureWebJobsStorage": dev_storage_azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+                                  "DELIVERY_QUEUE": queue})
+    store = open_store(settings)
+    recorded = store.record_delivery(delivery(70, 1, body=b"\xff" * 70000))
+    assert store.get_delivery(recorded.id).body == b"\xff" * 70000
+    QueueScheduler(queue_client(settings)).schedule(recorded, 0)
+    reader = QueueClient.from_connection_string(dev_storage_azurite, queue, message_decode_policy=TextBase64DecodePolicy())
+    [message] = reader.receive_messages()
+    assert recorded.id in message.content
+    store.close()

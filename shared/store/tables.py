@@ -1,8 +1,12 @@
 """Azure Table Storage store (azure-data-tables).
 
 Keys make the Calendly callback path point operations only:
-- subscriptions: PartitionKey = subscription id, RowKey = "subscription" (point read);
-- targets (index for unsubscribe-by-URL): PartitionKey = target hash, RowKey = subscription id;
+- subscriptions: PartitionKey = subscription id, RowKey = "subscription" (point read; one
+  partition per subscription, so no hot partition caps callback reads; listing is a
+  management-path scan in key order, which is also the cursor order);
+- targets (index for unsubscribe-by-URL): PartitionKey = target hash, RowKey = subscription id.
+  Written before and removed after the subscription itself, so a crash leaves at most a
+  dangling index row, which lookups skip;
 - deliveries: PartitionKey = subscription id, RowKey = the delivery id's suffix, so recording a
   delivery is an insert-if-absent (the dedupe), replay is a point read, and a subscription's
   delivery log is one partition query.
@@ -21,6 +25,9 @@ from ..settings import Settings
 SUB_ROW = "subscription"
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
+# Bounded, so a hung storage endpoint fails a callback within Calendly's 15 s, not minutes
+# (the SDK defaults are 10 retries and 300 s socket timeouts).
+CLIENT_OPTIONS = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2, "retry_backoff_factor": 0.2}
 
 
 def storage_configured(settings: Settings) -> bool:
@@ -41,9 +48,10 @@ def table_service(settings: Settings):
 
     env = settings.env
     if env.get("AzureWebJobsStorage"):
-        return TableServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+        # "UseDevelopmentStorage=true" is understood by the SDK: Azurite on 127.0.0.1:10002.
+        return TableServiceClient.from_connection_string(env["AzureWebJobsStorage"], **CLIENT_OPTIONS)
     endpoint = env.get("AzureWebJobsStorage__tableServiceUri") or f"https://{env['AzureWebJobsStorage__accountName']}.table.core.windows.net"
-    return TableServiceClient(endpoint=endpoint, credential=_credential(settings))
+    return TableServiceClient(endpoint=endpoint, credential=_credential(settings), **CLIENT_OPTIONS)
 
 
 class TableStore:
@@ -118,12 +126,15 @@ class TableStore:
                             state=entity["state"], calendly_webhook=entity.get("calendly_webhook") or None,
                             created_at=entity["created_at"], updated_at=entity["updated_at"], etag=entity.metadata.get("etag"))
 
+    def _index(self, sub: Subscription) -> None:
+        self._call(self._table("targets").upsert_entity, {"PartitionKey": sub.target_hash, "RowKey": sub.id})
+
     def create_subscription(self, sub: Subscription) -> Subscription:
+        self._index(sub)
         try:
             result = self._call(self._table("subscriptions").create_entity, self._sub_entity(sub))
         except self._exists:
             raise ConcurrencyConflict(f"subscription {sub.id} already exists") from None
-        self._call(self._table("targets").upsert_entity, {"PartitionKey": sub.target_hash, "RowKey": sub.id})
         return sub.replace(etag=self._etag(result))
 
     def get_subscription(self, subscription_id: str) -> Subscription | None:
@@ -133,24 +144,31 @@ class TableStore:
             return None
 
     def update_subscription(self, sub: Subscription) -> Subscription:
+        # Management path only (state changes, key rotation), so a read to keep the index right is fine.
+        current = self.get_subscription(sub.id)
+        if current is None or current.etag != sub.etag:
+            raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished")
+        if current.target_hash != sub.target_hash:
+            self._index(sub)
         try:
             result = self._call(self._table("subscriptions").update_entity, self._sub_entity(sub), mode=self._replace,
                                 etag=sub.etag, match_condition=self._if_not_modified)
         except (self._modified, self._not_found):
             raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished") from None
+        if current.target_hash != sub.target_hash:
+            self._call(self._table("targets").delete_entity, current.target_hash, sub.id)
         return sub.replace(etag=self._etag(result))
 
     def delete_subscription(self, subscription_id: str) -> None:
         sub = self.get_subscription(subscription_id)
+        self._call(self._table("subscriptions").delete_entity, subscription_id, SUB_ROW)
         if sub is not None:
             self._call(self._table("targets").delete_entity, sub.target_hash, subscription_id)
-        self._call(self._table("subscriptions").delete_entity, subscription_id, SUB_ROW)
 
     def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
-        query = f"PartitionKey gt '{cursor}'" if cursor else "PartitionKey ne ''"
-        subs: list[Subscription] = []
-        for entity in self._call(lambda: list(self._iter(self._table("subscriptions").query_entities(query, results_per_page=limit + 1), limit + 1))):
-            subs.append(self._sub(entity))
+        rows = self._call(lambda: self._iter(self._table("subscriptions").query_entities(
+            "PartitionKey gt @c", parameters={"c": cursor or ""}, results_per_page=min(limit + 1, 1000)), limit + 1))
+        subs = [self._sub(entity) for entity in rows]
         page = subs[:limit]
         return page, (page[-1].id if len(subs) > limit else None)
 
@@ -166,6 +184,7 @@ class TableStore:
     def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]:
         rows = self._call(lambda: list(self._table("targets").query_entities("PartitionKey eq @h", parameters={"h": target_hash})))
         subs = [self.get_subscription(row["RowKey"]) for row in rows]
+        # A dangling index row (a crash mid-create/delete, or an old target) is skipped.
         return [s for s in subs if s is not None and s.target_hash == target_hash]
 
     # deliveries ------------------------------------------------------------------------------
@@ -223,16 +242,20 @@ class TableStore:
         after = self._split(cursor)[1] if cursor else ""
         query = "PartitionKey eq @p and RowKey gt @r"
         rows = self._call(lambda: self._iter(self._table("deliveries").query_entities(
-            query, parameters={"p": subscription_id, "r": after}, results_per_page=limit + 1), limit + 1))
+            query, parameters={"p": subscription_id, "r": after}, results_per_page=min(limit + 1, 1000)), limit + 1))
         items = [self._delivery(e) for e in rows]
         page = items[:limit]
         return page, (page[-1].id if len(items) > limit else None)
 
     def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
-        # A filtered scan: the retry worker's safety net, never the callback path.
-        rows = self._call(lambda: self._iter(self._table("deliveries").query_entities(
-            "status eq @s and next_attempt_at le @n", parameters={"s": PENDING, "n": now}, results_per_page=min(limit, 1000)), limit))
-        return sorted((self._delivery(e) for e in rows), key=lambda d: d.next_attempt_at)
+        # A filtered scan (the retry safety net and `redeliver`, never the callback path). Keys
+        # only, so the oldest `limit` across all partitions are found without pulling bodies.
+        keys = self._call(lambda: list(self._table("deliveries").query_entities(
+            "status eq @s and next_attempt_at le @n", parameters={"s": PENDING, "n": now},
+            select=["PartitionKey", "RowKey", "next_attempt_at"], results_per_page=1000)))
+        keys.sort(key=lambda e: (e["next_attempt_at"], e["PartitionKey"], e["RowKey"]))
+        due = (self.get_delivery(f"{e['PartitionKey']}-{e['RowKey']}") for e in keys[:limit])
+        return [d for d in due if d is not None and d.status == PENDING and d.next_attempt_at <= now]
 
     def close(self) -> None:
         for table in self._tables.values():
