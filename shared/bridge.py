@@ -59,6 +59,8 @@ class Bridge:
         raise BridgeError(503, "target_not_configured", f"no {kind} target is configured in this bridge")
 
     def close(self) -> None:
+        for target in self._targets.values():
+            getattr(target, "close", lambda: None)()  # e.g. the Service Bus client and senders
         self.calendly.close()
         if hasattr(self.deliveries.scheduler, "close"):
             self.deliveries.scheduler.close()

@@ -47,6 +47,11 @@ class MissingPat:
 
 log = logging.getLogger("shared.secrets")
 
+# azure-core's defaults (300 s read timeout, 3 retries of each kind) could hold a management call
+# for many minutes when the vault hangs; a secret read answers in milliseconds when all is well.
+VAULT_CLIENT_DEFAULTS: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2,
+                                         "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
+
 
 class KeyVaultPat:
     """The PAT from a Key Vault secret, cached for ``ttl`` seconds; ``invalidate`` after a
@@ -61,7 +66,7 @@ class KeyVaultPat:
         self.ttl = ttl
         self._credential = credential
         self._client_id = client_id
-        self._client_kwargs = client_kwargs
+        self._client_kwargs = {**VAULT_CLIENT_DEFAULTS, **client_kwargs}
         self._clock = clock
         self._client = None
         self._cached: tuple[float, str] | None = None

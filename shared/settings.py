@@ -91,6 +91,8 @@ class Settings:
     allowed_target_hosts: tuple[str, ...]
     delivery_max_attempts: int
     env: Mapping[str, str]
+    servicebus_namespace: str | None = None
+    servicebus_connection: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -113,6 +115,8 @@ class Settings:
             allowed_target_hosts=hosts,
             delivery_max_attempts=_int(env, "DELIVERY_MAX_ATTEMPTS", 1, 100),
             env=env,
+            servicebus_namespace=(env.get("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE") or "").strip() or None,
+            servicebus_connection=(env.get("SERVICEBUS_CONNECTION") or "").strip() or None,
         )
 
     def require_public_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,8 +42,12 @@ class FakeKeyVault:
 
     def __init__(self, directory: Path):
         self.secrets: dict[str, str] = {}
-        self.reads = 0
-        self.down = False
+        self.requests = 0  # every request, whatever the mode
+        self.reads = 0  # authenticated secret reads (cache hits never get here)
+        self.challenges = 0  # 401s with the bearer challenge
+        # "up"; "503": answers 503; "drop": closes every connection unanswered; "hang": never answers
+        self.mode = "up"
+        self._released = threading.Event()
         self.cert_path, key_path = make_certificate(directory)
         vault = self
 
@@ -61,9 +66,19 @@ class FakeKeyVault:
                 self.wfile.write(payload)
 
             def do_GET(self):
-                if vault.down:
+                vault.requests += 1
+                if vault.mode == "503":
                     return self._send(503, {"error": {"code": "ServiceUnavailable", "message": "down"}})
+                if vault.mode == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
+                if vault.mode == "hang":
+                    vault._released.wait(60)
+                    self.close_connection = True
+                    return None
                 if self.headers.get("Authorization") != f"Bearer {FakeKeyVault.TOKEN}":
+                    vault.challenges += 1
                     challenge = (f'Bearer authorization="https://login.microsoftonline.com/{FakeKeyVault.TENANT}", '
                                  f'resource="https://vault.azure.net"')
                     return self._send(401, {"error": {"code": "Unauthorized", "message": "no token"}}, {"WWW-Authenticate": challenge})
@@ -83,13 +98,22 @@ class FakeKeyVault:
         context.load_cert_chain(self.cert_path, key_path)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "FakeKeyVault":
         self._thread.start()
         return self
 
+    @property
+    def down(self) -> bool:
+        return self.mode != "up"
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self.mode = "503" if value else "up"
+
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 

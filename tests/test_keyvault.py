@@ -2,7 +2,9 @@
 speaks the secrets REST API and its bearer challenge."""
 from __future__ import annotations
 
+import json
 import logging
+import time
 
 import pytest
 import requests
@@ -64,18 +66,55 @@ def test_calendly_401_rereads_a_rotated_pat_once(vault, sandbox):
     client.close()
 
 
-@pytest.mark.parametrize("breakage, fragment", [("down", "HttpResponseError"), ("missing", "does not exist")])
+@pytest.mark.parametrize("breakage, fragment", [("503", "HttpResponseError"), ("drop", "ServiceResponseError"),
+                                               ("missing", "does not exist")])
 def test_vault_down_or_secret_missing_is_a_503_naming_vault_and_secret(vault, caplog, breakage, fragment):
-    if breakage == "down":
-        vault.down = True
-    else:
+    if breakage == "missing":
         vault.secrets.clear()
+    else:
+        vault.mode = breakage
     pat = provider(vault)
     with caplog.at_level(logging.DEBUG), pytest.raises(BridgeError) as info:
         pat.get()
     assert info.value.status == 503 and info.value.code == "pat_unavailable"
     assert vault.url in info.value.message and "calendly-pat" in info.value.message and fragment in info.value.message
     assert "test-pat" not in caplog.text
+
+
+def test_a_hanging_vault_fails_within_a_bounded_time(vault):
+    """azure-core's own defaults would wait 300 s per attempt; the provider's bound is a few."""
+    vault.mode = "hang"
+    pat = KeyVaultPat(vault.url, "calendly-pat", 300, credential=StaticCredential(), connection_verify=str(vault.cert_path),
+                      verify_challenge_resource=False, read_timeout=1)  # retries: the provider's defaults
+    started = time.monotonic()
+    with pytest.raises(BridgeError) as info:
+        pat.get()
+    assert info.value.status == 503 and "ServiceResponseTimeoutError" in info.value.message
+    assert time.monotonic() - started < 8
+
+
+def test_challenge_resource_is_verified_unless_disabled_for_the_loopback_vault(vault):
+    """The SDK checks the challenge's resource (vault.azure.net) against the vault host; a vault on
+    127.0.0.1 can only pass with verify_challenge_resource=False, which production never sets."""
+    strict = KeyVaultPat(vault.url, "calendly-pat", 300, credential=StaticCredential(), connection_verify=str(vault.cert_path))
+    with pytest.raises(BridgeError) as info:
+        strict.get()
+    assert info.value.status == 503 and vault.reads == 0 and vault.challenges == 1
+    assert provider(vault).get() == "test-pat"
+
+
+def test_pat_and_vault_token_never_reach_logs(vault, sandbox, caplog):
+    pat = provider(vault)
+    client = CalendlyClient(sandbox.url, pat)
+    with caplog.at_level(logging.DEBUG):
+        client.me()
+        vault.secrets["calendly-pat"] = "rotated-pat"
+        requests.post(f"{sandbox.url}/_sandbox/token", json={"pat": "rotated-pat"}, timeout=5)
+        client.me()
+    client.close()
+    assert vault.reads == 2 and "/secrets/calendly-pat" in caplog.text  # the SDK did log its requests
+    for secret in ("test-pat", "rotated-pat", FakeKeyVault.TOKEN):
+        assert secret not in caplog.text
 
 
 def test_unreachable_vault_is_a_503(tmp_path):
@@ -112,3 +151,46 @@ def test_management_is_503_but_calendly_events_are_accepted_while_the_vault_is_d
     result = simulate(sandbox, "invitee.created")
     assert [d["status"] for d in result["deliveries"]] == [200]
     assert len(target.wait_for(1)) == 1 and sub["id"]
+
+
+def test_in_process_management_is_503_json_health_stays_quiet_and_events_flow_while_the_vault_is_down(
+        vault, sandbox, target, tmp_path, monkeypatch):
+    from shared import api, bridge as bridge_module, signatures
+    from shared.bridge import Bridge
+    from shared.http import Headers, Request
+
+    settings = Settings.from_env({"KEY_VAULT_URL": vault.url, "CALENDLY_API_BASE": sandbox.url, "ALLOW_INSECURE_TARGETS": "true",
+                                  "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071", "BRIDGE_SQLITE_PATH": str(tmp_path / "b.sqlite3")})
+    pat = provider(vault)
+    bridge = Bridge(settings, calendly=CalendlyClient(sandbox.url, pat))
+    monkeypatch.setattr(bridge_module, "_bridge", bridge)
+
+    def subscribe(path):
+        body = json.dumps({"url": f"{target.url}{path}", "events": ["invitee.created"]}).encode()
+        return api.subscribe(Request("POST", "http://127.0.0.1:7071/api/subscriptions", body=body))
+
+    created = subscribe("/first")
+    assert created.status == 201, created.body
+    sub_id = json.loads(created.body)["id"]
+
+    vault.mode = "503"
+    pat.invalidate()
+    refused = subscribe("/second")
+    assert refused.status == 503 and refused.headers["Content-Type"].startswith("application/json")
+    error = json.loads(refused.body)["error"]
+    assert error["code"] == "pat_unavailable" and vault.url in error["message"] and "test-pat" not in error["message"]
+
+    health = api.health(Request("GET", "http://127.0.0.1:7071/api/health"))
+    assert json.loads(health.body)["checks"]["calendly_pat"] == "configured"
+    assert vault.url not in health.body.decode() and "calendly-pat" not in health.body.decode()
+
+    asked = vault.requests
+    event = json.dumps({"event": "invitee.created", "created_at": "2026-01-01T00:00:00.000000Z",
+                        "payload": {"uri": "https://api.calendly.com/scheduled_events/E/invitees/I"}}).encode()
+    key = bridge.store.get_subscription(sub_id).signing_key
+    accepted = api.calendly_event(Request("POST", f"http://127.0.0.1:7071/api/calendly/events/{sub_id}",
+                                          headers=Headers({signatures.HEADER: signatures.sign(event, key)}),
+                                          route_params={"id": sub_id}, body=event))
+    assert accepted.status == 200 and json.loads(accepted.body)["status"] == "delivered"
+    assert target.wait_for(1)[0]["body"] == event and vault.requests == asked  # the callback never asked for the PAT
+    bridge.close()
