@@ -6,7 +6,6 @@ pytest_plugins = ["tests.azurite"]
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.peers import free_port  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 _FUNCTIONS = None
@@ -28,12 +29,6 @@ def declared_functions():
 
         _FUNCTIONS = function_app.app.get_functions()
     return _FUNCTIONS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RecordingTarget:
