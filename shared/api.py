@@ -70,7 +70,7 @@ def _subscription_id(req: Request) -> str:
 
 def _limit(req: Request, default: int = 50) -> int:
     raw = req.params.get("limit") or str(default)
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         raise BridgeError(400, "invalid_limit", "limit must be a whole number from 1 to 100")
     return int(raw)
 

@@ -137,3 +137,12 @@ def test_allowed_target_hosts_restricts_by_suffix():
     assert check_target_url("https://prod-01.westus.logic.azure.com/x", settings, resolve=False)
     with pytest.raises(TargetRefused, match="ALLOWED_TARGET_HOSTS"):
         check_target_url("https://evil-logic.azure.com.attacker.example/x", settings, resolve=False)
+
+
+def test_limit_with_unicode_digits_is_a_400_not_a_crash():
+    from shared import api
+    from shared.http import Request
+
+    with pytest.raises(BridgeError) as info:
+        api._limit(Request("GET", "http://x/api/subscriptions", params={"limit": "²"}))
+    assert info.value.status == 400
