@@ -17,6 +17,17 @@ import requests
 
 from tests.peers import free_port  # noqa: F401 - re-exported for the tests
 
+try:
+    from hypothesis import settings as hypothesis_settings
+
+    # CI: the same examples every run (a red build is then a real regression, never a dice roll);
+    # HYPOTHESIS_PROFILE=thorough locally digs far deeper.
+    hypothesis_settings.register_profile("ci", derandomize=True)
+    hypothesis_settings.register_profile("thorough", max_examples=5000)
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
+except ImportError:  # pragma: no cover - hypothesis is in requirements-dev.txt
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 _FUNCTIONS = None
 
