@@ -16,6 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.harness import percentile  # noqa: E402
 from shared import signatures  # noqa: E402
 from shared.http import Headers, Request  # noqa: E402
 from shared.targets import SendResult  # noqa: E402
@@ -24,11 +25,6 @@ from shared.targets import SendResult  # noqa: E402
 class AcceptingTarget:
     def send(self, sub, delivery, budget_seconds):
         return SendResult(True, 200)
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def measure(events: int) -> dict:

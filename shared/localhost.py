@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl
@@ -72,9 +73,8 @@ def discover_routes(module_name: str = "function_app") -> tuple[list[Route], str
         if getattr(trigger, "route", None) is None or not hasattr(trigger, "methods"):
             continue
         handler = function.get_user_function()
-        request_type = next(iter(handler.__annotations__.values()))
-        if isinstance(request_type, str):
-            request_type = eval(request_type, vars(module))  # noqa: S307 - resolving our own annotation
+        # function_app uses postponed annotations: resolve the declared request type in its module.
+        request_type = next(iter(typing.get_type_hints(handler).values()))
         methods = frozenset(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST", "PUT", "DELETE", "PATCH"]))
         routes.append(Route(function.get_function_name(), _route_regex(trigger.route), methods, handler, request_type))
     prefix = "api"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
 from .events import scope_conflicts
-from .models import ACTIVE, DELETING, RETIRED, Subscription, isotime
+from .models import ACTIVE, DELETING, RETIRED, Subscription, isotime, target_hash
 from .redaction import redact_url
 from .settings import Settings
 from .store.base import Store
@@ -161,8 +161,6 @@ class SubscriptionService:
         self.store.delete_subscription(sub.id)
 
     def unsubscribe_target(self, url: str) -> int:
-        from .models import target_hash
-
         subs = self.store.find_subscriptions_by_target(target_hash({"type": "http", "url": url.strip()}))
         for sub in subs:
             self.unsubscribe(sub.id)
