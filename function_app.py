@@ -1,27 +1,27 @@
 """Calendly trigger bridge: the Azure Functions app (Python v2 programming model).
 
 Each function parses the request, calls shared/, and shapes the response; the whole
-HTTP surface of the product is this file.
+product surface is this file. ``bridge`` composes the services on first use, once per worker.
 """
 from __future__ import annotations
 
-import os
-
 import azure.functions as func
 
-from shared import api, reconcile as reconciliation, retry_queue
-from shared.http import Headers, Request, Response
+from shared import api, retry_queue
+from shared.composition import BridgeProvider
+from shared.http import Request, Response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+bridge = BridgeProvider()
 
 MANAGEMENT = func.AuthLevel.FUNCTION
 PUBLIC = func.AuthLevel.ANONYMOUS
 
 
 def _call(handler, req: func.HttpRequest) -> func.HttpResponse:
-    request = Request(method=req.method, url=req.url, headers=Headers(dict(req.headers)), params=dict(req.params),
+    request = Request(method=req.method, url=req.url, headers=dict(req.headers), params=dict(req.params),
                       route_params=dict(req.route_params), body=req.get_body() or b"")
-    response: Response = handler(request)
+    response: Response = handler(bridge, request)
     return func.HttpResponse(body=response.body, status_code=response.status, headers=response.headers)
 
 
@@ -75,12 +75,12 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.health, req)
 
 
-@app.timer_trigger(schedule=os.environ.get("RECONCILE_SCHEDULE") or "0 */15 * * * *", arg_name="timer", run_on_startup=False)
+# The host resolves %SETTING% from app settings at startup (defaults: local.settings.sample.json, Bicep).
+@app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile(timer: func.TimerRequest) -> None:
-    reconciliation.run()
+    bridge().reconciler.run_timer()
 
 
-@app.queue_trigger(arg_name="message", queue_name=os.environ.get("DELIVERY_QUEUE") or retry_queue.DEFAULT_QUEUE,
-                   connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name="%DELIVERY_QUEUE%", connection="AzureWebJobsStorage")
 def retry_delivery(message: func.QueueMessage) -> None:
-    retry_queue.handle_message(message.get_body().decode("utf-8", "replace"))
+    retry_queue.handle_message(bridge().deliveries, message.get_body().decode("utf-8", "replace"))

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.harness import percentile  # noqa: E402
 from shared import signatures  # noqa: E402
-from shared.http import Headers, Request  # noqa: E402
+from shared.http import Request  # noqa: E402
 from shared.targets import SendResult  # noqa: E402
 
 
@@ -29,34 +29,30 @@ class AcceptingTarget:
 
 def measure(events: int) -> dict:
     from shared import api
-    from shared.bridge import Bridge
-    from shared.models import ACTIVE, Subscription
+    from shared.composition import compose
+    from shared.models import HttpEndpoint, Subscription, SubscriptionState
     from shared.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env({"BRIDGE_SQLITE_PATH": os.path.join(tmp, "b.sqlite3"), "CALENDLY_PAT": "x",
                                       "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071"})
-        bridge = Bridge(settings)
-        bridge._targets["http"] = AcceptingTarget()
+        bridge = compose(settings)
+        bridge.deliveries.target_for = lambda sub: AcceptingTarget()
         sub = bridge.store.create_subscription(Subscription(
-            id="a" * 32, target={"type": "http", "url": "https://example.invalid/flow"}, events=["invitee.created"],
+            id="a" * 32, target=HttpEndpoint("https://example.invalid/flow"), events=["invitee.created"],
             scope="organization", organization="https://api.calendly.com/organizations/O", user=None, group=None,
-            signing_key="k" * 43, generation="g", state=ACTIVE))
-        import shared.bridge as bridge_module
-
-        bridge_module._bridge = bridge
+            signing_key="k" * 43, generation="g", state=SubscriptionState.ACTIVE))
         samples = []
         for i in range(events):
             body = json.dumps({"event": "invitee.created", "created_at": "2026-11-24T10:00:00.000000Z",
                                "payload": {"uri": f"https://api.calendly.com/scheduled_events/E/invitees/{i}",
                                            "name": "Zoë Ångström", "email": "zoe@example.com"}}, ensure_ascii=False).encode()
             request = Request("POST", f"http://127.0.0.1/api/calendly/events/{sub.id}",
-                              Headers({signatures.HEADER: signatures.sign(body, sub.signing_key)}), {}, {"id": sub.id}, body)
+                              {signatures.HEADER: signatures.sign(body, sub.signing_key)}, {}, {"id": sub.id}, body)
             started = time.perf_counter()
-            response = api.calendly_event(request)
+            response = api.calendly_event(lambda: bridge, request)
             samples.append((time.perf_counter() - started) * 1e6)
             assert response.status == 200, response.body
-        bridge_module._bridge = None
         bridge.close()
     warm = samples[len(samples) // 10:]
     return {"events": events, "p50_us": round(statistics.median(warm), 1), "p99_us": round(percentile(warm, 99), 1),

@@ -20,7 +20,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared import sample_events, signatures  # noqa: E402
+from devtools import sample_events
+from shared import signatures  # noqa: E402
 
 
 def free_port() -> int:

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from benchmarks.harness import FlakyTarget, Host, percentile, sign_headers, signed_events
-from shared.sandbox import Sandbox
-from shared.wsgi_server import BackgroundServer
+from devtools.sandbox import Sandbox
+from devtools.servers import BackgroundServer
 
 
 def _drive(url_for, bodies, headers_for, concurrency: int) -> dict:

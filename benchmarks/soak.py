@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from benchmarks.harness import FlakyTarget, Host, sign_headers, signed_events
-from shared.sandbox import Sandbox
-from shared.wsgi_server import BackgroundServer
+from devtools.sandbox import Sandbox
+from devtools.servers import BackgroundServer
 
 
 def soak(events: int = 2000, concurrency: int = 16, fail_ratio: float = 0.2) -> dict:

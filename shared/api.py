@@ -1,7 +1,9 @@
 """HTTP handlers of the bridge, framework-free: Request in, Response out.
 
 function_app.py (Azure Functions) and the local host both call these, so every route
-behaves the same everywhere. Errors become ``{"error": {"code", "message"}}``.
+behaves the same everywhere. Each handler is written as ``handler(bridge, request)`` and called
+as ``handler(provider, request)``: the provider hands over the composed bridge, and building it
+(or anything after) failing becomes a JSON error, ``{"error": {"code", "message"}}``.
 """
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ import functools
 import json
 import logging
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
-from .errors import BridgeError, StoreUnavailable
+from .errors import BridgeError, SettingsError, StoreUnavailable
 from .http import Request, Response
-from .settings import SettingsError
+from .models import DeliveryStatus
+
+if TYPE_CHECKING:
+    from .composition import Bridge
 
 log = logging.getLogger("shared.api")
 
@@ -23,13 +28,16 @@ DELIVERY_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{24}$")
 MAX_MANAGEMENT_BODY = 64 * 1024
 
 
-def handler(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
+Provider = Callable[[], "Bridge"]
+
+
+def handler(fn: Callable[["Bridge", Request], Response]) -> Callable[[Provider, Request], Response]:
     """Turn every failure into a JSON error; never a stack trace."""
 
     @functools.wraps(fn)
-    def wrapped(req: Request) -> Response:
+    def wrapped(bridge: Provider, req: Request) -> Response:
         try:
-            return fn(req)
+            return fn(bridge(), req)
         except BridgeError as exc:
             return Response.json(exc.status, exc.body(), exc.headers)
         except SettingsError as exc:
@@ -40,12 +48,6 @@ def handler(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
             return Response.json(500, {"error": {"code": "internal_error", "message": "the bridge failed unexpectedly; see its logs"}})
 
     return wrapped
-
-
-def _bridge():
-    from .bridge import get_bridge
-
-    return get_bridge()
 
 
 def _json_body(req: Request, required: bool = True) -> Any:
@@ -77,19 +79,17 @@ def _limit(req: Request, default: int = 50) -> int:
 
 # Subscriptions -----------------------------------------------------------------
 @handler
-def subscribe(req: Request) -> Response:
+def subscribe(bridge: Bridge, req: Request) -> Response:
     from .schemas import parse_subscribe
 
     body = parse_subscribe(_json_body(req))
-    bridge = _bridge()
     sub, created = bridge.subscriptions.subscribe(body)
     location = bridge.subscriptions.location(sub.id)
     return Response.json(201 if created else 200, sub.public(), {"Location": location})
 
 
 @handler
-def list_subscriptions(req: Request) -> Response:
-    bridge = _bridge()
+def list_subscriptions(bridge: Bridge, req: Request) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not SUBSCRIPTION_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
@@ -102,24 +102,24 @@ def list_subscriptions(req: Request) -> Response:
 
 
 @handler
-def get_subscription(req: Request) -> Response:
-    sub = _bridge().subscriptions.get(_subscription_id(req))
+def get_subscription(bridge: Bridge, req: Request) -> Response:
+    sub = bridge.subscriptions.get(_subscription_id(req))
     if sub is None:
         raise BridgeError(404, "subscription_not_found", "no such subscription")
     return Response.json(200, sub.public())
 
 
 @handler
-def unsubscribe(req: Request) -> Response:
+def unsubscribe(bridge: Bridge, req: Request) -> Response:
     sub_id = req.route_params.get("id", "")
     if SUBSCRIPTION_ID.match(sub_id):
-        _bridge().subscriptions.unsubscribe(sub_id)
+        bridge.subscriptions.unsubscribe(sub_id)
     # An id that is gone (or never was) is deleted already: platforms retry deletes.
     return Response.empty(204)
 
 
 @handler
-def unsubscribe_by_callback(req: Request) -> Response:
+def unsubscribe_by_callback(bridge: Bridge, req: Request) -> Response:
     url = req.params.get("callbackUrl") or req.params.get("url")
     if not url:
         body = _json_body(req, required=False)
@@ -127,36 +127,31 @@ def unsubscribe_by_callback(req: Request) -> Response:
             url = body.get("callbackUrl") or body.get("url") or body.get("notificationUrl")
     if not isinstance(url, str) or not url.strip():
         raise BridgeError(400, "missing_callback_url", "give the callback URL as ?callbackUrl=<url-encoded> or in a JSON body")
-    _bridge().subscriptions.unsubscribe_target(url)
+    bridge.subscriptions.unsubscribe_target(url)
     return Response.empty(204)
 
 
 # Calendly's callback -----------------------------------------------------------
 @handler
-def calendly_event(req: Request) -> Response:
-    from .callbacks import receive
-
+def calendly_event(bridge: Bridge, req: Request) -> Response:
     sub_id = req.route_params.get("id", "")
     if not SUBSCRIPTION_ID.match(sub_id):
         raise BridgeError(404, "subscription_not_found", "no such subscription")
-    return receive(_bridge(), sub_id, req.headers, req.body)
+    return bridge.callbacks.receive(sub_id, req.headers, req.body)
 
 
 @handler
-def send_test_event(req: Request) -> Response:
-    from .callbacks import send_test_event as send
-
+def send_test_event(bridge: Bridge, req: Request) -> Response:
     body = _json_body(req, required=False)
     event = body.get("event") if isinstance(body, dict) else None
     if event is not None and not isinstance(event, str):
         raise BridgeError(400, "invalid_body", "'event' must be a Calendly event name")
-    return send(_bridge(), _subscription_id(req), event)
+    return bridge.callbacks.send_test_event(_subscription_id(req), event)
 
 
 # Deliveries ------------------------------------------------------------------------
 @handler
-def list_deliveries(req: Request) -> Response:
-    bridge = _bridge()
+def list_deliveries(bridge: Bridge, req: Request) -> Response:
     sub_id = _subscription_id(req)
     if bridge.subscriptions.get(sub_id) is None:
         raise BridgeError(404, "subscription_not_found", "no such subscription")
@@ -169,26 +164,28 @@ def list_deliveries(req: Request) -> Response:
 
 
 @handler
-def replay_delivery(req: Request) -> Response:
+def replay_delivery(bridge: Bridge, req: Request) -> Response:
     delivery_id = req.route_params.get("delivery_id", "")
     if not DELIVERY_ID.match(delivery_id):
         raise BridgeError(404, "delivery_not_found", "no such delivery")
-    delivery = _bridge().deliveries.replay(delivery_id)
-    return Response.json(200 if delivery.status == "delivered" else 202, delivery.public())
+    delivery = bridge.deliveries.replay(delivery_id)
+    return Response.json(200 if delivery.status == DeliveryStatus.DELIVERED else 202, delivery.public())
 
 
 # Health ------------------------------------------------------------------------
-@handler
-def health(req: Request) -> Response:
-    checks: dict[str, str] = {}
+def health(provider: Provider, req: Request) -> Response:
+    """Liveness and configuration, never a configuration value; a bad setting is named, not shown."""
     try:
-        bridge = _bridge()
+        bridge = provider()
     except SettingsError as exc:
         return Response.json(503, {"status": "unhealthy", "checks": {"settings": f"invalid: {exc.setting}"}})
-    checks["settings"] = "ok"
-    checks["public_url"] = "configured" if bridge.settings.public_url else "missing"
-    checks["calendly_pat"] = "configured" if bridge.pat.source != "none" else "missing"
-    checks["store_backend"] = bridge.store.name
+    except BridgeError as exc:  # e.g. the SQLite file cannot be created
+        return Response.json(503, {"status": "unhealthy", "checks": {"settings": "ok", "store": exc.code}})
+    except Exception:  # noqa: BLE001 - health answers, whatever failed
+        log.exception("composing the bridge failed")
+        return Response.json(503, {"status": "unhealthy", "checks": {"settings": "ok", "bridge": "failed; see its logs"}})
+    checks = {"settings": "ok", "public_url": "configured" if bridge.settings.public_url else "missing",
+              "calendly_pat": "configured" if bridge.pat.source != "none" else "missing", "store_backend": bridge.store.name}
     try:
         bridge.store.ping()
         checks["store"] = "ok"

@@ -86,6 +86,16 @@ def _error_from(response: requests.Response) -> CalendlyError:
     return CalendlyError(502, "calendly_rejected", said, status)
 
 
+def scope_params(scope: str, user: str | None, group: str | None) -> dict[str, str]:
+    """Calendly's scope parameters: ``scope``, plus ``user`` for user scope or ``group`` for group scope."""
+    params = {"scope": scope}
+    if scope == "user" and user:
+        params["user"] = user
+    if scope == "group" and group:
+        params["group"] = group
+    return params
+
+
 class CalendlyClient:
     def __init__(self, base_url: str, pat: PatProvider, timeout: tuple[float, float] = (3.05, 8.0), retries: int = 3,
                  backoff_factor: float = 0.5):
@@ -151,11 +161,8 @@ class CalendlyClient:
 
     def create_webhook(self, *, url: str, events: list[str], organization: str, scope: str,
                        user: str | None, group: str | None, signing_key: str) -> dict:
-        body: dict[str, Any] = {"url": url, "events": events, "organization": organization, "scope": scope, "signing_key": signing_key}
-        if scope == "user":
-            body["user"] = user
-        if scope == "group":
-            body["group"] = group
+        body: dict[str, Any] = {"url": url, "events": events, "organization": organization, "signing_key": signing_key,
+                                **scope_params(scope, user, group)}
         resource = self._json("POST", "/webhook_subscriptions", (200, 201), json=body).get("resource")
         if not isinstance(resource, dict) or not resource.get("uri"):
             raise CalendlyError(502, "calendly_bad_response", "Calendly's webhook creation answer lacks resource.uri")
@@ -163,11 +170,7 @@ class CalendlyClient:
 
     def list_webhooks(self, *, organization: str, scope: str, user: str | None = None, group: str | None = None) -> Iterator[dict]:
         """Every hook in the scope, following every page."""
-        params: dict[str, Any] = {"organization": organization, "scope": scope, "count": 100}
-        if scope == "user" and user:
-            params["user"] = user
-        if scope == "group" and group:
-            params["group"] = group
+        params: dict[str, Any] = {"organization": organization, "count": 100, **scope_params(scope, user, group)}
         seen: set[str] = set()
         path = "/webhook_subscriptions"
         while True:
@@ -209,9 +212,5 @@ class CalendlyClient:
         return True
 
     def sample_webhook_data(self, *, event: str, organization: str, scope: str, user: str | None = None, group: str | None = None) -> dict:
-        params: dict[str, Any] = {"event": event, "organization": organization, "scope": scope}
-        if scope == "user" and user:
-            params["user"] = user
-        if scope == "group" and group:
-            params["group"] = group
+        params: dict[str, Any] = {"event": event, "organization": organization, **scope_params(scope, user, group)}
         return self._json("GET", "/sample_webhook_data", (200,), params=params)

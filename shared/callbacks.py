@@ -3,78 +3,103 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Mapping
 
 from . import signatures
-from .delivery import IN_REQUEST_BUDGET_SECONDS, LEASE_SECONDS
+from .calendly import CalendlyClient
+from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .events import delivery_id, event_key
-from .http import Headers, Response
-from .models import DELETING, DELIVERED, DISCARDED, PENDING, RETIRED, Delivery, isotime
+from .http import Response
+from .models import DeliveryStatus, Subscription, SubscriptionState, isotime
+from .store.base import Store
 
 log = logging.getLogger("shared.callbacks")
 
 MAX_EVENT_BYTES = 256 * 1024
 
 
-def receive(bridge, subscription_id: str, headers: Headers, body: bytes) -> Response:
-    if len(body) > MAX_EVENT_BYTES:
-        raise BridgeError(413, "payload_too_large", f"the event body is larger than {MAX_EVENT_BYTES} bytes")
-    sub = bridge.store.get_subscription(subscription_id)
-    if sub is None:
-        raise BridgeError(404, "subscription_not_found", "no such subscription")
-    try:
-        signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, bridge.settings.signature_tolerance)
-    except signatures.SignatureError as exc:
-        log.warning("callback outcome=rejected subscription=%s reason=%r", sub.id, str(exc))
-        raise BridgeError(401, "invalid_signature", str(exc)) from None
-    if sub.state in (RETIRED, DELETING):
-        return Response.json(410, {"error": {"code": "subscription_inactive", "message": f"the subscription is {sub.state}"}})
+class CallbackService:
+    def __init__(self, store: Store, deliveries: DeliveryService, calendly: CalendlyClient, signature_tolerance: int):
+        self.store = store
+        self.deliveries = deliveries
+        self.calendly = calendly
+        self.signature_tolerance = signature_tolerance
+
+    def receive(self, subscription_id: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Calendly's POST for ``subscription_id``: 2xx once it is safely recorded, 5xx only when it is not."""
+        if len(body) > MAX_EVENT_BYTES:
+            raise BridgeError(413, "payload_too_large", f"the event body is larger than {MAX_EVENT_BYTES} bytes")
+        sub = self.store.get_subscription(subscription_id)
+        if sub is None:
+            raise BridgeError(404, "subscription_not_found", "no such subscription")
+        self._verify(sub, headers, body)
+        if sub.state in (SubscriptionState.RETIRED, SubscriptionState.DELETING):
+            return _answer(410, "inactive", sub, None, None, {"error": {"code": "subscription_inactive",
+                                                                         "message": f"the subscription is {sub.state}"}})
+        envelope = _parse(body)
+        event = envelope["event"]
+        if event not in sub.events:
+            return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
+        key = event_key(envelope, body)
+        delivery = self.deliveries.new_delivery(sub, delivery_id(sub.id, sub.generation, key), event, key, body)
+        recorded = self.store.record_delivery(delivery)
+        if recorded is None:
+            return _answer(200, "duplicate", sub, delivery.id, event, {"status": "duplicate", "delivery_id": delivery.id})
+        return self._forward(sub, recorded)
+
+    def _verify(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> None:
+        try:
+            signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, self.signature_tolerance)
+        except signatures.SignatureError as exc:
+            log.warning("callback outcome=rejected subscription=%s status=401 reason=%r", sub.id, str(exc))
+            raise BridgeError(401, "invalid_signature", str(exc)) from None
+
+    def _forward(self, sub: Subscription, recorded) -> Response:
+        try:
+            outcome = self.deliveries.attempt(sub, recorded, self.deliveries.policy.in_request_budget)
+        except (StoreUnavailable, ConcurrencyConflict) as exc:
+            # Recorded already: the outbox/retry worker owns it now; Calendly need not resend.
+            log.warning("callback bookkeeping failed delivery=%s error=%s", recorded.id, exc.code)
+            return _answer(202, "pending", sub, recorded.id, recorded.event, {"status": "pending", "delivery_id": recorded.id})
+        if outcome.status == DeliveryStatus.DELIVERED:
+            return _answer(200, "delivered", sub, outcome.id, outcome.event, {"status": "delivered", "delivery_id": outcome.id})
+        if outcome.status == DeliveryStatus.DISCARDED:
+            return _answer(200, "retired", sub, outcome.id, outcome.event, {"status": "retired", "delivery_id": outcome.id})
+        # Recorded and queued for retry (or dead and kept for replay): Calendly need not resend.
+        status = str(outcome.status)
+        return _answer(202, status, sub, outcome.id, outcome.event, {"status": status, "delivery_id": outcome.id})
+
+    def send_test_event(self, subscription_id: str, event: str | None = None) -> Response:
+        """Fetch Calendly's sample payload for one of the subscription's events and push it
+        through the normal pipeline (signed, deduped, forwarded): a flow can be built without
+        booking a meeting."""
+        sub = self.store.get_subscription(subscription_id)
+        if sub is None:
+            raise BridgeError(404, "subscription_not_found", "no such subscription")
+        event = event or sub.events[0]
+        if event not in sub.events:
+            raise BridgeError(400, "event_not_subscribed", f"the subscription does not include {event}; it has {sub.events}")
+        sample = self.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
+                                                   user=sub.user, group=sub.group)
+        if "payload" not in sample:  # tolerate a bare payload
+            sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
+        body = json.dumps(sample, ensure_ascii=False).encode("utf-8")
+        return self.receive(sub.id, {signatures.HEADER: signatures.sign(body, sub.signing_key)}, body)
+
+
+def _parse(body: bytes) -> dict:
     try:
         envelope = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BridgeError(400, "invalid_event", "the event body is not JSON") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("event"), str) or not envelope["event"]:
         raise BridgeError(400, "invalid_event", "the event body must be a JSON object with an 'event' name")
-    event = envelope["event"]
-    if event not in sub.events:
-        log.info("callback outcome=ignored subscription=%s event=%s", sub.id, event)
-        return Response.json(200, {"status": "ignored", "event": event})
-    key = event_key(envelope, body)
-    delivery = Delivery(id=delivery_id(sub.id, sub.generation, key), subscription_id=sub.id, event=event, event_key=key,
-                        body=body, next_attempt_at=isotime(plus_seconds=LEASE_SECONDS))
-    recorded = bridge.store.record_delivery(delivery)
-    if recorded is None:
-        log.info("callback outcome=duplicate subscription=%s delivery=%s event=%s", sub.id, delivery.id, event)
-        return Response.json(200, {"status": "duplicate", "delivery_id": delivery.id})
-    try:
-        outcome = bridge.deliveries.attempt(sub, recorded, IN_REQUEST_BUDGET_SECONDS)
-    except (StoreUnavailable, ConcurrencyConflict) as exc:
-        # Recorded already: the outbox/retry worker owns it now; Calendly need not resend.
-        log.warning("callback outcome=recorded subscription=%s delivery=%s event=%s bookkeeping=%s", sub.id, recorded.id,
-                    event, exc.code)
-        return Response.json(202, {"status": "pending", "delivery_id": recorded.id})
-    if outcome.status == DELIVERED:
-        return Response.json(200, {"status": "delivered", "delivery_id": outcome.id})
-    if outcome.status == DISCARDED:
-        return Response.json(200, {"status": "retired", "delivery_id": outcome.id})
-    # Recorded and queued for retry (or dead and kept for replay): Calendly need not resend.
-    status = "pending" if outcome.status == PENDING else outcome.status
-    return Response.json(202, {"status": status, "delivery_id": outcome.id})
+    return envelope
 
 
-def send_test_event(bridge, subscription_id: str, event: str | None = None) -> Response:
-    """Fetch Calendly's sample payload for one of the subscription's events and push it
-    through the normal pipeline (signed, deduped, forwarded): a flow can be built without
-    booking a meeting."""
-    sub = bridge.store.get_subscription(subscription_id)
-    if sub is None:
-        raise BridgeError(404, "subscription_not_found", "no such subscription")
-    event = event or sub.events[0]
-    if event not in sub.events:
-        raise BridgeError(400, "event_not_subscribed", f"the subscription does not include {event}; it has {sub.events}")
-    sample = bridge.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
-                                                 user=sub.user, group=sub.group)
-    if "payload" not in sample:  # tolerate a bare payload
-        sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
-    body = json.dumps(sample, ensure_ascii=False).encode("utf-8")
-    return receive(bridge, sub.id, Headers({signatures.HEADER: signatures.sign(body, sub.signing_key)}), body)
+def _answer(status: int, outcome: str, sub: Subscription, delivery: str | None, event: str | None, body: dict) -> Response:
+    """Calendly's answer, logged as one ``callback outcome=...`` line."""
+    log.info("callback outcome=%s subscription=%s delivery=%s event=%s status=%d", outcome, sub.id, delivery or "-",
+             event or "-", status)
+    return Response.json(status, body)

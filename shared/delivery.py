@@ -2,34 +2,46 @@
 
 At-least-once: a delivery is recorded (pending) before the first attempt; the record is
 the outbox the retry worker drains, so a crash at any point loses nothing.
+
+The verbs, one name each:
+- ``attempt``: one send of a delivery (with the target's bounded in-call retries) and its bookkeeping;
+- ``retry``: the next attempt of one *pending* delivery, claimed first so no two workers send it
+  (the queue trigger's unit of work); ``retry_due``: ``retry`` for every delivery that is due;
+- ``replay``: an operator's resend of a dead or delivered delivery, under its original id.
 """
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .errors import BridgeError, ConcurrencyConflict
-from .models import DEAD, DELIVERED, DISCARDED, PENDING, RETIRED, Delivery, Subscription, isotime
-from .settings import Settings
+from .models import Clock, Delivery, DeliveryStatus, Subscription, SubscriptionState, isotime, utcnow
 from .store.base import Store
 from .targets import SendResult, Target
 
 log = logging.getLogger("shared.delivery")
 
-IN_REQUEST_BUDGET_SECONDS = 8.0  # Calendly waits 15 s for its answer; leave room for the rest
-WORKER_BUDGET_SECONDS = 20.0
-LEASE_SECONDS = 60.0  # a delivery being attempted is not picked up by another worker meanwhile
-BACKOFF_BASE_SECONDS = 60.0
-BACKOFF_MAX_SECONDS = 4 * 3600.0
 FAR_FUTURE = "9999-12-31T23:59:59.999999Z"
 
 
-def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
-    """1 min, 3 min, 9 min, 27 min, 81 min, 4 h, 4 h...: 8 attempts span about 10 hours."""
-    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 3 ** max(0, attempts - 1))
-    delay *= random.uniform(0.9, 1.1)
-    return max(delay, retry_after or 0.0)
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard and how long the bridge tries."""
+
+    max_attempts: int = 8
+    in_request_budget: float = 8.0  # Calendly waits 15 s for its answer; leave room for the rest
+    worker_budget: float = 20.0
+    lease_seconds: float = 60.0  # a delivery being attempted is not picked up by another worker meanwhile
+    backoff_base: float = 60.0
+    backoff_max: float = 4 * 3600.0
+
+    def backoff_seconds(self, attempts: int, retry_after: float | None = None) -> float:
+        """1 min, 3 min, 9 min, 27 min, 81 min, 4 h, 4 h...: 8 attempts span about 10 hours."""
+        delay = min(self.backoff_max, self.backoff_base * 3 ** max(0, attempts - 1))
+        delay *= random.uniform(0.9, 1.1)
+        return max(delay, retry_after or 0.0)
 
 
 class RetryScheduler(Protocol):
@@ -43,50 +55,58 @@ class OutboxScheduler:
     def schedule(self, delivery: Delivery, delay_seconds: float) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
 
 class DeliveryService:
-    def __init__(self, settings: Settings, store: Store, target_for: Callable[[Subscription], Target],
-                 retire: Callable[[Subscription, str], None], scheduler: RetryScheduler | None = None):
-        self.settings = settings
+    def __init__(self, store: Store, target_for: Callable[[Subscription], Target],
+                 retire: Callable[[Subscription, str], None], policy: DeliveryPolicy = DeliveryPolicy(),
+                 scheduler: RetryScheduler | None = None, clock: Clock = utcnow):
         self.store = store
         self.target_for = target_for
         self.retire = retire
+        self.policy = policy
         self.scheduler = scheduler or OutboxScheduler()
+        self.clock = clock
+
+    def now(self, plus_seconds: float = 0.0) -> str:
+        return isotime(self.clock(), plus_seconds)
+
+    def new_delivery(self, sub: Subscription, delivery_id: str, event: str, key: str, body: bytes) -> Delivery:
+        """A pending delivery, leased to the caller who is about to attempt it."""
+        now = self.now()
+        return Delivery(id=delivery_id, subscription_id=sub.id, event=event, event_key=key, body=body,
+                        next_attempt_at=self.now(self.policy.lease_seconds), created_at=now, updated_at=now)
 
     def attempt(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> Delivery:
         """One attempt (with the target's bounded in-call retries) and its bookkeeping."""
-        if sub.state == RETIRED:
-            return self._save(delivery.replace(status=DISCARDED, last_error="subscription retired", updated_at=isotime()))
+        if sub.state == SubscriptionState.RETIRED:
+            return self._save(delivery.replace(status=DeliveryStatus.DISCARDED, last_error="subscription retired", updated_at=self.now()))
         try:
             result = self.target_for(sub).send(sub, delivery, budget_seconds)
         except BridgeError as exc:  # e.g. Service Bus not configured
             result = SendResult(False, None, exc.message)
-        attempts = delivery.attempts + 1
-        now = isotime()
+        return self._record_outcome(sub, delivery, result)
+
+    def _record_outcome(self, sub: Subscription, delivery: Delivery, result: SendResult) -> Delivery:
+        attempts, now = delivery.attempts + 1, self.now()
+        outcome = dict(attempts=attempts, last_status=result.status, last_error=result.error, updated_at=now)
+        fields = f"subscription={sub.id} delivery={delivery.id} event={delivery.event} attempt={attempts}"
         if result.ok:
-            updated = delivery.replace(status=DELIVERED, attempts=attempts, last_status=result.status, last_error=None,
-                                       delivered_at=now, updated_at=now)
-            log.info("delivery outcome=delivered subscription=%s delivery=%s event=%s attempt=%d", sub.id, delivery.id,
-                     delivery.event, attempts)
-            return self._save(updated)
+            log.info("delivery outcome=delivered %s", fields)
+            return self._save(delivery.replace(status=DeliveryStatus.DELIVERED, delivered_at=now, **outcome))
         if result.gone:
-            log.warning("delivery outcome=target_gone subscription=%s delivery=%s event=%s status=%s", sub.id, delivery.id,
-                        delivery.event, result.status)
-            updated = self._save(delivery.replace(status=DISCARDED, attempts=attempts, last_status=result.status,
-                                                  last_error=result.error, updated_at=now))
+            log.warning("delivery outcome=target_gone %s status=%s", fields, result.status)
+            updated = self._save(delivery.replace(status=DeliveryStatus.DISCARDED, **outcome))
             self.retire(sub, result.error or "target gone")
             return updated
-        if attempts >= self.settings.delivery_max_attempts:
-            log.error("delivery outcome=dead subscription=%s delivery=%s event=%s attempt=%d error=%r", sub.id, delivery.id,
-                      delivery.event, attempts, result.error)
-            return self._save(delivery.replace(status=DEAD, attempts=attempts, last_status=result.status,
-                                               last_error=result.error, updated_at=now))
-        delay = backoff_seconds(attempts, result.retry_after)
-        updated = self._save(delivery.replace(status=PENDING, attempts=attempts, last_status=result.status,
-                                              last_error=result.error, next_attempt_at=isotime(plus_seconds=delay),
-                                              updated_at=now))
-        log.warning("delivery outcome=retry subscription=%s delivery=%s event=%s attempt=%d error=%r next_in_s=%.0f", sub.id,
-                    delivery.id, delivery.event, attempts, result.error, delay)
+        if attempts >= self.policy.max_attempts:
+            log.error("delivery outcome=dead %s error=%r", fields, result.error)
+            return self._save(delivery.replace(status=DeliveryStatus.DEAD, **outcome))
+        delay = self.policy.backoff_seconds(attempts, result.retry_after)
+        updated = self._save(delivery.replace(status=DeliveryStatus.PENDING, next_attempt_at=self.now(delay), **outcome))
+        log.warning("delivery outcome=retry %s error=%r next_in_s=%.0f", fields, result.error, delay)
         self.scheduler.schedule(updated, delay)
         return updated
 
@@ -96,16 +116,16 @@ class DeliveryService:
     def claim(self, delivery: Delivery) -> Delivery | None:
         """Lease a pending delivery so no other worker attempts it meanwhile; None if lost."""
         try:
-            return self.store.update_delivery(delivery.replace(next_attempt_at=isotime(plus_seconds=LEASE_SECONDS)))
+            return self.store.update_delivery(delivery.replace(next_attempt_at=self.now(self.policy.lease_seconds)))
         except ConcurrencyConflict:
             return None
 
     def retry(self, delivery_id: str, due_by: str | None = None) -> Delivery | None:
-        """Attempt one pending delivery again (the queue worker's unit of work). With ``due_by``,
-        one whose next attempt is later (not yet due, or leased by another worker) is returned
-        untouched: the due check and the claim share one read, so two workers never both send."""
+        """Attempt one pending delivery again. With ``due_by``, one whose next attempt is later (not
+        yet due, or leased by another worker) is returned untouched: the due check and the claim
+        share one read, so two workers never both send. None: another worker claimed it."""
         delivery = self.store.get_delivery(delivery_id)
-        if delivery is None or delivery.status != PENDING:
+        if delivery is None or delivery.status != DeliveryStatus.PENDING:
             return delivery
         if due_by is not None and delivery.next_attempt_at > due_by:
             return delivery
@@ -114,21 +134,20 @@ class DeliveryService:
             return None
         sub = self.store.get_subscription(claimed.subscription_id)
         if sub is None:
-            return self._save(claimed.replace(status=DISCARDED, last_error="subscription deleted", updated_at=isotime()))
-        return self.attempt(sub, claimed, WORKER_BUDGET_SECONDS)
+            return self._save(claimed.replace(status=DeliveryStatus.DISCARDED, last_error="subscription deleted", updated_at=self.now()))
+        return self.attempt(sub, claimed, self.policy.worker_budget)
 
-    def redeliver(self, due_only: bool = True, limit: int = 500, overdue_seconds: float = 0.0) -> dict[str, int]:
-        """Drain the outbox: attempt pending deliveries (all of them when ``due_only`` is False;
-        only those late by ``overdue_seconds`` when a retry queue normally handles them)."""
+    def retry_due(self, due_only: bool = True, limit: int = 500, overdue_seconds: float = 0.0) -> dict[str, int]:
+        """Retry pending deliveries: all of them when ``due_only`` is False; else those due (late by
+        ``overdue_seconds`` when a retry queue normally handles them). Returns counts by outcome."""
         summary = {"attempted": 0, "delivered": 0, "pending": 0, "dead": 0, "discarded": 0}
-        now = isotime(plus_seconds=-overdue_seconds) if due_only else FAR_FUTURE
+        now = self.now(-overdue_seconds) if due_only else FAR_FUTURE
         for delivery in list(self.store.due_deliveries(now, limit)):
             result = self.retry(delivery.id, due_by=now if due_only else None)
-            if result is None or (result.status == PENDING and result.attempts == delivery.attempts):
+            if result is None or (result.status == DeliveryStatus.PENDING and result.attempts == delivery.attempts):
                 continue
             summary["attempted"] += 1
-            key = result.status if result.status in summary else "pending"
-            summary[key] += 1
+            summary[str(result.status)] += 1
         return summary
 
     def replay(self, delivery_id: str) -> Delivery:
@@ -137,9 +156,8 @@ class DeliveryService:
         if delivery is None:
             raise BridgeError(404, "delivery_not_found", f"no delivery {delivery_id}")
         sub = self.store.get_subscription(delivery.subscription_id)
-        if sub is None or sub.state == RETIRED:
+        if sub is None or sub.state == SubscriptionState.RETIRED:
             raise BridgeError(409, "subscription_inactive", "the delivery's subscription no longer exists or is retired")
-        reset = self.store.update_delivery(delivery.replace(status=PENDING, attempts=0, next_attempt_at=isotime(plus_seconds=LEASE_SECONDS),
-                                                            updated_at=isotime()))
-        return self.attempt(sub, reset, IN_REQUEST_BUDGET_SECONDS)
-
+        reset = self.store.update_delivery(delivery.replace(status=DeliveryStatus.PENDING, attempts=0, updated_at=self.now(),
+                                                            next_attempt_at=self.now(self.policy.lease_seconds)))
+        return self.attempt(sub, reset, self.policy.in_request_budget)

@@ -36,3 +36,11 @@ class ConcurrencyConflict(BridgeError):
 
     def __init__(self, message: str = "the record was changed concurrently; retry"):
         super().__init__(409, "conflict", message, {"Retry-After": "1"})
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; ``setting`` names it (never its value, unless harmless)."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(f"{setting} {message}")
+        self.setting = setting

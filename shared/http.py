@@ -9,36 +9,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from requests.structures import CaseInsensitiveDict
 
-class Headers(dict):
-    """Case-insensitive header mapping (keys stored lower-case)."""
-
-    def __init__(self, items: Mapping[str, str] | None = None):
-        super().__init__()
-        for key, value in (items or {}).items():
-            self[key] = value
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(key.lower(), value)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
+Headers = CaseInsensitiveDict  # header names match case-insensitively, however they were set
 
 
 @dataclass
 class Request:
     method: str
     url: str
-    headers: Headers = field(default_factory=Headers)
+    headers: CaseInsensitiveDict = field(default_factory=CaseInsensitiveDict)
     params: Mapping[str, str] = field(default_factory=dict)
     route_params: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, CaseInsensitiveDict):
+            self.headers = CaseInsensitiveDict(self.headers or {})
 
 
 @dataclass

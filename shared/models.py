@@ -1,17 +1,16 @@
-"""The records the bridge keeps: subscriptions and deliveries."""
+"""The records the bridge keeps: subscriptions and deliveries, their states and targets."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Callable, Literal, Union
 
 from .redaction import redact_url
 
-# States of a subscription.
-CREATING, ACTIVE, DELETING, RETIRED = "creating", "active", "deleting", "retired"
-# States of a delivery.
-PENDING, DELIVERED, DEAD, DISCARDED = "pending", "delivered", "dead", "discarded"
+Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
@@ -19,30 +18,87 @@ def utcnow() -> datetime:
 
 
 def isotime(moment: datetime | None = None, plus_seconds: float = 0.0) -> str:
-    """Fixed-width UTC ISO-8601, so timestamps sort as strings in every store."""
+    """The one timestamp format: fixed-width UTC ISO-8601, so timestamps sort as strings in every store."""
     moment = (moment or utcnow()) + timedelta(seconds=plus_seconds)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def target_hash(target: dict) -> str:
+def parse_time(text: str) -> datetime:
+    """The inverse of ``isotime`` (and any ISO-8601 time with an offset or ``Z``)."""
+    return datetime.fromisoformat(text)
+
+
+class SubscriptionState(StrEnum):
+    CREATING = "creating"  # the record exists; its Calendly hook may not yet
+    ACTIVE = "active"
+    DELETING = "deleting"  # unsubscribe began: the hook is being deleted, then the record
+    RETIRED = "retired"    # the target said the flow is gone; kept for the delivery log
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"      # recorded, not yet delivered: the outbox
+    DELIVERED = "delivered"
+    DEAD = "dead"            # attempts ran out: kept for replay
+    DISCARDED = "discarded"  # the subscription was retired or deleted meanwhile
+
+
+@dataclass(frozen=True)
+class HttpEndpoint:
+    """A Logic Apps / Power Automate callback URL (or any https endpoint)."""
+
+    url: str
+    type: Literal["http"] = "http"
+
+    def as_dict(self) -> dict:
+        return {"type": "http", "url": self.url}
+
+    def public(self) -> dict:
+        return {"type": "http", "url": redact_url(self.url)}
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True)
+class ServiceBusEntity:
+    """A Service Bus queue or topic in the bridge's namespace."""
+
+    entity: Literal["queue", "topic"]
+    name: str
+    type: Literal["servicebus"] = "servicebus"
+
+    def as_dict(self) -> dict:
+        return {"type": "servicebus", "entity": self.entity, "name": self.name}
+
+    def public(self) -> dict:
+        return {"type": "servicebus", self.entity: self.name}
+
+    def describe(self) -> str:
+        return f"servicebus:{self.entity}:{self.name}"
+
+
+Endpoint = Union[HttpEndpoint, ServiceBusEntity]
+
+
+def endpoint_from_dict(data: dict) -> Endpoint:
+    if data.get("type") == "servicebus":
+        return ServiceBusEntity(entity=data.get("entity", "queue"), name=data["name"])
+    return HttpEndpoint(url=data["url"])
+
+
+def target_hash(target: Endpoint) -> str:
     """Index key for 'every subscription with this target'."""
-    if target.get("type") == "http":
-        material = f"http\n{target['url']}"
+    if isinstance(target, HttpEndpoint):
+        material = f"http\n{target.url}"
     else:
-        material = f"{target.get('type')}\n{target.get('entity')}\n{target.get('name')}"
+        material = f"{target.type}\n{target.entity}\n{target.name}"
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-def public_target(target: dict) -> dict:
-    if target.get("type") == "http":
-        return {"type": "http", "url": redact_url(target["url"])}
-    return {"type": target.get("type"), target.get("entity", "queue"): target.get("name")}
 
 
 @dataclass
 class Subscription:
     id: str
-    target: dict
+    target: Endpoint
     events: list[str]
     scope: str
     organization: str
@@ -50,7 +106,7 @@ class Subscription:
     group: str | None
     signing_key: str
     generation: str
-    state: str = CREATING
+    state: SubscriptionState = SubscriptionState.CREATING
     calendly_webhook: str | None = None
     created_at: str = field(default_factory=isotime)
     updated_at: str = field(default_factory=isotime)
@@ -69,9 +125,9 @@ class Subscription:
             "organization": self.organization,
             "user": self.user,
             "group": self.group,
-            "target": public_target(self.target),
+            "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
-            "state": self.state,
+            "state": str(self.state),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -87,7 +143,7 @@ class Delivery:
     event: str
     event_key: str
     body: bytes
-    status: str = PENDING
+    status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: int = 0
     last_status: int | None = None
     last_error: str | None = None
@@ -102,11 +158,11 @@ class Delivery:
             "id": self.id,
             "subscription_id": self.subscription_id,
             "event": self.event,
-            "status": self.status,
+            "status": str(self.status),
             "attempts": self.attempts,
             "last_status": self.last_status,
             "last_error": self.last_error,
-            "next_attempt_at": self.next_attempt_at if self.status == PENDING else None,
+            "next_attempt_at": self.next_attempt_at if self.status == DeliveryStatus.PENDING else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "delivered_at": self.delivered_at,

@@ -10,7 +10,7 @@ Queue messages arrive at least once, so a message is only a hint; the delivery r
 - a message that surfaces before the record is due (the delivery is leased by another worker,
   or its Retry-After is longer than a message can hide) is put back for the remaining time.
 A record whose message was never written (a crash, or the queue down) is sent by the reconcile
-timer's overdue sweep (``DeliveryService.redeliver(due_only=True, overdue_seconds=...)``).
+timer's overdue sweep (``DeliveryService.retry_due(overdue_seconds=...)``).
 """
 from __future__ import annotations
 
@@ -18,23 +18,22 @@ import json
 import logging
 import math
 import threading
-from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from .models import PENDING, Delivery, isotime, utcnow
-from .settings import Settings, SettingsError
+from .delivery import DeliveryService
+from .errors import SettingsError
+from .models import Delivery, DeliveryStatus, parse_time
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("shared.retry_queue")
 
-DEFAULT_QUEUE = "calendly-deliveries"
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60  # Storage queues hide a message for 7 days at most
 EARLY_SLACK_SECONDS = 5.0  # clock skew between the storage service (visibility) and workers
 
 
-def queue_name(settings: Settings) -> str:
-    return settings.env.get("DELIVERY_QUEUE") or DEFAULT_QUEUE
-
-
-def queue_client(settings: Settings):
+def queue_client(settings: "Settings", credential: Any = None):
     """A QueueClient for ``DELIVERY_QUEUE`` on the same storage account as the Table store."""
     from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -45,20 +44,17 @@ def queue_client(settings: Settings):
         "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),
         "connection_timeout": 3, "read_timeout": 5,
     }
-    env, name = settings.env, queue_name(settings)
-    if env.get("AzureWebJobsStorage"):
-        return QueueClient.from_connection_string(env["AzureWebJobsStorage"], name, **options)
-    from .store.tables import _credential
-
-    endpoint = env.get("AzureWebJobsStorage__queueServiceUri")
-    if not endpoint and env.get("AzureWebJobsStorage__accountName"):
-        endpoint = f"https://{env['AzureWebJobsStorage__accountName']}.queue.core.windows.net"
-    if not endpoint and ".table." in env.get("AzureWebJobsStorage__tableServiceUri", ""):
-        endpoint = env["AzureWebJobsStorage__tableServiceUri"].replace(".table.", ".queue.", 1)
+    if settings.storage_connection:
+        return QueueClient.from_connection_string(settings.storage_connection, settings.delivery_queue, **options)
+    endpoint = settings.queue_service_uri
+    if not endpoint and settings.storage_account:  # as the Functions host does: the public cloud's endpoint
+        endpoint = f"https://{settings.storage_account}.queue.core.windows.net"
+    if not endpoint and ".table." in (settings.table_service_uri or ""):
+        endpoint = settings.table_service_uri.replace(".table.", ".queue.", 1)
     if not endpoint:
-        raise SettingsError("AzureWebJobsStorage__queueServiceUri (or AzureWebJobsStorage__accountName) must be set "
+        raise SettingsError("AzureWebJobsStorage__queueServiceUri", "must be set (or AzureWebJobsStorage__accountName) "
                             "for the retry queue when storage is identity-based")
-    return QueueClient(endpoint, name, credential=_credential(settings), **options)
+    return QueueClient(endpoint, settings.delivery_queue, credential=credential, **options)
 
 
 def message_text(delivery: Delivery) -> str:
@@ -101,11 +97,6 @@ class QueueScheduler:
         self._client.close()
 
 
-def _seconds_until(moment: str) -> float:
-    due = datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utcnow().tzinfo)
-    return (due - utcnow()).total_seconds()
-
-
 def _parse(text: str) -> tuple[str, int | None] | None:
     try:
         message = json.loads(text)
@@ -117,7 +108,7 @@ def _parse(text: str) -> tuple[str, int | None] | None:
     return delivery_id, attempts
 
 
-def handle_message(text: str, bridge=None) -> str:
+def handle_message(deliveries: DeliveryService, text: str) -> str:
     """The queue trigger's work: retry one delivery; returns what happened (for logs and tests).
     Malformed messages are logged and dropped (raising would only retry them into the poison queue)."""
     parsed = _parse(text)
@@ -125,23 +116,20 @@ def handle_message(text: str, bridge=None) -> str:
         log.error("retry outcome=malformed message=%r", text[:200])
         return "malformed"
     delivery_id, attempts = parsed
-    if bridge is None:
-        from .bridge import get_bridge
-
-        bridge = get_bridge()
-    current = bridge.store.get_delivery(delivery_id)
-    if current is None or current.status != PENDING:
-        outcome = "unknown" if current is None else current.status
+    current = deliveries.store.get_delivery(delivery_id)
+    if current is None or current.status != DeliveryStatus.PENDING:
+        outcome = "unknown" if current is None else str(current.status)
     elif attempts is not None and current.attempts != attempts:
         outcome = "stale"
     else:
-        result = bridge.deliveries.retry(delivery_id, due_by=isotime(plus_seconds=EARLY_SLACK_SECONDS))
+        result = deliveries.retry(delivery_id, due_by=deliveries.now(EARLY_SLACK_SECONDS))
         if result is None:
             outcome = "claimed elsewhere"
-        elif result.status == PENDING and result.attempts == current.attempts:
-            bridge.deliveries.scheduler.schedule(result, _seconds_until(result.next_attempt_at))
+        elif result.status == DeliveryStatus.PENDING and result.attempts == current.attempts:
+            wait = (parse_time(result.next_attempt_at) - deliveries.clock()).total_seconds()
+            deliveries.scheduler.schedule(result, wait)
             outcome = "not due"
         else:
-            outcome = result.status
+            outcome = str(result.status)
     log.info("retry outcome=%s delivery=%s", outcome.replace(" ", "_"), delivery_id)
     return outcome

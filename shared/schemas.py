@@ -4,21 +4,24 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
-from .events import EVENT_TYPES, SCOPES
+from .events import EVENT_TYPES, SCOPES, scope_conflicts
 
 _ENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}$"
 
 
-class ServiceBusTarget(BaseModel):
+class ServiceBusBody(BaseModel):
+    """``target`` of a subscribe body: a Service Bus queue or topic instead of a callback URL."""
+
     model_config = ConfigDict(extra="forbid")
     type: Literal["servicebus"]
     queue: str | None = Field(default=None, pattern=_ENTITY_NAME)
     topic: str | None = Field(default=None, pattern=_ENTITY_NAME)
 
     @model_validator(mode="after")
-    def _one_entity(self) -> "ServiceBusTarget":
+    def _one_entity(self) -> "ServiceBusBody":
         if (self.queue is None) == (self.topic is None):
             raise ValueError("a servicebus target needs exactly one of 'queue' or 'topic'")
         return self
@@ -35,7 +38,7 @@ class SubscribeBody(BaseModel):
     scope: str = "organization"
     user: str | None = Field(default=None, max_length=512)
     group: str | None = Field(default=None, max_length=512)
-    target: ServiceBusTarget | None = None
+    target: ServiceBusBody | None = None
 
     @field_validator("events")
     @classmethod
@@ -72,6 +75,16 @@ class SubscribeBody(BaseModel):
             raise ValueError("the target URL is missing: set 'url', 'callbackUrl' or 'notificationUrl'")
         return self
 
+    @model_validator(mode="after")
+    def _scope_fits(self) -> "SubscribeBody":
+        conflicts = scope_conflicts(self.events, self.scope)
+        if conflicts:
+            raise PydanticCustomError("invalid_scope", "{events} can only be subscribed at organization scope",
+                                      {"events": ", ".join(conflicts)})
+        if self.scope == "group" and not self.group:
+            raise ValueError("group scope needs 'group' (a Calendly group URI)")
+        return self
+
     @property
     def target_url(self) -> str | None:
         return self.url or self.callbackUrl or self.notificationUrl
@@ -91,4 +104,5 @@ def parse_subscribe(data: Any) -> SubscribeBody:
     try:
         return SubscribeBody.model_validate(data)
     except ValidationError as exc:
-        raise BridgeError(400, "invalid_subscription", _describe(exc)) from None
+        code = "invalid_scope" if any(e["type"] == "invalid_scope" for e in exc.errors()) else "invalid_subscription"
+        raise BridgeError(400, code, _describe(exc)) from None

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
+from cachetools import TTLCache
+
 from .errors import BridgeError
 from .settings import Settings
 
@@ -59,42 +61,29 @@ class KeyVaultPat:
 
     source = "keyvault"
 
-    def __init__(self, vault_url: str, secret_name: str, ttl: float, credential: Any = None,
-                 client_id: str | None = None, clock: Callable[[], float] = time.monotonic, **client_kwargs: Any):
+    def __init__(self, vault_url: str, secret_name: str, ttl: float, credential: Any,
+                 clock: Callable[[], float] = time.monotonic, **client_kwargs: Any):
         self.vault_url = vault_url
         self.secret_name = secret_name
         self.ttl = ttl
         self._credential = credential
-        self._client_id = client_id
         self._client_kwargs = {**VAULT_CLIENT_DEFAULTS, **client_kwargs}
-        self._clock = clock
         self._client = None
-        self._cached: tuple[float, str] | None = None
-        self._lock = threading.Lock()
+        self._cache: TTLCache = TTLCache(maxsize=1, ttl=ttl, timer=clock)
+        self._lock = threading.Lock()  # held while reading: concurrent callers share one vault read
 
     def _secret_client(self):
         if self._client is None:
             from azure.keyvault.secrets import SecretClient  # imported only when Key Vault is configured
 
-            credential = self._credential
-            if credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                credential = DefaultAzureCredential(managed_identity_client_id=self._client_id) if self._client_id \
-                    else DefaultAzureCredential()
-            self._client = SecretClient(self.vault_url, credential, **self._client_kwargs)
+            self._client = SecretClient(self.vault_url, self._credential, **self._client_kwargs)
         return self._client
 
     def get(self) -> str:
-        cached = self._cached
-        if cached and self._clock() - cached[0] < self.ttl:
-            return cached[1]
         with self._lock:
-            cached = self._cached
-            if cached and self._clock() - cached[0] < self.ttl:
-                return cached[1]
-            value = self._read()
-            self._cached = (self._clock(), value)
+            value = self._cache.get("pat")
+            if value is None:
+                value = self._cache["pat"] = self._read()
             return value
 
     def _read(self) -> str:
@@ -104,26 +93,29 @@ class KeyVaultPat:
         try:
             value = self._secret_client().get_secret(self.secret_name).value
         except ResourceNotFoundError:
-            log.error("could not read %s: it does not exist", where)
+            self._log_failure("ResourceNotFoundError")
             raise BridgeError(503, "pat_unavailable", f"could not read {where}: the secret does not exist") from None
         except (AzureError, OSError, ValueError) as exc:
-            log.error("could not read %s: %s", where, type(exc).__name__)
+            self._log_failure(type(exc).__name__)
             raise BridgeError(503, "pat_unavailable", f"could not read {where}: {type(exc).__name__}",
                               {"Retry-After": "30"}) from None
         if not value:
+            self._log_failure("EmptySecret")
             raise BridgeError(503, "pat_unavailable", f"could not read {where}: the secret is empty")
         return value
 
+    def _log_failure(self, error: str) -> None:
+        log.error("keyvault outcome=failed vault=%s secret=%s error=%s", self.vault_url, self.secret_name, error)
+
     def invalidate(self) -> bool:
         with self._lock:
-            self._cached = None
+            self._cache.clear()
         return True
 
 
-def pat_provider(settings: Settings) -> PatProvider:
+def pat_provider(settings: Settings, credential: Any = None) -> PatProvider:
     if settings.calendly_pat:
         return EnvironmentPat(settings.calendly_pat)
     if settings.key_vault_url:
-        return KeyVaultPat(settings.key_vault_url, settings.pat_secret_name, settings.pat_cache_seconds,
-                           client_id=settings.env.get("AZURE_CLIENT_ID") or None)
+        return KeyVaultPat(settings.key_vault_url, settings.pat_secret_name, settings.pat_cache_seconds, credential)
     return MissingPat()

@@ -1,125 +1,183 @@
-"""App settings: one home, one name each (identical in code, local.settings.sample.json,
-Bicep and the README). Read from the environment (Azure app settings or the local host,
-which loads local.settings.json ``Values`` into it)."""
+"""App settings: one typed declaration each, with its name, default, description and
+validation. Names are identical in code, local.settings.sample.json, Bicep and the README.
+
+This is the only module that reads the environment (Azure app settings, or what the local
+host loads from local.settings.json). Plain pydantic, already a dependency: pydantic-settings
+would add ~33 ms of import to every cold start for nothing the bridge uses (measured with
+``python -X importtime``; see the README's performance section).
+"""
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
-from typing import Mapping
+import re
+from typing import Annotated, Any, Mapping
 from urllib.parse import urlsplit
 
-DEFAULT_CALENDLY_API_BASE = "https://api.calendly.com"
-DEFAULT_RECONCILE_SCHEDULE = "0 */15 * * * *"
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-# name -> (default, what it does). The README's settings table mirrors this.
-SETTINGS: dict[str, tuple[str | None, str]] = {
-    "CALENDLY_API_BASE": (DEFAULT_CALENDLY_API_BASE, "Calendly API v2 base URL (the sandbox sets its own)."),
-    "CALENDLY_PAT": (None, "Calendly personal access token, plain (local) or an App Service Key Vault reference."),
-    "KEY_VAULT_URL": (None, "Key Vault holding the PAT, read with DefaultAzureCredential."),
-    "CALENDLY_PAT_SECRET_NAME": ("calendly-pat", "Name of the Key Vault secret holding the PAT."),
-    "CALENDLY_PAT_CACHE_SECONDS": ("300", "How long the PAT read from Key Vault is cached in memory."),
-    "AZURE_CLIENT_ID": (None, "Client id of the user-assigned managed identity DefaultAzureCredential uses."),
-    "BRIDGE_PUBLIC_URL": (None, "Base URL Calendly calls back and Location headers use, e.g. https://<app>.azurewebsites.net."),
-    "BRIDGE_SQLITE_PATH": (".bridge/bridge.sqlite3", "Embedded SQLite store file, used when no Azure storage is configured."),
-    "SIGNATURE_TOLERANCE_SECONDS": ("180", "Accepted clock skew for Calendly-Webhook-Signature timestamps."),
-    "ALLOW_INSECURE_TARGETS": ("false", "Allow http:// and loopback/private targets (local development only)."),
-    "ALLOWED_TARGET_HOSTS": (None, "Optional comma-separated host suffixes targets must match."),
-    "DELIVERY_MAX_ATTEMPTS": ("8", "Delivery attempts (in-request and durable retries) before a delivery is dead."),
-    "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": (None, "Service Bus namespace (e.g. <name>.servicebus.windows.net) for servicebus targets, with managed identity."),
-    "SERVICEBUS_CONNECTION": (None, "Service Bus connection string (local development; prefer the namespace + identity on Azure)."),
-    "AzureWebJobsStorage": (None, "Storage connection string (UseDevelopmentStorage=true for Azurite); set: Table Storage store + retry queue."),
-    "AzureWebJobsStorage__accountName": (None, "Identity-based storage: the account name (Azure sets this instead of a connection string)."),
-    "AzureWebJobsStorage__tableServiceUri": (None, "Identity-based storage: explicit Table service URI (optional)."),
-    "AzureWebJobsStorage__queueServiceUri": (None, "Identity-based storage: explicit Queue service URI (optional)."),
-    "AzureWebJobsStorage__clientId": (None, "Identity-based storage: client id of the user-assigned identity."),
-    "BRIDGE_TABLE_PREFIX": ("calendlybridge", "Prefix of the bridge's table names (subscriptions, targets, deliveries)."),
-    "DELIVERY_QUEUE": ("calendly-deliveries", "Storage queue of failed deliveries awaiting a retry."),
-    "BRIDGE_LOG_LEVEL": ("INFO", "Log level of the local host and CLI commands (the Functions host uses host.json)."),
-    "RECONCILE_SCHEDULE": (DEFAULT_RECONCILE_SCHEDULE, "NCRONTAB schedule of the reconciliation timer (recreates lost or disabled hooks, deletes orphans)."),
-}
+from .errors import SettingsError
+
+__all__ = ["Settings", "SettingsError", "local_environment"]
+
+DEFAULTS_FILE = "local.settings.json"
 
 
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names it."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.setting = message.split(" ", 1)[0]
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, SETTINGS[name][0] or "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, minimum: int, maximum: int) -> int:
-    raw = env.get(name) or SETTINGS[name][0] or ""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+def _base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an absolute http(s) URL without query")
     return value
 
 
-def _base_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    raw = (env.get(name) or default or "").strip().rstrip("/")
-    if not raw:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise SettingsError(f"{name} must be an absolute http(s) URL without query, got {raw!r}")
-    return raw
+def _host_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(h.strip().lower().lstrip(".") for h in value or () if h.strip())
 
 
-@dataclass(frozen=True)
-class Settings:
-    calendly_api_base: str
-    calendly_pat: str | None
-    key_vault_url: str | None
-    pat_secret_name: str
-    pat_cache_seconds: int
-    public_url: str | None
-    sqlite_path: str
-    signature_tolerance: int
-    allow_insecure_targets: bool
-    allowed_target_hosts: tuple[str, ...]
-    delivery_max_attempts: int
-    env: Mapping[str, str]
-    servicebus_namespace: str | None = None
-    servicebus_connection: str | None = None
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
 
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+OptionalBaseUrl = Annotated[str | None, AfterValidator(_base_url)]
+HostSuffixes = Annotated[tuple[str, ...], BeforeValidator(_host_list)]
+
+
+def setting(name: str, default: Any, description: str, *, platform: bool = False, local_only: bool = False,
+            **constraints: Any) -> Any:
+    """Declare one setting: its app-setting name, default and what it does.
+    ``platform``: set by Azure itself; ``local_only``: never set in Azure (Bicep leaves it out)."""
+    return Field(default, validation_alias=name, description=description,
+                 json_schema_extra={"platform": platform, "local_only": local_only}, **constraints)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    calendly_api_base: BaseUrl = setting(
+        "CALENDLY_API_BASE", "https://api.calendly.com", "Calendly API v2 base URL (the sandbox sets its own).")
+    calendly_pat: str | None = setting(
+        "CALENDLY_PAT", None, "Calendly personal access token: local development, or an App Service Key Vault reference.",
+        local_only=True)
+    key_vault_url: OptionalBaseUrl = setting(
+        "KEY_VAULT_URL", None, "Key Vault holding the PAT, read with the app's managed identity.")
+    pat_secret_name: str = setting("CALENDLY_PAT_SECRET_NAME", "calendly-pat", "Name of the Key Vault secret holding the PAT.")
+    pat_cache_seconds: int = setting(
+        "CALENDLY_PAT_CACHE_SECONDS", 300, "How long the PAT is cached; a 401 from Calendly re-reads it at once.",
+        ge=0, le=86400)
+    azure_client_id: str | None = setting(
+        "AZURE_CLIENT_ID", None, "Client id of the user-assigned managed identity (the one Azure credential of the app).")
+    bridge_public_url: OptionalBaseUrl = setting(
+        "BRIDGE_PUBLIC_URL", None,
+        "Base URL Calendly calls back and Location headers use, e.g. https://<app>.azurewebsites.net "
+        "(default on Azure: https://$WEBSITE_HOSTNAME).")
+    website_hostname: str | None = setting(
+        "WEBSITE_HOSTNAME", None, "Set by Azure: the app's default host name.", platform=True)
+    sqlite_path: str = setting(
+        "BRIDGE_SQLITE_PATH", ".bridge/bridge.sqlite3", "Embedded SQLite store, used when no Azure storage is configured.",
+        local_only=True)
+    signature_tolerance: int = setting(
+        "SIGNATURE_TOLERANCE_SECONDS", 180, "Accepted age/skew of Calendly-Webhook-Signature timestamps.", ge=1, le=86400)
+    allow_insecure_targets: bool = setting(
+        "ALLOW_INSECURE_TARGETS", False, "Allow http:// and loopback/private targets (local development only).")
+    allowed_target_hosts: HostSuffixes = setting(
+        "ALLOWED_TARGET_HOSTS", (), "Optional comma-separated host suffixes targets must match.")
+    delivery_max_attempts: int = setting(
+        "DELIVERY_MAX_ATTEMPTS", 8, "Delivery attempts (in-request and durable retries) before a delivery is dead.",
+        ge=1, le=100)
+    servicebus_namespace: str | None = setting(
+        "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", None,
+        "Service Bus namespace (<name>.servicebus.windows.net) for servicebus targets, with managed identity.")
+    servicebus_connection: str | None = setting(
+        "SERVICEBUS_CONNECTION", None, "Service Bus connection string (local development).", local_only=True)
+    storage_connection: str | None = setting(
+        "AzureWebJobsStorage", None,
+        "Storage connection string (UseDevelopmentStorage=true for Azurite); set: Table Storage store + retry queue.",
+        local_only=True)
+    storage_account: str | None = setting(
+        "AzureWebJobsStorage__accountName", None, "Identity-based storage: the account name.")
+    table_service_uri: str | None = setting(
+        "AzureWebJobsStorage__tableServiceUri", None, "Identity-based storage: the Table service URI.", local_only=True)
+    queue_service_uri: str | None = setting(
+        "AzureWebJobsStorage__queueServiceUri", None, "Identity-based storage: the Queue service URI.", local_only=True)
+    storage_client_id: str | None = setting(
+        "AzureWebJobsStorage__clientId", None,
+        "Identity-based storage: the user-assigned identity's client id (used when AZURE_CLIENT_ID is not set).")
+    table_prefix: Annotated[str, _matching(r"[A-Za-z][A-Za-z0-9]{0,40}", "letters and digits, starting with a letter")] = \
+        setting("BRIDGE_TABLE_PREFIX", "calendlybridge", "Prefix of the bridge's tables (subscriptions, targets, deliveries).")
+    delivery_queue: Annotated[str, _matching(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]",
+                                             "a Storage queue name: 3-63 lower-case letters, digits and single hyphens")] = \
+        setting("DELIVERY_QUEUE", "calendly-deliveries", "Storage queue of deliveries awaiting a retry (the queue trigger's queueName).")
+    log_level: Annotated[str, _matching(r"(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)", "DEBUG, INFO, WARNING, ERROR or CRITICAL")] = \
+        setting("BRIDGE_LOG_LEVEL", "INFO", "Log level of the local host and CLI commands (host.json rules on Azure).",
+                local_only=True)
+    reconcile_schedule: str = setting(
+        "RECONCILE_SCHEDULE", "0 */15 * * * *", "NCRONTAB schedule of the reconciliation timer (the timer trigger's schedule).")
+
+    # Loading ------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = dict(os.environ if env is None else env)
-        public_url = _base_url(env, "BRIDGE_PUBLIC_URL", None)
-        if public_url is None and env.get("WEBSITE_HOSTNAME"):
-            # Azure sets WEBSITE_HOSTNAME; a sensible default when BRIDGE_PUBLIC_URL is not set.
-            public_url = f"https://{env['WEBSITE_HOSTNAME']}"
-        hosts = tuple(h.strip().lower().lstrip(".") for h in (env.get("ALLOWED_TARGET_HOSTS") or "").split(",") if h.strip())
-        return cls(
-            calendly_api_base=_base_url(env, "CALENDLY_API_BASE", DEFAULT_CALENDLY_API_BASE) or DEFAULT_CALENDLY_API_BASE,
-            calendly_pat=(env.get("CALENDLY_PAT") or "").strip() or None,
-            key_vault_url=_base_url(env, "KEY_VAULT_URL", None),
-            pat_secret_name=(env.get("CALENDLY_PAT_SECRET_NAME") or "calendly-pat").strip(),
-            pat_cache_seconds=_int(env, "CALENDLY_PAT_CACHE_SECONDS", 0, 86400),
-            public_url=public_url,
-            sqlite_path=(env.get("BRIDGE_SQLITE_PATH") or SETTINGS["BRIDGE_SQLITE_PATH"][0] or "").strip(),
-            signature_tolerance=_int(env, "SIGNATURE_TOLERANCE_SECONDS", 1, 86400),
-            allow_insecure_targets=_flag(env, "ALLOW_INSECURE_TARGETS"),
-            allowed_target_hosts=hosts,
-            delivery_max_attempts=_int(env, "DELIVERY_MAX_ATTEMPTS", 1, 100),
-            env=env,
-            servicebus_namespace=(env.get("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE") or "").strip() or None,
-            servicebus_connection=(env.get("SERVICEBUS_CONNECTION") or "").strip() or None,
-        )
+        """Settings from ``env`` (default: the process environment); empty values count as unset."""
+        source = os.environ if env is None else env
+        values = {name: value for name, value in source.items() if isinstance(value, str) and value.strip()}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            name = str(first["loc"][0]) if first.get("loc") else "settings"
+            reason = first["msg"].removeprefix("Value error, ")
+            raise SettingsError(name, f"is invalid: {reason} (got {values.get(name)!r})") from None
+
+    @classmethod
+    def local(cls, defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> "Settings":
+        """As ``func start`` sees them: the environment over local.settings.json ``Values`` over ``defaults``."""
+        return cls.from_env(local_environment(defaults, path))
+
+    @classmethod
+    def declared(cls) -> dict[str, dict[str, Any]]:
+        """Every setting by its app-setting name: default, description, platform, local_only."""
+        return {f.validation_alias: {"default": f.default, "description": f.description, **(f.json_schema_extra or {})}
+                for f in cls.model_fields.values()}
+
+    # Derived ------------------------------------------------------------------------
+    @property
+    def public_url(self) -> str | None:
+        if self.bridge_public_url:
+            return self.bridge_public_url
+        return f"https://{self.website_hostname}" if self.website_hostname else None
 
     def require_public_url(self) -> str:
         if not self.public_url:
-            raise SettingsError("BRIDGE_PUBLIC_URL is not set: Calendly needs the bridge's public base URL to call back")
+            raise SettingsError("BRIDGE_PUBLIC_URL", "is not set: Calendly needs the bridge's public base URL to call back")
         return self.public_url
+
+    @property
+    def table_storage(self) -> bool:
+        """Azure storage (Table store + retry queue) is configured; otherwise the SQLite store."""
+        return bool(self.storage_connection or self.storage_account or self.table_service_uri)
+
+    @property
+    def managed_identity_client_id(self) -> str | None:
+        return self.azure_client_id or self.storage_client_id
+
+
+def local_environment(defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> dict[str, str]:
+    """The environment over local.settings.json ``Values`` over ``defaults`` (what ``func start`` gives the worker)."""
+    merged = dict(defaults or {})
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            merged.update({k: str(v) for k, v in ((json.load(fh) or {}).get("Values") or {}).items() if v is not None})
+    merged.update(os.environ)
+    return merged

@@ -14,50 +14,56 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from cachetools import TTLCache
+
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
-from .events import scope_conflicts
-from .models import ACTIVE, DELETING, RETIRED, Subscription, isotime, target_hash
-from .redaction import redact_url
+from .models import (Clock, Endpoint, HttpEndpoint, ServiceBusEntity, Subscription, SubscriptionState, isotime,
+                     target_hash, utcnow)
 from .settings import Settings
 from .store.base import Store
 from .targets.policy import check_target_url
+from .targets.servicebus import NOT_CONFIGURED, configured as servicebus_configured
 
 if TYPE_CHECKING:
     from .schemas import SubscribeBody
 
 log = logging.getLogger("shared.subscriptions")
 
+ACTIVE, DELETING, RETIRED = SubscriptionState.ACTIVE, SubscriptionState.DELETING, SubscriptionState.RETIRED
 IDENTITY_TTL_SECONDS = 3600.0
 
 
-def subscription_id(target: dict, events: list[str], scope: str, user: str | None, group: str | None) -> str:
+def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None) -> str:
     """Same target + events + scope -> same id, so repeating a subscribe is idempotent
     (and two concurrent identical subscribes collide on one insert)."""
-    canonical = json.dumps([target, sorted(events), scope, user, group], sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps([target.as_dict(), sorted(events), scope, user, group], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+def new_signing_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class SubscriptionService:
-    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient):
+    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, clock: Clock = utcnow):
         self.settings = settings
         self.store = store
         self.calendly = calendly
-        self._identity: tuple[float, dict] | None = None
-        self._identity_lock = threading.Lock()
+        self.clock = clock
+        self._identity: TTLCache = TTLCache(maxsize=1, ttl=IDENTITY_TTL_SECONDS, timer=time.monotonic)
+        self._identity_lock = threading.Lock()  # held while asking: concurrent subscribes share one call
+
+    def now(self) -> str:
+        return isotime(self.clock())
 
     # Identity (GET /users/me), cached -----------------------------------------
     def identity(self) -> dict:
-        cached = self._identity
-        if cached and time.monotonic() - cached[0] < IDENTITY_TTL_SECONDS:
-            return cached[1]
         with self._identity_lock:
-            cached = self._identity
-            if cached and time.monotonic() - cached[0] < IDENTITY_TTL_SECONDS:
-                return cached[1]
-            me = self.calendly.me()
-            identity = {"user": me["uri"], "organization": me["current_organization"]}
-            self._identity = (time.monotonic(), identity)
+            identity = self._identity.get("me")
+            if identity is None:
+                me = self.calendly.me()
+                identity = self._identity["me"] = {"user": me["uri"], "organization": me["current_organization"]}
             return identity
 
     def callback_url(self, sub_id: str) -> str:
@@ -69,63 +75,65 @@ class SubscriptionService:
     # Subscribe ------------------------------------------------------------------
     def subscribe(self, body: "SubscribeBody") -> tuple[Subscription, bool]:
         """Return (subscription, created). Raises BridgeError on bad input or Calendly refusal."""
-        conflicts = scope_conflicts(body.events, body.scope)
-        if conflicts:
-            raise BridgeError(400, "invalid_scope", f"{', '.join(conflicts)} can only be subscribed at organization scope")
-        if body.target is not None:
-            from .targets import servicebus
-
-            if not servicebus.configured(self.settings):
-                raise BridgeError(400, "servicebus_not_configured", "this bridge has no Service Bus namespace: set "
-                                  "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE (managed identity) or SERVICEBUS_CONNECTION")
-            entity = "queue" if body.target.queue else "topic"
-            target = {"type": "servicebus", "entity": entity, "name": body.target.queue or body.target.topic}
-        else:
-            target = {"type": "http", "url": check_target_url(body.target_url or "", self.settings)}
+        target = self.endpoint_for(body)
         self.settings.require_public_url()
-        user, group = body.user, body.group
-        if body.scope == "group" and not group:
-            raise BridgeError(400, "invalid_subscription", "group scope needs 'group' (a Calendly group URI)")
-        identity = self.identity()
-        if body.scope == "user" and not user:
-            user = identity["user"]
-        if body.scope != "user":
-            user = None
-        if body.scope != "group":
-            group = None
-
+        organization, user, group = self._scope_of(body)
         events = sorted(body.events)
-        sub_id = subscription_id(target, events, body.scope, user, group)
-        existing = self.store.get_subscription(sub_id)
-        if existing is not None and existing.state == ACTIVE:
-            return existing, False
+        draft = Subscription(id=subscription_id(target, events, body.scope, user, group), target=target, events=events,
+                             scope=body.scope, organization=organization, user=user, group=group,
+                             signing_key=new_signing_key(), generation=secrets.token_hex(8),
+                             created_at=self.now(), updated_at=self.now())
+        record, is_new = self._claim_record(draft)
+        if record.state == ACTIVE:
+            return record, False
+        return self._activate(record, is_new), True
+
+    def endpoint_for(self, body: "SubscribeBody") -> Endpoint:
+        """Where the subscription's events go; refuses targets the bridge may not call."""
+        if body.target is not None:
+            if not servicebus_configured(self.settings):
+                raise BridgeError(400, "servicebus_not_configured", NOT_CONFIGURED)
+            entity = "queue" if body.target.queue else "topic"
+            return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic)
+        return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings))
+
+    def _scope_of(self, body: "SubscribeBody") -> tuple[str, str | None, str | None]:
+        """organization, user, group of the hook; user scope without a user means the PAT's owner."""
+        identity = self.identity()
+        user = (body.user or identity["user"]) if body.scope == "user" else None
+        group = body.group if body.scope == "group" else None
+        return identity["organization"], user, group
+
+    def _claim_record(self, draft: Subscription) -> tuple[Subscription, bool]:
+        """The record for ``draft.id`` to activate, and whether this call created it. An active
+        record is returned as it is; one being deleted is finished first; one a crash left in
+        'creating' gets a fresh key (Calendly may hold a hook signed with the old one)."""
+        existing = self.store.get_subscription(draft.id)
         if existing is not None and existing.state in (DELETING, RETIRED):
             self._finish_delete(existing)
             existing = None
         if existing is None:
-            fresh = Subscription(id=sub_id, target=target, events=events, scope=body.scope,
-                                 organization=identity["organization"], user=user, group=group,
-                                 signing_key=secrets.token_urlsafe(32), generation=secrets.token_hex(8))
             try:
-                record = self.store.create_subscription(fresh)
+                return self.store.create_subscription(draft), True
             except ConcurrencyConflict:
                 raise BridgeError(409, "subscription_in_progress", "the same subscription is being created right now; retry",
                                   {"Retry-After": "2"}) from None
-            created_record = True
-        else:
-            # A record left in 'creating' by a crash: finish it with a fresh key.
-            record = self.store.update_subscription(existing.replace(signing_key=secrets.token_urlsafe(32), updated_at=isotime()))
-            created_record = False
+        if existing.state == ACTIVE:
+            return existing, False
+        return self.store.update_subscription(existing.replace(signing_key=new_signing_key(), updated_at=self.now())), False
+
+    def _activate(self, record: Subscription, is_new: bool) -> Subscription:
         try:
             hook = self.create_hook(record)
         except BridgeError:
-            if created_record:
+            if is_new:
                 self.store.delete_subscription(record.id)
             raise
-        record = self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook["uri"], updated_at=isotime()))
-        log.info("subscription %s created for %s, events %s, scope %s, hook %s", record.id,
-                 redact_url(target["url"]) if target["type"] == "http" else target["name"], events, body.scope, hook["uri"])
-        return record, True
+        record = self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook["uri"],
+                                                               updated_at=self.now()))
+        log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
+                 record.target.describe(), ",".join(record.events), record.scope, hook["uri"])
+        return record
 
     def create_hook(self, sub: Subscription) -> dict:
         kwargs = dict(url=self.callback_url(sub.id), events=sub.events, organization=sub.organization,
@@ -150,9 +158,9 @@ class SubscriptionService:
         if sub is None:
             return False
         if sub.state != DELETING:
-            sub = self.store.update_subscription(sub.replace(state=DELETING, updated_at=isotime()))
+            sub = self.store.update_subscription(sub.replace(state=DELETING, updated_at=self.now()))
         self._finish_delete(sub)
-        log.info("subscription %s deleted", sub_id)
+        log.info("subscription outcome=deleted subscription=%s", sub_id)
         return True
 
     def _finish_delete(self, sub: Subscription) -> None:
@@ -161,7 +169,7 @@ class SubscriptionService:
         self.store.delete_subscription(sub.id)
 
     def unsubscribe_target(self, url: str) -> int:
-        subs = self.store.find_subscriptions_by_target(target_hash({"type": "http", "url": url.strip()}))
+        subs = self.store.find_subscriptions_by_target(target_hash(HttpEndpoint(url=url.strip())))
         for sub in subs:
             self.unsubscribe(sub.id)
         return len(subs)
@@ -172,7 +180,7 @@ class SubscriptionService:
         if current is None or current.state == RETIRED:
             return
         try:
-            current = self.store.update_subscription(current.replace(state=RETIRED, updated_at=isotime()))
+            current = self.store.update_subscription(current.replace(state=RETIRED, updated_at=self.now()))
         except ConcurrencyConflict:
             return
         try:
@@ -180,7 +188,7 @@ class SubscriptionService:
                 self.calendly.delete_webhook(current.calendly_webhook)
         except BridgeError as exc:
             log.warning("subscription %s retired but its Calendly hook could not be deleted yet: %s", sub.id, exc.code)
-        log.warning("subscription %s retired: %s", sub.id, reason)
+        log.warning("subscription outcome=retired subscription=%s reason=%r", sub.id, reason)
 
     # Read -----------------------------------------------------------------------
     def get(self, sub_id: str) -> Subscription | None:
@@ -188,4 +196,3 @@ class SubscriptionService:
 
     def list(self, limit: int, cursor: str | None) -> tuple[list[Subscription], str | None]:
         return self.store.list_subscriptions(limit, cursor)
-

@@ -17,18 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "node_modules" / ".bin" / "azurite"
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's published dev key
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
 TIMINGS: dict[str, float] = {}  # install and startup seconds, printed in the test summary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:

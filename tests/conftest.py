@@ -63,15 +63,16 @@ class RecordingTarget:
                 self.default = default
 
     def __call__(self, environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        from devtools.servers import read_request
+
+        request = read_request(environ)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers.setdefault("content-type", "")
         with self._lock:
             step = self.script.pop(0) if self.script else self.default
             status, extra, reply = (tuple(step) + ({}, b"{}")[len(step) - 1:] if isinstance(step, tuple) else (step, {}, b"{}"))
-            self.received.append({"path": environ.get("PATH_INFO"), "query": environ.get("QUERY_STRING"),
-                                  "headers": headers, "body": body, "status": status})
+            self.received.append({"path": request.path, "query": request.query, "headers": headers, "body": request.body,
+                                  "status": status})
             self._cond.notify_all()
         if self.delay:
             time.sleep(self.delay)
@@ -93,7 +94,7 @@ class RecordingTarget:
 
 @pytest.fixture
 def target():
-    from shared.wsgi_server import BackgroundServer
+    from devtools.servers import BackgroundServer
 
     recorder = RecordingTarget()
     recorder.server = BackgroundServer(recorder, threads=8).start()
@@ -104,7 +105,7 @@ def target():
 
 @pytest.fixture(scope="session")
 def _session_sandbox():
-    from shared.sandbox import Sandbox
+    from devtools.sandbox import Sandbox
 
     sandbox = Sandbox(pat="test-pat")
     sandbox.start()
@@ -166,8 +167,17 @@ class LocalHost:
                               capture_output=True, text=True, timeout=timeout)
 
 
+def clean_env() -> dict[str, str]:
+    """The process environment without any of the bridge's settings, so what a developer or CI
+    machine has set never changes what a test sees."""
+    from shared.settings import Settings
+
+    declared = set(Settings.declared())
+    return {k: v for k, v in os.environ.items() if k not in declared and not k.startswith(("AzureWebJobs", "SANDBOX_"))}
+
+
 def host_env(tmp_path: Path, sandbox_url: str, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_", "AzureWebJobs", "KEY_VAULT", "SERVICEBUS"))}
+    env = clean_env()
     env.update({
         "CALENDLY_API_BASE": sandbox_url,
         "CALENDLY_PAT": "test-pat",

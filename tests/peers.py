@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.wsgi_server import BackgroundServer
+from devtools.servers import BackgroundServer
 
 
 class PeerServer(BackgroundServer):
@@ -24,3 +24,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+class FakeClock:
+    """An injectable clock (``clock()`` -> aware UTC datetime) that moves only when told to."""
+
+    def __init__(self, start=None):
+        from datetime import datetime, timezone
+
+        self.now = start or datetime.now(timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds)

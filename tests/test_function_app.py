@@ -69,9 +69,32 @@ def test_function_app_handlers_stay_thin():
             assert len(node.body) <= 6, f"{node.name} does more than parse, call shared/ and shape the response"
 
 
-def test_reconcile_runs_on_a_timer_every_15_minutes_by_default():
-    [timer] = [fn for fn in declared_functions() if fn.get_function_name() == "reconcile"]
-    assert timer.get_trigger().schedule == "0 */15 * * * *"
+def _trigger(name):
+    [fn] = [fn for fn in declared_functions() if fn.get_function_name() == name]
+    return fn.get_trigger()
+
+
+def test_timer_and_queue_take_their_schedule_and_queue_from_app_settings_at_startup():
+    """Binding expressions, resolved by the host when it starts (a bad value fails visibly there),
+    not values read from os.environ at import and frozen into the indexed metadata."""
+    assert _trigger("reconcile").schedule == "%RECONCILE_SCHEDULE%"
+    assert _trigger("retry_delivery").queue_name == "%DELIVERY_QUEUE%"
+
+
+def test_the_sample_settings_give_the_binding_expressions_the_defaults():
+    import json
+
+    from shared.settings import Settings
+
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    declared = Settings.declared()
+    assert values["RECONCILE_SCHEDULE"] == declared["RECONCILE_SCHEDULE"]["default"] == "0 */15 * * * *"
+    assert values["DELIVERY_QUEUE"] == declared["DELIVERY_QUEUE"]["default"] == "calendly-deliveries"
+
+
+def test_function_app_reads_no_environment():
+    source = (ROOT / "function_app.py").read_text("utf-8")
+    assert "os.environ" not in source and "getenv" not in source
 
 
 def test_app_insights_sampling_never_drops_requests_or_exceptions():

@@ -52,7 +52,7 @@ def test_management_body_over_64_kib_is_a_413(bridge):
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_non_utf8_event_body_with_a_valid_signature_is_a_400(bridge, target):
+def test_non_utf8_event_body_with_a_valid_signature_is_a_400(bridge, sandbox, target):
     sub = subscribe(bridge, target).json()
-    response = post_event(bridge, sub["id"], b'{"event": "invitee.created", "x": "\xff"}', key=signing_key(bridge, sub["id"]))
+    response = post_event(bridge, sub["id"], b'{"event": "invitee.created", "x": "\xff"}', key=signing_key(bridge, sub["id"], sandbox))
     assert response.status_code == 400

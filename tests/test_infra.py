@@ -14,16 +14,12 @@ import pytest
 import yaml
 from pycep import BicepParser
 
-from shared.settings import SETTINGS
+from shared.settings import Settings
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
 BICEP = sorted(INFRA.rglob("*.bicep"))
-LOCAL_ONLY = {"CALENDLY_PAT", "BRIDGE_SQLITE_PATH", "SERVICEBUS_CONNECTION", "AzureWebJobsStorage",
-              "AzureWebJobsStorage__tableServiceUri", "AzureWebJobsStorage__queueServiceUri", "BRIDGE_LOG_LEVEL"}
-# Read by the code but not app settings: WSGI keys, the platform's own, and the sandbox tool's options.
-NOT_SETTINGS = {"QUERY_STRING", "PATH_INFO", "CONTENT_LENGTH", "REQUEST_METHOD", "CONTENT_TYPE", "HTTP_HOST",
-                "HTTP_AUTHORIZATION", "WEBSITE_HOSTNAME", "SANDBOX_PAT", "SANDBOX_URL"}
+SETTINGS = Settings.declared()
 # Built-in role definition ids (the same in every Azure tenant).
 IDENTITY_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
@@ -175,7 +171,7 @@ def test_storage_has_the_deployment_container_and_the_retry_queue():
     assert resources(storage, "Microsoft.Storage/storageAccounts/queueServices/queues")
     assert resources(storage, "Microsoft.Storage/storageAccounts/tableServices")
     main = parse(INFRA / "main.bicep")
-    assert main["variables"]["deliveryQueue"]["value"] == "calendly-deliveries" == SETTINGS["DELIVERY_QUEUE"][0]
+    assert main["variables"]["deliveryQueue"]["value"] == "calendly-deliveries" == SETTINGS["DELIVERY_QUEUE"]["default"]
 
 
 def test_service_bus_queue_drops_duplicate_deliveries():
@@ -269,31 +265,45 @@ def test_every_checkov_skip_is_still_needed():
 
 
 # Settings coverage -----------------------------------------------------------------------------
-def _settings_read_by_code() -> set[str]:
-    names = set()
-    for path in [ROOT / "function_app.py", *(ROOT / "shared").rglob("*.py")]:
-        text = path.read_text("utf-8")
-        names |= set(re.findall(r"(?:env|environ)(?:\.get\(|\[|\.setdefault\()\s*\"([A-Za-z_]+)\"", text))
-        names |= set(re.findall(r"_(?:int|flag|base_url)\(env, \"([A-Z_]+)\"", text))
-    return names - NOT_SETTINGS
+def _environment_reads(path) -> list[str]:
+    """Where a module reads the process environment (os.environ, os.getenv, os.putenv)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb", "putenv"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
 
 
-def test_every_setting_the_code_reads_is_registered():
-    read = _settings_read_by_code()
-    assert read, "the scan found nothing: it is broken"
-    assert read <= set(SETTINGS), f"unregistered settings: {read - set(SETTINGS)}"
+def test_only_the_settings_module_reads_the_environment():
+    product = [ROOT / "function_app.py", *(ROOT / "shared").rglob("*.py")]
+    reads = [where for path in product if path.name != "settings.py" for where in _environment_reads(path)]
+    assert reads == []
+    assert _environment_reads(ROOT / "shared" / "settings.py"), "the scan found nothing: it is broken"
 
 
 def test_every_setting_is_in_bicep_the_sample_and_the_readme():
     bicep = (INFRA / "main.bicep").read_text() + (INFRA / "app" / "function.bicep").read_text()
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     readme = (ROOT / "README.md").read_text()
-    for name in SETTINGS:
+    for name, declared in SETTINGS.items():
+        if declared["platform"]:
+            continue  # set by Azure itself (WEBSITE_HOSTNAME)
         # The identity-based storage settings are Azure's alternative to the sample's Azurite
         # connection string; the Functions host must not see both.
         assert name in sample or name.startswith("AzureWebJobsStorage__"), f"{name} missing from local.settings.sample.json"
         assert f"`{name}`" in readme, f"{name} missing from the README's settings table"
-        if name in LOCAL_ONLY:
+        if declared["local_only"]:
             assert name in bicep, f"{name} should be named in main.bicep's comment of local-only settings"
         else:
             assert re.search(rf"^\s*{re.escape(name)}:", bicep, re.M), f"{name} is not set as an app setting in Bicep"
+
+
+def test_the_sample_settings_are_valid_and_agree_with_the_declared_defaults():
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    Settings.from_env(sample)  # raises SettingsError naming any invalid value
+    for name, value in sample.items():
+        if name in SETTINGS and value and name not in ("CALENDLY_API_BASE", "ALLOW_INSECURE_TARGETS", "BRIDGE_PUBLIC_URL"):
+            default = SETTINGS[name]["default"]
+            assert default is None or str(default) == value, f"{name}: sample {value!r} vs default {default!r}"

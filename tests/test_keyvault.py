@@ -154,20 +154,19 @@ def test_management_is_503_but_calendly_events_are_accepted_while_the_vault_is_d
 
 
 def test_in_process_management_is_503_json_health_stays_quiet_and_events_flow_while_the_vault_is_down(
-        vault, sandbox, target, tmp_path, monkeypatch):
-    from shared import api, bridge as bridge_module, signatures
-    from shared.bridge import Bridge
-    from shared.http import Headers, Request
+        vault, sandbox, target, tmp_path):
+    from shared import api, signatures
+    from shared.composition import compose
+    from shared.http import Request
 
     settings = Settings.from_env({"KEY_VAULT_URL": vault.url, "CALENDLY_API_BASE": sandbox.url, "ALLOW_INSECURE_TARGETS": "true",
                                   "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071", "BRIDGE_SQLITE_PATH": str(tmp_path / "b.sqlite3")})
     pat = provider(vault)
-    bridge = Bridge(settings, calendly=CalendlyClient(sandbox.url, pat))
-    monkeypatch.setattr(bridge_module, "_bridge", bridge)
+    bridge = compose(settings, pat=pat, calendly=CalendlyClient(sandbox.url, pat))
 
     def subscribe(path):
         body = json.dumps({"url": f"{target.url}{path}", "events": ["invitee.created"]}).encode()
-        return api.subscribe(Request("POST", "http://127.0.0.1:7071/api/subscriptions", body=body))
+        return api.subscribe(lambda: bridge, Request("POST", "http://127.0.0.1:7071/api/subscriptions", body=body))
 
     created = subscribe("/first")
     assert created.status == 201, created.body
@@ -180,7 +179,7 @@ def test_in_process_management_is_503_json_health_stays_quiet_and_events_flow_wh
     error = json.loads(refused.body)["error"]
     assert error["code"] == "pat_unavailable" and vault.url in error["message"] and "test-pat" not in error["message"]
 
-    health = api.health(Request("GET", "http://127.0.0.1:7071/api/health"))
+    health = api.health(lambda: bridge, Request("GET", "http://127.0.0.1:7071/api/health"))
     assert json.loads(health.body)["checks"]["calendly_pat"] == "configured"
     assert vault.url not in health.body.decode() and "calendly-pat" not in health.body.decode()
 
@@ -188,8 +187,8 @@ def test_in_process_management_is_503_json_health_stays_quiet_and_events_flow_wh
     event = json.dumps({"event": "invitee.created", "created_at": "2026-01-01T00:00:00.000000Z",
                         "payload": {"uri": "https://api.calendly.com/scheduled_events/E/invitees/I"}}).encode()
     key = bridge.store.get_subscription(sub_id).signing_key
-    accepted = api.calendly_event(Request("POST", f"http://127.0.0.1:7071/api/calendly/events/{sub_id}",
-                                          headers=Headers({signatures.HEADER: signatures.sign(event, key)}),
+    accepted = api.calendly_event(lambda: bridge, Request("POST", f"http://127.0.0.1:7071/api/calendly/events/{sub_id}",
+                                          headers={signatures.HEADER: signatures.sign(event, key)},
                                           route_params={"id": sub_id}, body=event))
     assert accepted.status == 200 and json.loads(accepted.body)["status"] == "delivered"
     assert target.wait_for(1)[0]["body"] == event and vault.requests == asked  # the callback never asked for the PAT

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import signatures
-from shared.http import Headers, Request
+from shared.http import Request
 from shared.redaction import redact_url
 from shared.signatures import SignatureError
 
@@ -69,17 +69,16 @@ def test_redaction_never_raises(url):
 
 @pytest.fixture(scope="module")
 def in_process_bridge(tmp_path_factory):
-    from shared.bridge import reset_bridge
+    from shared.composition import compose
+    from shared.settings import Settings
     from tests.conftest import free_port
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BRIDGE_SQLITE_PATH", str(tmp_path_factory.mktemp("props") / "b.sqlite3"))
-        mp.setenv("CALENDLY_API_BASE", f"http://127.0.0.1:{free_port()}")  # nothing listens: no Calendly
-        mp.setenv("CALENDLY_PAT", "property-pat")
-        mp.setenv("BRIDGE_PUBLIC_URL", "http://127.0.0.1:7071")
-        reset_bridge()
-        yield
-        reset_bridge()
+    bridge = compose(Settings.from_env({
+        "BRIDGE_SQLITE_PATH": str(tmp_path_factory.mktemp("props") / "b.sqlite3"),
+        "CALENDLY_API_BASE": f"http://127.0.0.1:{free_port()}",  # nothing listens: no Calendly
+        "CALENDLY_PAT": "property-pat", "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071"}))
+    yield lambda: bridge
+    bridge.close()
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -98,8 +97,8 @@ def test_management_handlers_answer_json_4xx_or_success_never_5xx_for_bad_input(
     for handler, method in ((api.subscribe, "POST"), (api.list_subscriptions, "GET"), (api.get_subscription, "GET"),
                             (api.unsubscribe_by_callback, "DELETE"), (api.list_deliveries, "GET"),
                             (api.replay_delivery, "POST"), (api.calendly_event, "POST")):
-        request = Request(method, "http://127.0.0.1/api/x", Headers({}), params, {"id": route_id, "delivery_id": route_id}, body)
-        response = handler(request)
+        request = Request(method, "http://127.0.0.1/api/x", {}, params, {"id": route_id, "delivery_id": route_id}, body)
+        response = handler(in_process_bridge, request)
         assert response.status < 500 or json.loads(response.body)["error"]["code"] in {
             "calendly_unavailable", "calendly_unauthorized", "configuration_error"}, (handler.__name__, response.body)
         if response.body:

@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, clean_env, free_port
 
 
 def test_serve_sandbox_shows_an_event_flowing_through(tmp_path):
@@ -15,7 +15,7 @@ def test_serve_sandbox_shows_an_event_flowing_through(tmp_path):
     log = tmp_path / "demo.log"
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_"))}
+    env = clean_env()
     env["BRIDGE_SQLITE_PATH"] = str(tmp_path / "demo.sqlite3")
     with open(log, "wb") as out:
         proc = subprocess.Popen(env_cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -39,12 +39,13 @@ def test_serve_sandbox_shows_an_event_flowing_through(tmp_path):
 def test_invalid_setting_stops_serve_with_one_clear_error(tmp_path):
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDLY_", "BRIDGE_"))}
+    env = clean_env()
     env.update(SIGNATURE_TOLERANCE_SECONDS="soon", BRIDGE_SQLITE_PATH=str(tmp_path / "x.sqlite3"))
     done = subprocess.run([sys.executable, "-m", "shared", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "SIGNATURE_TOLERANCE_SECONDS must be a whole number" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "SIGNATURE_TOLERANCE_SECONDS is invalid" in done.stderr and "valid integer" in done.stderr and "'soon'" in done.stderr
 
 
 def test_unknown_command_prints_usage():

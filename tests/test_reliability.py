@@ -155,11 +155,16 @@ def test_reconcile_recreates_disabled_and_missing_hooks_and_deletes_orphans(brid
 
 
 def test_reconcile_finishes_a_subscribe_interrupted_after_the_record_write(bridge, sandbox, target):
+    from shared.models import SubscriptionState
+    from shared.store.sqlite import SqliteStore
+
     sub = subscribe(bridge, target).json()
-    with sqlite3.connect(bridge.env["BRIDGE_SQLITE_PATH"]) as db:
-        row = json.loads(db.execute("SELECT data FROM subscriptions").fetchone()[0])
-        row.update(state="creating", calendly_webhook=None, updated_at="2000-01-01T00:00:00.000000Z")
-        db.execute("UPDATE subscriptions SET data = ?", (json.dumps(row),))
+    # A crash right after the record write: the record says 'creating' (long ago) and knows no hook.
+    store = SqliteStore(bridge.env["BRIDGE_SQLITE_PATH"])
+    record = store.get_subscription(sub["id"])
+    store.update_subscription(record.replace(state=SubscriptionState.CREATING, calendly_webhook=None,
+                                             updated_at="2000-01-01T00:00:00.000000Z"))
+    store.close()
     summary = json.loads(bridge.run("reconcile").stdout)
     assert summary["completed"] == 1, summary
     current = bridge.api("GET", f"/subscriptions/{sub['id']}").json()
@@ -182,25 +187,23 @@ def test_reconcile_when_calendly_is_down_reports_errors_and_changes_nothing(brid
 def test_store_failing_after_the_record_still_answers_202_and_keeps_the_delivery(tmp_path, target):
     """Once recorded, a failed bookkeeping write must not make Calendly resend (nor be a 5xx)."""
     from shared import signatures as sig
-    from shared.bridge import Bridge
-    from shared.callbacks import receive
+    from shared.composition import compose
     from shared.errors import StoreUnavailable
-    from shared.http import Headers
-    from shared.models import ACTIVE, Subscription
+    from shared.models import HttpEndpoint, Subscription, SubscriptionState
     from shared.settings import Settings
 
-    bridge = Bridge(Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3"), "CALENDLY_PAT": "x",
+    bridge = compose(Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3"), "CALENDLY_PAT": "x",
                                        "BRIDGE_PUBLIC_URL": "http://127.0.0.1:1", "ALLOW_INSECURE_TARGETS": "true"}))
     sub = bridge.store.create_subscription(Subscription(
-        id="c" * 32, target={"type": "http", "url": f"{target.url}/flow"}, events=["invitee.created"], scope="organization",
-        organization="o", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
+        id="c" * 32, target=HttpEndpoint(f"{target.url}/flow"), events=["invitee.created"], scope="organization",
+        organization="o", user=None, group=None, signing_key="k", generation="g", state=SubscriptionState.ACTIVE))
 
     def broken_update(delivery):
         raise StoreUnavailable()
 
     bridge.store.update_delivery = broken_update
     body = b'{"event": "invitee.created", "payload": {"uri": "https://api.calendly.com/x/invitees/1"}}'
-    response = receive(bridge, sub.id, Headers({sig.HEADER: sig.sign(body, "k")}), body)
+    response = bridge.callbacks.receive(sub.id, {sig.HEADER: sig.sign(body, "k")}, body)
     assert response.status == 202 and json.loads(response.body)["status"] == "pending"
     [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
     assert pending.body == body
@@ -213,10 +216,8 @@ def test_target_host_is_rechecked_at_delivery_time(tmp_path, monkeypatch):
     import socket as socket_module
 
     from shared import signatures as sig
-    from shared.bridge import Bridge
-    from shared.callbacks import receive
-    from shared.http import Headers
-    from shared.models import ACTIVE, Subscription
+    from shared.composition import compose
+    from shared.models import HttpEndpoint, Subscription, SubscriptionState
     from shared.settings import Settings
     from shared.targets.policy import check_target_url
 
@@ -229,10 +230,10 @@ def test_target_host_is_rechecked_at_delivery_time(tmp_path, monkeypatch):
     settings = Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "r.sqlite3"), "CALENDLY_PAT": "x",
                                   "BRIDGE_PUBLIC_URL": "https://bridge.example"})
     assert check_target_url("https://flow.example/hook", settings)  # subscribe time: public
-    bridge = Bridge(settings)
+    bridge = compose(settings)
     sub = bridge.store.create_subscription(Subscription(
-        id="d" * 32, target={"type": "http", "url": "https://flow.example/hook"}, events=["invitee.created"],
-        scope="organization", organization="o", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
+        id="d" * 32, target=HttpEndpoint("https://flow.example/hook"), events=["invitee.created"], scope="organization",
+        organization="o", user=None, group=None, signing_key="k", generation="g", state=SubscriptionState.ACTIVE))
     answers["flow.example"] = "169.254.169.254"  # rebinds to the metadata endpoint
     connects = []
     import urllib3.util.connection
@@ -243,7 +244,7 @@ def test_target_host_is_rechecked_at_delivery_time(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib3.util.connection, "create_connection", no_connect)
     body = b'{"event": "invitee.created", "payload": {"uri": "https://api.calendly.com/x/invitees/2"}}'
-    response = receive(bridge, sub.id, Headers({sig.HEADER: sig.sign(body, "k")}), body)
+    response = bridge.callbacks.receive(sub.id, {sig.HEADER: sig.sign(body, "k")}, body)
     assert response.status == 202 and connects == []
     [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
     assert "private" in pending.last_error or "reserved" in pending.last_error

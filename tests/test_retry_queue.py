@@ -14,14 +14,18 @@ import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from shared import bridge as bridge_module, callbacks, delivery as delivery_module, signatures
-from shared.bridge import Bridge
-from shared.http import Headers
-from shared.models import ACTIVE, DEAD, DELIVERED, PENDING, Delivery, Subscription
+import function_app
+from shared import signatures
+from shared.composition import Bridge, compose
+from shared.delivery import DeliveryPolicy
+from shared.models import Delivery, DeliveryStatus, HttpEndpoint, Subscription, SubscriptionState
 from shared.retry_queue import QueueScheduler, handle_message, message_text, queue_client
 from shared.settings import Settings
-from tests.azurite import ACCOUNT, free_port
+from tests.azurite import ACCOUNT
 from tests.conftest import ROOT, declared_functions
+from tests.peers import FakeClock, free_port
+
+DEAD, DELIVERED, PENDING = DeliveryStatus.DEAD, DeliveryStatus.DELIVERED, DeliveryStatus.PENDING
 
 MAX_ATTEMPTS = 3
 
@@ -37,29 +41,28 @@ def storage_env(azurite: str, **extra: str) -> dict[str, str]:
             "CALENDLY_PAT": "x", "ALLOW_INSECURE_TARGETS": "true", "DELIVERY_MAX_ATTEMPTS": str(MAX_ATTEMPTS), **extra}
 
 
-@pytest.fixture
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(delivery_module, "BACKOFF_BASE_SECONDS", 1.0)
-    monkeypatch.setattr(delivery_module, "IN_REQUEST_BUDGET_SECONDS", 1.0)
-    monkeypatch.setattr(callbacks, "IN_REQUEST_BUDGET_SECONDS", 1.0)
-    monkeypatch.setattr(delivery_module, "WORKER_BUDGET_SECONDS", 1.0)
+# Backoff of about a second (hidden in the real queue that long), and one-second attempts.
+FAST = DeliveryPolicy(max_attempts=MAX_ATTEMPTS, in_request_budget=1.0, worker_budget=1.0, backoff_base=1.0)
 
 
-def make_bridge(env: dict[str, str], target) -> tuple[Bridge, Subscription]:
-    bridge = Bridge(Settings.from_env(env))
+def make_bridge(env: dict[str, str], target, clock=None) -> tuple[Bridge, Subscription]:
+    bridge = compose(Settings.from_env(env), policy=FAST, **({"clock": clock} if clock else {}))
     sub = bridge.store.create_subscription(Subscription(
-        id=uuid.uuid4().hex, target={"type": "http", "url": f"{target.url}/flow"}, events=["invitee.created"], scope="organization",
-        organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="k", generation="g", state=ACTIVE))
+        id=uuid.uuid4().hex, target=HttpEndpoint(f"{target.url}/flow"), events=["invitee.created"], scope="organization",
+        organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="k", generation="g",
+        state=SubscriptionState.ACTIVE))
     return bridge, sub
 
 
 @pytest.fixture
-def azure_bridge(azurite, target, fast_backoff, monkeypatch):
+def azure_bridge(azurite, target):
     env = storage_env(azurite)
-    bridge, sub = make_bridge(env, target)
-    monkeypatch.setattr(bridge_module, "_bridge", bridge)  # what get_bridge() returns inside the queue trigger
+    clock = FakeClock()
+    bridge, sub = make_bridge(env, target, clock)
+    function_app.bridge.use(lambda: bridge)  # what the queue trigger's function uses
     reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"], message_decode_policy=TextBase64DecodePolicy())
-    yield bridge, sub, reader
+    yield bridge, sub, reader, clock
+    function_app.bridge.use(lambda: compose(Settings.from_env()))
     bridge.close()
     reader.close()
 
@@ -67,7 +70,7 @@ def azure_bridge(azurite, target, fast_backoff, monkeypatch):
 def post_event(bridge, sub, n=0):
     body = json.dumps({"event": "invitee.created", "payload": {"uri": f"https://api.calendly.com/x/invitees/{n}", "name": "Zoë"}},
                       ensure_ascii=False).encode()
-    return callbacks.receive(bridge, sub.id, Headers({signatures.HEADER: signatures.sign(body, "k")}), body)
+    return bridge.callbacks.receive(sub.id, {signatures.HEADER: signatures.sign(body, "k")}, body)
 
 
 def run_host(reader, until, timeout=20.0) -> int:
@@ -89,28 +92,31 @@ def status_of(bridge, delivery_id):
     return bridge.store.get_delivery(delivery_id).status
 
 
+def failed_first_attempt(bridge, sub, target, n=0) -> str:
+    """An event whose in-request attempt met a target answering 503: pending, queued for a retry."""
+    target.respond(default=503)
+    response = post_event(bridge, sub, n)
+    assert response.status == 202
+    return json.loads(response.body)["delivery_id"]
+
+
 @pytest.mark.azurite
 def test_target_down_then_up_is_delivered_exactly_once(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    response = post_event(bridge, sub)
-    assert response.status == 202
-    delivery_id = json.loads(response.body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target)
     assert reader.get_queue_properties().approximate_message_count == 1
     assert reader.peek_messages() == [], "hidden for its backoff"
     target.respond(default=200)
     run_host(reader, until=lambda: status_of(bridge, delivery_id) == DELIVERED)
     assert [r["headers"]["x-bridge-delivery-id"] for r in target.delivered()] == [delivery_id]
     assert bridge.store.get_delivery(delivery_id).attempts == 2  # the failed in-request attempt, then the retry
-    time.sleep(1.5)
-    assert reader.peek_messages() == [], "nothing more is scheduled once delivered"
+    assert reader.get_queue_properties().approximate_message_count == 0, "nothing more is scheduled (hidden or not)"
 
 
 @pytest.mark.azurite
 def test_target_down_past_the_last_attempt_is_dead_and_kept_for_replay(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    delivery_id = json.loads(post_event(bridge, sub, 1).body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target, 1)
     run_host(reader, until=lambda: status_of(bridge, delivery_id) == DEAD, timeout=40)
     dead = bridge.store.get_delivery(delivery_id)
     assert (dead.status, dead.attempts, dead.last_status) == (DEAD, MAX_ATTEMPTS, 503)
@@ -122,15 +128,14 @@ def test_target_down_past_the_last_attempt_is_dead_and_kept_for_replay(azure_bri
 
 
 def test_the_backoff_spans_hours_with_the_default_attempts():
-    delays = [delivery_module.backoff_seconds(n) / 1.1 for n in range(1, 8)]  # worst case of the jitter
+    delays = [DeliveryPolicy().backoff_seconds(n) / 1.1 for n in range(1, 8)]  # worst case of the jitter
     assert int(Settings.from_env({}).delivery_max_attempts) == 8 and sum(delays) > 3 * 3600
 
 
 @pytest.mark.azurite
 def test_a_message_delivered_twice_sends_once(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    delivery_id = json.loads(post_event(bridge, sub, 2).body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target, 2)
     pending = bridge.store.get_delivery(delivery_id)
     bridge.deliveries.scheduler.schedule(pending, 0)  # the queue's at-least-once: a second copy
     target.respond(default=200)
@@ -140,54 +145,52 @@ def test_a_message_delivered_twice_sends_once(azure_bridge, target):
         time.sleep(0.1)
     assert len(copies) == 2
     with ThreadPoolExecutor(2) as workers:  # two Functions instances, each with one copy, at once
-        outcomes = list(workers.map(handle_message, copies))
+        outcomes = list(workers.map(lambda text: handle_message(bridge.deliveries, text), copies))
     assert DELIVERED in outcomes and set(outcomes) <= {DELIVERED, "claimed elsewhere", "not due"}
     assert len(target.delivered()) == 1
 
 
 @pytest.mark.azurite
 def test_a_message_for_a_delivery_another_worker_holds_is_put_back_not_sent(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    delivery_id = json.loads(post_event(bridge, sub, 3).body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target, 3)
     leased = bridge.deliveries.claim(bridge.store.get_delivery(delivery_id))  # another worker is attempting it
     target.respond(default=200)
-    assert handle_message(message_text(leased)) == "not due"
+    assert handle_message(bridge.deliveries, message_text(leased)) == "not due"
     assert target.delivered() == [] and status_of(bridge, delivery_id) == PENDING
     assert reader.get_queue_properties().approximate_message_count == 2, "put back for when the lease ends"
 
 
 @pytest.mark.azurite
 def test_a_message_that_a_later_attempt_overtook_is_dropped(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    delivery_id = json.loads(post_event(bridge, sub, 4).body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target, 4)
     old = bridge.store.get_delivery(delivery_id)
     target.respond(default=200)
     assert bridge.deliveries.replay(delivery_id).status == DELIVERED
-    assert handle_message(message_text(old)) == DELIVERED
-    assert handle_message(message_text(old.replace(attempts=old.attempts - 1))) == DELIVERED
+    assert handle_message(bridge.deliveries, message_text(old)) == DELIVERED
+    assert handle_message(bridge.deliveries, message_text(old.replace(attempts=old.attempts - 1))) == DELIVERED
     assert len(target.delivered()) == 1
 
 
 @pytest.mark.azurite
 def test_a_lost_queue_message_is_caught_by_the_overdue_safety_net(azure_bridge, target):
-    bridge, sub, reader = azure_bridge
-    target.respond(default=503)
-    delivery_id = json.loads(post_event(bridge, sub, 5).body)["delivery_id"]
+    bridge, sub, reader, clock = azure_bridge
+    delivery_id = failed_first_attempt(bridge, sub, target, 5)
     reader.clear_messages()  # the message is gone (a crash before enqueueing)
     target.respond(default=200)
-    assert bridge.deliveries.redeliver(due_only=True, overdue_seconds=600)["attempted"] == 0, "not overdue yet"
-    time.sleep(1.5)
-    assert bridge.deliveries.redeliver(due_only=True, overdue_seconds=0)["delivered"] == 1
+    assert bridge.deliveries.retry_due(overdue_seconds=600)["attempted"] == 0, "not overdue yet"
+    clock.advance(601 + 1.1 * FAST.backoff_base)
+    assert bridge.deliveries.retry_due(overdue_seconds=600)["delivered"] == 1
     assert status_of(bridge, delivery_id) == DELIVERED and len(target.delivered()) == 1
 
 
 @pytest.mark.azurite
-def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_it(azurite, target, fast_backoff):
+def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_it(azurite, target):
     parts = dict(part.split("=", 1) for part in azurite.split(";") if part)
     parts["QueueEndpoint"] = f"http://127.0.0.1:{free_port()}/{ACCOUNT}"  # nothing listens there
-    bridge, sub = make_bridge(storage_env(";".join(f"{k}={v}" for k, v in parts.items())), target)
+    clock = FakeClock()
+    bridge, sub = make_bridge(storage_env(";".join(f"{k}={v}" for k, v in parts.items())), target, clock)
     try:
         target.respond(default=503)
         response = post_event(bridge, sub, 6)
@@ -195,14 +198,15 @@ def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_i
         delivery_id = json.loads(response.body)["delivery_id"]
         assert status_of(bridge, delivery_id) == PENDING
         target.respond(default=200)
-        time.sleep(1.5)
-        assert bridge.deliveries.redeliver(due_only=True)["delivered"] == 1
+        assert bridge.deliveries.retry_due()["attempted"] == 0, "not due yet"
+        clock.advance(1.1 * FAST.backoff_base)
+        assert bridge.deliveries.retry_due()["delivered"] == 1
     finally:
         bridge.close()
 
 
 @pytest.mark.azurite
-def test_redeliver_command_works_against_table_storage(azurite, target, fast_backoff, tmp_path):
+def test_redeliver_command_works_against_table_storage(azurite, target, tmp_path):
     env = storage_env(azurite)
     bridge, sub = make_bridge(env, target)
     try:
@@ -220,10 +224,10 @@ def test_redeliver_command_works_against_table_storage(azurite, target, fast_bac
 
 @pytest.mark.azurite
 def test_malformed_messages_are_dropped_not_retried_forever(azure_bridge):
-    bridge, _, _ = azure_bridge
+    bridge, _, _, _ = azure_bridge
     for text in ("not json", '{"delivery_id": 5}', "[]", '{"delivery_id": "x", "attempts": "1"}', ""):
-        assert handle_message(text, bridge) == "malformed"
-    assert handle_message(json.dumps({"delivery_id": f"{uuid.uuid4().hex}-{'0' * 24}"}), bridge) == "unknown"
+        assert handle_message(bridge.deliveries, text) == "malformed"
+    assert handle_message(bridge.deliveries, json.dumps({"delivery_id": f"{uuid.uuid4().hex}-{'0' * 24}"})) == "unknown"
 
 
 @pytest.mark.azurite
@@ -240,5 +244,5 @@ def test_a_backoff_longer_than_a_message_can_hide_is_capped_at_seven_days(azurit
 
 def test_queue_trigger_is_declared_on_the_delivery_queue():
     trigger = retry_function().get_trigger()
-    assert trigger.queue_name == "calendly-deliveries" and trigger.connection == "AzureWebJobsStorage"
+    assert trigger.queue_name == "%DELIVERY_QUEUE%" and trigger.connection == "AzureWebJobsStorage"
     assert trigger.get_binding_name() == "queueTrigger"

@@ -12,10 +12,11 @@ import requests
 import yaml
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from shared import sample_events, signatures
-from shared.console_target import ConsoleTarget
+from devtools import sample_events
+from shared import signatures
+from devtools.console_target import ConsoleTarget
 from shared.events import EVENT_TYPES
-from shared.sandbox import Sandbox, main_simulate
+from devtools.sandbox import Sandbox, main_simulate
 from tests.peers import free_port, serve_wsgi
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "calendly" / "calendly-api-openapi-2024.yaml"

@@ -15,7 +15,7 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEntityNotFoundError, ServiceBusAuthenticationError,
                                          ServiceBusConnectionError)
 
-from shared.models import Delivery, Subscription
+from shared.models import Delivery, ServiceBusEntity, Subscription
 from shared.settings import Settings
 from shared.targets import servicebus as servicebus_module
 from shared.targets.servicebus import ServiceBusTarget, _client_from_settings
@@ -62,7 +62,7 @@ class FakeClient:
 
 
 def sub(entity="queue", name="calendly-events"):
-    return Subscription(id="a" * 32, target={"type": "servicebus", "entity": entity, "name": name}, events=["invitee.created"],
+    return Subscription(id="a" * 32, target=ServiceBusEntity(entity, name), events=["invitee.created"],
                         scope="organization", organization="o", user=None, group=None, signing_key="k", generation="g")
 
 
@@ -214,27 +214,19 @@ def test_an_unconfigured_target_fails_with_the_settings_to_set():
     assert not result.ok and "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE" in result.error and "SERVICEBUS_CONNECTION" in result.error
 
 
-def test_client_comes_from_the_connection_string_or_the_namespace_with_the_chosen_identity(monkeypatch):
-    import azure.identity
-
-    identities = []
-
+def test_client_comes_from_the_connection_string_or_the_namespace_with_the_apps_credential():
     class Credential:
-        def __init__(self, **kwargs):
-            identities.append(kwargs)
-
         def get_token(self, *scopes, **kwargs):
             raise AssertionError("no token is needed to build a client")
 
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Credential)
-    by_identity = _client_from_settings(Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb://contoso.servicebus.windows.net/",
-                                                           "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555"}))
+    credential = Credential()
+    by_identity = _client_from_settings(Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb://contoso.servicebus.windows.net/"}),
+                                        credential)
     assert by_identity.fully_qualified_namespace == "contoso.servicebus.windows.net"
-    assert identities == [{"managed_identity_client_id": "11111111-2222-3333-4444-555555555555"}]
+    assert by_identity._credential is credential
     both = Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "contoso.servicebus.windows.net",
                               "SERVICEBUS_CONNECTION": "Endpoint=sb://local.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k"})
-    assert _client_from_settings(both).fully_qualified_namespace == "local.servicebus.windows.net"
-    assert len(identities) == 1
+    assert _client_from_settings(both, credential).fully_qualified_namespace == "local.servicebus.windows.net"
 
 
 def test_close_releases_the_client_and_its_senders():
@@ -246,7 +238,7 @@ def test_close_releases_the_client_and_its_senders():
 
 
 def test_azure_sdks_are_imported_only_when_used():
-    code = ("import sys; import shared.bridge, shared.targets.servicebus, shared.secrets; "
+    code = ("import sys; import shared.composition, shared.targets.servicebus, shared.secrets; "
             "print(sorted(m for m in sys.modules if m.startswith(('azure.servicebus', 'azure.identity', 'azure.keyvault'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

@@ -12,6 +12,24 @@ BODY = '{"event":"invitee.created","payload":{"name":"Zoë Ångström"}}'.encode
 NOW = 1_764_000_000
 
 
+# A fixed vector, computed outside this code base:
+#   printf '%s' '1764000000.{"event":"invitee.created","payload":{"email":"zoë@example.com"}}' \
+#     | openssl dgst -sha256 -hmac 'calendly-test-signing-key-1'
+VECTOR_KEY = "calendly-test-signing-key-1"
+VECTOR_BODY = '{"event":"invitee.created","payload":{"email":"zoë@example.com"}}'.encode("utf-8")
+VECTOR_HEADER = "t=1764000000,v1=682db05d12513fcd795acc33d82038d8381325bc95856f1db7103fc8f9188f8c"
+
+
+def test_signing_reproduces_the_fixed_vector():
+    assert signatures.sign(VECTOR_BODY, VECTOR_KEY, 1764000000) == VECTOR_HEADER
+
+
+def test_the_fixed_vector_verifies_and_one_changed_byte_does_not():
+    assert signatures.verify(VECTOR_BODY, VECTOR_HEADER, VECTOR_KEY, 180, now=1764000000 + 179) == 1764000000
+    with pytest.raises(SignatureError):
+        signatures.verify(VECTOR_BODY.replace(b"z", b"Z", 1), VECTOR_HEADER, VECTOR_KEY, 180, now=1764000000)
+
+
 def test_signature_matches_calendly_spec_vector():
     expected = hmac.new(KEY.encode(), f"{NOW}.".encode() + BODY, hashlib.sha256).hexdigest()
     assert signatures.sign(BODY, KEY, NOW) == f"t={NOW},v1={expected}"

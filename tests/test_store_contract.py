@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from shared.errors import ConcurrencyConflict, StoreUnavailable
-from shared.models import DEAD, DELIVERED, PENDING, Delivery, Subscription, isotime, target_hash
+from shared.models import Delivery, DeliveryStatus, HttpEndpoint, Subscription, SubscriptionState, isotime, target_hash
 from shared.settings import Settings
 from shared.store import open_store
 from tests.azurite import ACCOUNT, KEY, free_port
@@ -30,7 +30,7 @@ def store(request, tmp_path):
 
 
 def sub(n=0, url="https://flow.example/a", **kw) -> Subscription:
-    fields = dict(id=f"{n:032x}", target={"type": "http", "url": url}, events=["invitee.created"], scope="organization",
+    fields = dict(id=f"{n:032x}", target=HttpEndpoint(url), events=["invitee.created"], scope="organization",
                   organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="key", generation="g")
     fields.update(kw)
     return Subscription(**fields)
@@ -43,13 +43,20 @@ def delivery(sub_n=0, n=0, body=b"{}", **kw) -> Delivery:
 
 
 def hash_of(url: str) -> str:
-    return target_hash({"type": "http", "url": url})
+    return target_hash(HttpEndpoint(url))
 
 
 # Subscriptions -----------------------------------------------------------------------------
 
 def test_ping_answers_when_the_backend_is_up(store):
-    store.ping()
+    assert store.ping() is None  # and raises StoreUnavailable when it is down (tests below)
+
+
+def test_ping_of_a_corrupt_sqlite_file_is_store_unavailable(tmp_path):
+    path = tmp_path / "corrupt.sqlite3"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreUnavailable):
+        open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": str(path)})).ping()
 
 
 def test_create_get_update_delete(store):
@@ -57,7 +64,7 @@ def test_create_get_update_delete(store):
     assert created.etag
     got = store.get_subscription(created.id)
     assert (got.target, got.events, got.group, got.user, got.etag) == (created.target, ["a", "b"], created.group, None, created.etag)
-    updated = store.update_subscription(got.replace(state="active", calendly_webhook="https://api.calendly.com/webhook_subscriptions/W"))
+    updated = store.update_subscription(got.replace(state=SubscriptionState.ACTIVE, calendly_webhook="https://api.calendly.com/webhook_subscriptions/W"))
     again = store.get_subscription(created.id)
     assert again.calendly_webhook.endswith("/W") and again.state == "active"
     assert updated.etag != got.etag and again.etag == updated.etag
@@ -74,15 +81,15 @@ def test_duplicate_create_is_a_conflict(store):
     store.create_subscription(sub(2))
     with pytest.raises(ConcurrencyConflict):
         store.create_subscription(sub(2, url="https://flow.example/other"))
-    assert store.get_subscription(f"{2:032x}").target["url"] == "https://flow.example/a"
+    assert store.get_subscription(f"{2:032x}").target == HttpEndpoint("https://flow.example/a")
     assert store.find_subscriptions_by_target(hash_of("https://flow.example/other")) == []
 
 
 def test_stale_etag_update_is_a_conflict(store):
     first = store.create_subscription(sub(3))
-    store.update_subscription(first.replace(state="active"))
+    store.update_subscription(first.replace(state=SubscriptionState.ACTIVE))
     with pytest.raises(ConcurrencyConflict):
-        store.update_subscription(first.replace(state="deleting"))
+        store.update_subscription(first.replace(state=SubscriptionState.DELETING))
     assert store.get_subscription(first.id).state == "active"
 
 
@@ -117,7 +124,7 @@ def test_find_by_target_follows_creates_updates_and_deletes(store):
     assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{20:032x}", f"{21:032x}"]
     store.delete_subscription(a.id)
     assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{21:032x}"]
-    store.update_subscription(c.replace(target={"type": "http", "url": "https://flow.example/same"}))
+    store.update_subscription(c.replace(target=HttpEndpoint("https://flow.example/same")))
     assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{21:032x}", f"{22:032x}"]
     assert store.find_subscriptions_by_target(other) == []
 
@@ -129,7 +136,7 @@ def test_record_delivery_is_insert_if_absent(store):
     assert first is not None and first.etag
     assert store.record_delivery(delivery(30, 1, body=b'{"other": 1}')) is None
     got = store.get_delivery(first.id)
-    assert got.body == b"{}" and got.etag == first.etag and got.status == PENDING and got.attempts == 0
+    assert got.body == b"{}" and got.etag == first.etag and got.status == DeliveryStatus.PENDING and got.attempts == 0
 
 
 def test_unknown_delivery_is_none(store):
@@ -150,12 +157,12 @@ def test_bodies_round_trip_byte_exact(store, body):
 
 def test_delivery_update_uses_etags(store):
     recorded = store.record_delivery(delivery(32, 3))
-    done = store.update_delivery(recorded.replace(status=DELIVERED, attempts=1, last_status=200, delivered_at=isotime()))
+    done = store.update_delivery(recorded.replace(status=DeliveryStatus.DELIVERED, attempts=1, last_status=200, delivered_at=isotime()))
     got = store.get_delivery(recorded.id)
-    assert (got.status, got.attempts, got.last_status, got.etag) == (DELIVERED, 1, 200, done.etag)
+    assert (got.status, got.attempts, got.last_status, got.etag) == (DeliveryStatus.DELIVERED, 1, 200, done.etag)
     with pytest.raises(ConcurrencyConflict):
-        store.update_delivery(recorded.replace(status=PENDING))
-    assert store.get_delivery(recorded.id).status == DELIVERED
+        store.update_delivery(recorded.replace(status=DeliveryStatus.PENDING))
+    assert store.get_delivery(recorded.id).status == DeliveryStatus.DELIVERED
 
 
 def test_update_of_a_missing_delivery_is_a_conflict(store):
@@ -167,12 +174,12 @@ def test_update_of_a_missing_delivery_is_a_conflict(store):
 
 def test_delivery_fields_round_trip(store):
     recorded = store.record_delivery(delivery(34, 1, event="invitee.canceled", event_key="invitee.canceled\nuri"))
-    dead = recorded.replace(status=DEAD, attempts=8, last_status=None, last_error="connection refused: Zoë", updated_at=isotime())
+    dead = recorded.replace(status=DeliveryStatus.DEAD, attempts=8, last_status=None, last_error="connection refused: Zoë", updated_at=isotime())
     store.update_delivery(dead)
     got = store.get_delivery(recorded.id)
     assert (got.subscription_id, got.event, got.event_key, got.status, got.attempts, got.last_status, got.last_error,
             got.delivered_at, got.created_at, got.updated_at) == (
-        f"{34:032x}", "invitee.canceled", "invitee.canceled\nuri", DEAD, 8, None, "connection refused: Zoë",
+        f"{34:032x}", "invitee.canceled", "invitee.canceled\nuri", DeliveryStatus.DEAD, 8, None, "connection refused: Zoë",
         None, recorded.created_at, dead.updated_at)
 
 
@@ -192,8 +199,8 @@ def test_due_deliveries_are_pending_and_due_oldest_first(store):
     store.record_delivery(delivery(51, 2, next_attempt_at="2026-01-01T00:00:01.000000Z"))
     store.record_delivery(delivery(52, 3, next_attempt_at="2026-01-01T00:00:03.000000Z"))
     store.record_delivery(delivery(50, 4, next_attempt_at="2999-01-01T00:00:00.000000Z"))
-    store.record_delivery(delivery(53, 5, status=DELIVERED, next_attempt_at="2026-01-01T00:00:00.000000Z"))
-    store.record_delivery(delivery(53, 6, status=DEAD, next_attempt_at="2026-01-01T00:00:00.000000Z"))
+    store.record_delivery(delivery(53, 5, status=DeliveryStatus.DELIVERED, next_attempt_at="2026-01-01T00:00:00.000000Z"))
+    store.record_delivery(delivery(53, 6, status=DeliveryStatus.DEAD, next_attempt_at="2026-01-01T00:00:00.000000Z"))
     due = list(store.due_deliveries("2026-06-01T00:00:00.000000Z", 10))
     assert [d.id[-1] for d in due] == ["2", "1", "3"] and all(d.body == b"{}" and d.etag for d in due)
     assert [d.id[-1] for d in store.due_deliveries("2026-06-01T00:00:00.000000Z", 2)] == ["2", "1"]
@@ -218,10 +225,11 @@ def test_use_development_storage_maps_to_azurites_default_endpoints():
     assert queue_client(settings).url == "http://127.0.0.1:10001/devstoreaccount1/calendly-deliveries"
 
 
-def test_identity_based_settings_select_tables_with_the_managed_identity(monkeypatch):
+def test_identity_based_settings_share_one_managed_identity_credential(monkeypatch):
+    """Tables, the retry queue, Key Vault and Service Bus all get the one credential the app composes."""
     import azure.identity
 
-    from shared.retry_queue import queue_client
+    from shared.composition import compose
 
     made = []
 
@@ -233,13 +241,23 @@ def test_identity_based_settings_select_tables_with_the_managed_identity(monkeyp
             raise AssertionError("no request expected")
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", RecordingCredential)
-    settings = Settings.from_env({"AzureWebJobsStorage__accountName": "bridgeacct", "AzureWebJobsStorage__clientId": "cid-1"})
-    store = open_store(settings)
-    assert store.name == "tables" and store.service.url.startswith("https://bridgeacct.table.core.windows.net")
-    assert queue_client(settings).url == "https://bridgeacct.queue.core.windows.net/calendly-deliveries"
-    assert made == [{"managed_identity_client_id": "cid-1"}] * 2
-    explicit = open_store(Settings.from_env({"AzureWebJobsStorage__tableServiceUri": "https://custom.example/tables"}))
+    bridge = compose(Settings.from_env({"AzureWebJobsStorage__accountName": "bridgeacct", "AzureWebJobsStorage__clientId": "cid-1",
+                                        "KEY_VAULT_URL": "https://kv.vault.azure.net",
+                                        "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb.servicebus.windows.net"}))
+    assert made == [{"managed_identity_client_id": "cid-1"}]
+    [credential] = {id(bridge.pat._credential), id(bridge.targets._credential)}
+    assert bridge.store.name == "tables" and bridge.store.service.url.startswith("https://bridgeacct.table.core.windows.net")
+    assert id(bridge.store.service.credential) == credential
+    queue = bridge.deliveries.scheduler._client
+    assert queue.url == "https://bridgeacct.queue.core.windows.net/calendly-deliveries" and id(queue.credential) == credential
+    explicit = open_store(Settings.from_env({"AzureWebJobsStorage__tableServiceUri": "https://custom.example/tables"}),
+                          RecordingCredential())
     assert explicit.name == "tables" and explicit.service.url.startswith("https://custom.example/tables")
+
+
+def test_azure_client_id_is_the_one_client_id_when_both_are_set():
+    settings = Settings.from_env({"AZURE_CLIENT_ID": "app-id", "AzureWebJobsStorage__clientId": "storage-id"})
+    assert settings.managed_identity_client_id == "app-id"
 
 
 def test_unwritable_sqlite_path_is_store_unavailable(tmp_path):

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
-from ..models import PENDING, Delivery, Subscription
+from ..models import Delivery, DeliveryStatus, Subscription
+from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -31,12 +32,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries(subscription_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
 """
-
-_SUB_FIELDS = ("target", "events", "scope", "organization", "user", "group", "signing_key",
-               "generation", "state", "calendly_webhook", "created_at", "updated_at")
-_DELIVERY_FIELDS = ("event", "event_key", "attempts", "last_status", "last_error",
-                    "created_at", "updated_at", "delivered_at")
-
 
 class SqliteStore:
     name = "sqlite"
@@ -92,12 +87,12 @@ class SqliteStore:
     # Subscriptions -------------------------------------------------------
     @staticmethod
     def _sub_row(sub: Subscription) -> str:
-        return json.dumps({f: getattr(sub, f) for f in _SUB_FIELDS}, ensure_ascii=False)
+        return json.dumps(subscription_record(sub), ensure_ascii=False)
 
     @staticmethod
     def _sub(row: tuple) -> Subscription:
         sub_id, data, version = row
-        return Subscription(id=sub_id, etag=str(version), **json.loads(data))
+        return subscription_from_record(json.loads(data), sub_id, str(version))
 
     def create_subscription(self, sub: Subscription) -> Subscription:
         with self._tx() as db:
@@ -137,13 +132,14 @@ class SqliteStore:
     # Deliveries ----------------------------------------------------------
     @staticmethod
     def _delivery_row(d: Delivery) -> str:
-        return json.dumps({f: getattr(d, f) for f in _DELIVERY_FIELDS}, ensure_ascii=False)
+        return json.dumps(delivery_record(d), ensure_ascii=False)
 
     @staticmethod
     def _delivery(row: tuple) -> Delivery:
         delivery_id, subscription_id, status, next_attempt_at, data, body, version = row
-        return Delivery(id=delivery_id, subscription_id=subscription_id, status=status, next_attempt_at=next_attempt_at,
-                        body=bytes(body), etag=str(version), **json.loads(data))
+        # The indexed columns are the truth for what they index (and older rows kept them only there).
+        record = {**json.loads(data), "subscription_id": subscription_id, "status": status, "next_attempt_at": next_attempt_at}
+        return delivery_from_record(record, delivery_id, bytes(body), str(version))
 
     _DELIVERY_COLUMNS = "id, subscription_id, status, next_attempt_at, data, body, version"
 
@@ -151,7 +147,7 @@ class SqliteStore:
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO deliveries (id, subscription_id, status, next_attempt_at, data, body, version) VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (delivery.id, delivery.subscription_id, delivery.status, delivery.next_attempt_at, self._delivery_row(delivery), delivery.body))
+                (delivery.id, delivery.subscription_id, delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery), delivery.body))
         return delivery.replace(etag="1") if cursor.rowcount == 1 else None
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -163,7 +159,7 @@ class SqliteStore:
         with self._tx() as db:
             cursor = db.execute(
                 "UPDATE deliveries SET status = ?, next_attempt_at = ?, data = ?, version = version + 1 WHERE id = ? AND version = ?",
-                (delivery.status, delivery.next_attempt_at, self._delivery_row(delivery), delivery.id, version))
+                (delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery), delivery.id, version))
             if cursor.rowcount != 1:
                 raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished")
         return delivery.replace(etag=str(version + 1))
@@ -176,7 +172,7 @@ class SqliteStore:
 
     def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
         rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-                          (PENDING, now, limit))
+                          (DeliveryStatus.PENDING.value, now, limit))
         return [self._delivery(r) for r in rows]
 
     def close(self) -> None:

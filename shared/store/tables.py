@@ -14,13 +14,13 @@ Updates are conditional on the entity's ETag.
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
-from ..models import PENDING, Delivery, Subscription
+from ..models import Delivery, DeliveryStatus, Subscription
 from ..settings import Settings
+from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
 
 SUB_ROW = "subscription"
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
@@ -30,28 +30,16 @@ MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 
 CLIENT_OPTIONS = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2, "retry_backoff_factor": 0.2}
 
 
-def storage_configured(settings: Settings) -> bool:
-    env = settings.env
-    return bool(env.get("AzureWebJobsStorage") or env.get("AzureWebJobsStorage__accountName")
-                or env.get("AzureWebJobsStorage__tableServiceUri"))
-
-
-def _credential(settings: Settings):
-    from azure.identity import DefaultAzureCredential
-
-    client_id = settings.env.get("AzureWebJobsStorage__clientId") or settings.env.get("AZURE_CLIENT_ID")
-    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
-
-
-def table_service(settings: Settings):
+def table_service(settings: Settings, credential: Any = None):
+    """The Table service of ``AzureWebJobsStorage`` (a connection string, or identity-based with ``credential``)."""
     from azure.data.tables import TableServiceClient
 
-    env = settings.env
-    if env.get("AzureWebJobsStorage"):
+    if settings.storage_connection:
         # "UseDevelopmentStorage=true" is understood by the SDK: Azurite on 127.0.0.1:10002.
-        return TableServiceClient.from_connection_string(env["AzureWebJobsStorage"], **CLIENT_OPTIONS)
-    endpoint = env.get("AzureWebJobsStorage__tableServiceUri") or f"https://{env['AzureWebJobsStorage__accountName']}.table.core.windows.net"
-    return TableServiceClient(endpoint=endpoint, credential=_credential(settings), **CLIENT_OPTIONS)
+        return TableServiceClient.from_connection_string(settings.storage_connection, **CLIENT_OPTIONS)
+    # As the Functions host does for AzureWebJobsStorage__accountName alone: the public cloud's endpoint.
+    endpoint = settings.table_service_uri or f"https://{settings.storage_account}.table.core.windows.net"
+    return TableServiceClient(endpoint=endpoint, credential=credential, **CLIENT_OPTIONS)
 
 
 class TableStore:
@@ -113,18 +101,11 @@ class TableStore:
     # subscriptions ---------------------------------------------------------------------------
     @staticmethod
     def _sub_entity(sub: Subscription) -> dict:
-        return {"PartitionKey": sub.id, "RowKey": SUB_ROW, "target": json.dumps(sub.target), "target_hash": sub.target_hash,
-                "events": json.dumps(sub.events), "scope": sub.scope, "organization": sub.organization, "user": sub.user or "",
-                "group": sub.group or "", "signing_key": sub.signing_key, "generation": sub.generation, "state": sub.state,
-                "calendly_webhook": sub.calendly_webhook or "", "created_at": sub.created_at, "updated_at": sub.updated_at}
+        return {"PartitionKey": sub.id, "RowKey": SUB_ROW, "target_hash": sub.target_hash, **subscription_record(sub)}
 
     @staticmethod
     def _sub(entity: Any) -> Subscription:
-        return Subscription(id=entity["PartitionKey"], target=json.loads(entity["target"]), events=json.loads(entity["events"]),
-                            scope=entity["scope"], organization=entity["organization"], user=entity.get("user") or None,
-                            group=entity.get("group") or None, signing_key=entity["signing_key"], generation=entity["generation"],
-                            state=entity["state"], calendly_webhook=entity.get("calendly_webhook") or None,
-                            created_at=entity["created_at"], updated_at=entity["updated_at"], etag=entity.metadata.get("etag"))
+        return subscription_from_record(entity, entity["PartitionKey"], entity.metadata.get("etag"))
 
     def _index(self, sub: Subscription) -> None:
         self._call(self._table("targets").upsert_entity, {"PartitionKey": sub.target_hash, "RowKey": sub.id})
@@ -198,10 +179,7 @@ class TableStore:
         chunks = [d.body[i:i + BODY_CHUNK] for i in range(0, len(d.body), BODY_CHUNK)] or [b""]
         if len(chunks) > MAX_BODY_CHUNKS:
             raise ValueError("delivery body too large for Table Storage")
-        entity = {"PartitionKey": partition, "RowKey": row, "event": d.event, "event_key": d.event_key, "status": d.status,
-                  "attempts": d.attempts, "last_status": d.last_status if d.last_status is not None else -1,
-                  "last_error": d.last_error or "", "next_attempt_at": d.next_attempt_at, "created_at": d.created_at,
-                  "updated_at": d.updated_at, "delivered_at": d.delivered_at or "", "body_parts": len(chunks)}
+        entity = {"PartitionKey": partition, "RowKey": row, **delivery_record(d), "body_parts": len(chunks)}
         for i, chunk in enumerate(chunks):
             entity[f"body{i}"] = chunk
         return entity
@@ -209,12 +187,8 @@ class TableStore:
     @staticmethod
     def _delivery(entity: Any) -> Delivery:
         body = b"".join(bytes(entity.get(f"body{i}") or b"") for i in range(int(entity.get("body_parts", 1))))
-        return Delivery(id=f"{entity['PartitionKey']}-{entity['RowKey']}", subscription_id=entity["PartitionKey"],
-                        event=entity["event"], event_key=entity["event_key"], body=body, status=entity["status"],
-                        attempts=int(entity["attempts"]), last_status=None if int(entity["last_status"]) < 0 else int(entity["last_status"]),
-                        last_error=entity.get("last_error") or None, next_attempt_at=entity["next_attempt_at"],
-                        created_at=entity["created_at"], updated_at=entity["updated_at"],
-                        delivered_at=entity.get("delivered_at") or None, etag=entity.metadata.get("etag"))
+        record = {**entity, "subscription_id": entity["PartitionKey"]}
+        return delivery_from_record(record, f"{entity['PartitionKey']}-{entity['RowKey']}", body, entity.metadata.get("etag"))
 
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
         try:
@@ -251,11 +225,11 @@ class TableStore:
         # A filtered scan (the retry safety net and `redeliver`, never the callback path). Keys
         # only, so the oldest `limit` across all partitions are found without pulling bodies.
         keys = self._call(lambda: list(self._table("deliveries").query_entities(
-            "status eq @s and next_attempt_at le @n", parameters={"s": PENDING, "n": now},
+            "status eq @s and next_attempt_at le @n", parameters={"s": DeliveryStatus.PENDING.value, "n": now},
             select=["PartitionKey", "RowKey", "next_attempt_at"], results_per_page=1000)))
         keys.sort(key=lambda e: (e["next_attempt_at"], e["PartitionKey"], e["RowKey"]))
         due = (self.get_delivery(f"{e['PartitionKey']}-{e['RowKey']}") for e in keys[:limit])
-        return [d for d in due if d is not None and d.status == PENDING and d.next_attempt_at <= now]
+        return [d for d in due if d is not None and d.status == DeliveryStatus.PENDING and d.next_attempt_at <= now]
 
     def close(self) -> None:
         for table in self._tables.values():

@@ -1,10 +1,14 @@
 """Where events go: a Logic Apps / Power Automate callback URL, or Service Bus."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..models import Delivery, Subscription
+from ..models import Delivery, HttpEndpoint, Subscription
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 @dataclass(frozen=True)
@@ -28,3 +32,35 @@ def forwarding_headers(sub: Subscription, delivery: Delivery) -> dict[str, str]:
         "X-Bridge-Subscription-Id": sub.id,
         "X-Bridge-Delivery-Id": delivery.id,
     }
+
+
+class Targets:
+    """One sender per kind of endpoint, built on first use and reused (HTTP pool, Service Bus client)."""
+
+    def __init__(self, settings: "Settings", credential: Any = None):
+        self._settings = settings
+        self._credential = credential
+        self._made: dict[str, Target] = {}
+        self._lock = threading.Lock()
+
+    def for_subscription(self, sub: Subscription) -> Target:
+        kind = "http" if isinstance(sub.target, HttpEndpoint) else "servicebus"
+        target = self._made.get(kind)
+        if target is None:
+            with self._lock:
+                target = self._made.get(kind) or self._make(kind)
+                self._made[kind] = target
+        return target
+
+    def _make(self, kind: str) -> Target:
+        if kind == "http":
+            from .http import HttpTarget
+
+            return HttpTarget(self._settings)
+        from .servicebus import ServiceBusTarget
+
+        return ServiceBusTarget(self._settings, self._credential)
+
+    def close(self) -> None:
+        for target in self._made.values():
+            getattr(target, "close", lambda: None)()  # e.g. the Service Bus client and senders

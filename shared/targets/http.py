@@ -13,7 +13,6 @@ from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util.retry import Retry
 
 from ..models import Delivery, Subscription
-from ..redaction import redact_url
 from ..settings import Settings
 from . import SendResult, forwarding_headers
 from .policy import TargetRefused, check_target_url
@@ -65,7 +64,7 @@ class HttpTarget:
         )
 
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
-        url = sub.target["url"]
+        url = sub.target.url
         try:
             check_target_url(url, self._settings)  # again at delivery time: DNS may have changed
         except TargetRefused as exc:
@@ -77,7 +76,7 @@ class HttpTarget:
                                           redirect=False, preload_content=False)
         except (HTTPError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            log.info("forward delivery=%s target=%s error=%s", delivery.id, redact_url(url), type(reason).__name__)
+            log.info("forward delivery=%s target=%s error=%s", delivery.id, sub.target.describe(), type(reason).__name__)
             return SendResult(False, None, f"target unreachable ({type(reason).__name__})")
         try:
             response.drain_conn()
@@ -85,7 +84,7 @@ class HttpTarget:
             response.release_conn()
         status = response.status
         elapsed = (time.monotonic() - started) * 1000
-        log.info("forward delivery=%s target=%s status=%s ms=%.0f", delivery.id, redact_url(url), status, elapsed)
+        log.info("forward delivery=%s target=%s status=%s ms=%.0f", delivery.id, sub.target.describe(), status, elapsed)
         if 200 <= status < 300:
             return SendResult(True, status)
         if status in (404, 410):

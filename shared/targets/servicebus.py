@@ -28,17 +28,13 @@ def configured(settings: Settings) -> bool:
     return bool(settings.servicebus_namespace or settings.servicebus_connection)
 
 
-def _client_from_settings(settings: Settings):
+def _client_from_settings(settings: Settings, credential: Any = None):
     from azure.servicebus import ServiceBusClient  # imported only when a Service Bus target is used
 
     if settings.servicebus_connection:
         return ServiceBusClient.from_connection_string(settings.servicebus_connection)
     if not settings.servicebus_namespace:
         raise BridgeError(400, "servicebus_not_configured", NOT_CONFIGURED)
-    from azure.identity import DefaultAzureCredential
-
-    client_id = settings.env.get("AZURE_CLIENT_ID")
-    credential = DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
     return ServiceBusClient(settings.servicebus_namespace, credential)
 
 
@@ -86,8 +82,8 @@ class _Sender:
 
 
 class ServiceBusTarget:
-    def __init__(self, settings: Settings, client_factory: Callable[[], Any] | None = None):
-        self._factory = client_factory or (lambda: _client_from_settings(settings))
+    def __init__(self, settings: Settings, credential: Any = None, client_factory: Callable[[], Any] | None = None):
+        self._factory = client_factory or (lambda: _client_from_settings(settings, credential))
         self._client = None
         self._senders: dict[tuple[str, str], _Sender] = {}
         self._lock = threading.Lock()
@@ -107,7 +103,7 @@ class ServiceBusTarget:
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
         from azure.core.exceptions import AzureError
 
-        entity, name = sub.target.get("entity", "queue"), sub.target["name"]
+        entity, name = sub.target.entity, sub.target.name
         where = f"Service Bus {entity} '{name}'"
         budget = max(1.0, budget_seconds)
         if self.stuck >= MAX_STUCK_SENDS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from .events import EVENT_TYPES
+from shared.events import EVENT_TYPES
 
 __all__ = ["EVENT_TYPES", "build", "envelope", "reschedule"]
 

@@ -13,7 +13,7 @@ Control endpoints, no auth:
                                   "ratelimit_reset"?, "hang_seconds"?, "close"?} or {"clear": true}
     POST   /_sandbox/token       {"pat"}: rotate the accepted token
 
-    python -m shared sandbox [--port 7080] [--pat sandbox-pat]
+    python -m shared sandbox [--port 7080] [--pat sandbox-pat]   (devtools.cli)
     python -m shared simulate invitee.created [--sandbox-url http://127.0.0.1:7080]
 """
 from __future__ import annotations
@@ -33,9 +33,11 @@ from urllib.parse import parse_qs, urlencode
 
 import requests
 
-from . import sample_events, signatures
-from .events import EVENT_TYPES, ORGANIZATION_ONLY, SCOPES
-from .wsgi_server import BackgroundServer
+from shared import signatures
+from shared.events import EVENT_TYPES, ORGANIZATION_ONLY, SCOPES
+
+from . import sample_events
+from .servers import BackgroundServer, BadRequest, read_request
 
 DEFAULT_PAT = "sandbox-pat"
 DEFAULT_PORT = 7080
@@ -120,6 +122,13 @@ class SandboxApp:
         """Every hook as Calendly shows it, plus ``has_signing_key`` (never the key)."""
         with self._lock:
             return [_public(h) | {"has_signing_key": h["_signing_key"] is not None} for h in self._hooks.values()]
+
+    def signing_key(self, callback_url: str) -> str | None:
+        """The key Calendly holds for the hook calling ``callback_url`` (Python only, never served):
+        tests play Calendly and sign events of their own with it."""
+        with self._lock:
+            keys = [h["_signing_key"] for h in self._hooks.values() if h["callback_url"] == callback_url]
+        return keys[-1] if keys else None
 
     def requests_log(self) -> list[dict]:
         with self._lock:
@@ -221,10 +230,9 @@ class SandboxApp:
     @staticmethod
     def _read(environ) -> bytes:
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise _invalid("body", "Content-Length is invalid") from None
-        return environ["wsgi.input"].read(length) if length > 0 else b""
+            return read_request(environ).body
+        except BadRequest as exc:
+            raise _invalid("body", str(exc)) from None
 
     @staticmethod
     def _json(raw: bytes) -> dict:

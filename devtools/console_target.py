@@ -5,7 +5,7 @@ import json
 import sys
 import threading
 
-from .wsgi_server import BackgroundServer
+from .servers import BackgroundServer, read_request
 
 _REPLY = b'{"ok": true}'
 
@@ -19,16 +19,12 @@ class ConsoleTargetApp:
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        request = read_request(environ)
         with self._lock:
-            self.received.append({"method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
-                                  "headers": headers, "body": body})
-            if environ.get("REQUEST_METHOD") == "POST":
-                self._print(describe(headers, body))
+            self.received.append({"method": request.method, "path": request.path, "headers": request.headers,
+                                  "body": request.body})
+            if request.method == "POST":
+                self._print(describe(request.headers, request.body))
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(_REPLY)))])
         return [_REPLY]
 

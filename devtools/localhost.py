@@ -6,44 +6,23 @@ response duck-typed, so this package itself never imports azure.functions.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import re
 import threading
+import time
 import typing
 from dataclasses import dataclass
+from http import HTTPStatus
+from types import ModuleType
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qsl
 
-log = logging.getLogger("shared.localhost")
+from .servers import BadRequest, read_request
+
+log = logging.getLogger("devtools.localhost")
 
 MAX_BODY_BYTES = 1024 * 1024
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 413: "Payload Too Large",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
-
-
-def load_local_settings(path: str = "local.settings.json") -> list[str]:
-    """Copy local.settings.json ``Values`` into the environment (the environment wins)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        values = (json.load(fh) or {}).get("Values") or {}
-    loaded = []
-    for key, value in values.items():
-        if key not in os.environ and value is not None:
-            os.environ[key] = str(value)
-            loaded.append(key)
-    return loaded
-
-
-def apply_local_defaults() -> None:
-    """What every local command shares with ``func start``: local.settings.json Values,
-    and insecure (http, loopback) targets allowed unless told otherwise."""
-    load_local_settings()
-    os.environ.setdefault("ALLOW_INSECURE_TARGETS", "true")
 
 
 def _route_regex(template: str) -> re.Pattern:
@@ -64,9 +43,8 @@ class Route:
     request_type: type
 
 
-def discover_routes(module_name: str = "function_app") -> tuple[list[Route], str]:
-    """Every HTTP-triggered function function_app declares, and the route prefix."""
-    module = importlib.import_module(module_name)
+def discover_routes(module: ModuleType) -> tuple[list[Route], str]:
+    """Every HTTP-triggered function ``module`` (function_app) declares, and the route prefix."""
     routes: list[Route] = []
     for function in module.app.get_functions():
         trigger = function.get_trigger()
@@ -84,10 +62,17 @@ def discover_routes(module_name: str = "function_app") -> tuple[list[Route], str
     return routes, prefix
 
 
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
 def _json(start_response, status: int, data: Any, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     body = json.dumps(data).encode("utf-8")
-    start_response(f"{status} {_REASONS.get(status, '')}".strip(),
-                   [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(body))), *headers])
+    start_response(_status_line(status), [("Content-Type", "application/json; charset=utf-8"),
+                                          ("Content-Length", str(len(body))), *headers])
     return [body]
 
 
@@ -115,22 +100,16 @@ class FunctionsWsgiApp:
             return _error(start_response, 405, "method_not_allowed", f"use one of: {allowed}", [("Allow", allowed)])
         route, match = chosen
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return _error(start_response, 400, "bad_request", "invalid Content-Length")
-        if length > MAX_BODY_BYTES:
-            return _error(start_response, 413, "payload_too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
-        host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-        query = environ.get("QUERY_STRING", "")
-        url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        route_params = {k: v for k, v in match.groupdict().items() if v is not None}
+            incoming = read_request(environ, MAX_BODY_BYTES)
+        except BadRequest as exc:
+            return _error(start_response, exc.status, "payload_too_large" if exc.status == 413 else "bad_request", str(exc))
+        return self._invoke(route, {k: v for k, v in match.groupdict().items() if v is not None}, incoming, start_response)
+
+    @staticmethod
+    def _invoke(route: Route, route_params: dict[str, str], incoming, start_response) -> list[bytes]:
         try:
-            request = route.request_type(method, url, headers=headers, params=params, route_params=route_params, body=body)
+            request = route.request_type(incoming.method, incoming.url, headers=dict(incoming.headers),
+                                         params=incoming.params(), route_params=route_params, body=incoming.body)
             response = route.handler(request)
             status = int(response.status_code)
             payload = response.get_body() or b""
@@ -140,32 +119,29 @@ class FunctionsWsgiApp:
             return _error(start_response, 500, "internal_error", "the function failed; see the host's log")
         if status == 204:
             payload = b""
-        start_response(f"{status} {_REASONS.get(status, '')}".strip(), out_headers + [("Content-Length", str(len(payload)))])
+        start_response(_status_line(status), out_headers + [("Content-Length", str(len(payload)))])
         return [payload]
 
 
-def make_app() -> FunctionsWsgiApp:
-    routes, prefix = discover_routes()
+def make_app(module: ModuleType) -> FunctionsWsgiApp:
+    routes, prefix = discover_routes(module)
     return FunctionsWsgiApp(routes, prefix)
 
 
 class BackgroundWork(threading.Thread):
     """The local stand-in for the queue-triggered retry worker and the reconcile timer:
-    drains the outbox every ``redeliver_interval`` s, reconciles every ``reconcile_interval`` s."""
+    retries due deliveries every ``redeliver_interval`` s, reconciles every ``reconcile_interval`` s."""
 
-    def __init__(self, redeliver_interval: float = 5.0, reconcile_interval: float = 900.0):
+    def __init__(self, bridge: Callable[[], Any], redeliver_interval: float = 5.0, reconcile_interval: float = 900.0):
         super().__init__(name="background-work", daemon=True)
+        self.bridge = bridge
         self.redeliver_interval = redeliver_interval
         self.reconcile_interval = reconcile_interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        import time
-
-        from .bridge import get_bridge
-        from .errors import BridgeError
-        from .reconcile import reconcile
-        from .settings import SettingsError
+        from shared.errors import BridgeError
+        from shared.errors import SettingsError
 
         tick = min(i for i in (self.redeliver_interval, self.reconcile_interval) if i > 0)
         next_redeliver = next_reconcile = time.monotonic()
@@ -174,12 +150,12 @@ class BackgroundWork(threading.Thread):
             try:
                 if self.redeliver_interval > 0 and now >= next_redeliver:
                     next_redeliver = now + self.redeliver_interval
-                    summary = get_bridge().deliveries.redeliver(due_only=True)
+                    summary = self.bridge().deliveries.retry_due()
                     if summary["attempted"]:
                         log.info("redelivery: %s", summary)
                 if self.reconcile_interval > 0 and now >= next_reconcile:
                     next_reconcile = now + self.reconcile_interval
-                    reconcile(get_bridge())
+                    self.bridge().reconciler.reconcile()
             except (BridgeError, SettingsError) as exc:
                 log.warning("background work: %s", exc)
             except Exception:  # noqa: BLE001 - keep the loop alive

@@ -1,0 +1,89 @@
+"""The product's own commands (``python -m shared redeliver|reconcile|test-event``): each
+composes the bridge from the local settings (environment over local.settings.json), does one
+job, prints JSON and exits."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from .composition import Bridge, compose
+from .errors import BridgeError, SettingsError
+from .settings import Settings
+
+# What every local command shares with the local host (and ``func start``): http and loopback
+# targets are allowed unless local.settings.json or the environment says otherwise.
+LOCAL_DEFAULTS = {"ALLOW_INSECURE_TARGETS": "true"}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def settings_or_exit(settings: Callable[[], Settings]) -> Settings:
+    """The settings, or one clear line on stderr and exit status 2 (never a traceback)."""
+    try:
+        return settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(job: Callable[[Bridge], int]) -> int:
+    settings = settings_or_exit(lambda: Settings.local(LOCAL_DEFAULTS))
+    configure_logging(settings.log_level)  # to stderr; the command's JSON goes to stdout
+    bridge = compose(settings)
+    try:
+        return job(bridge)
+    except BridgeError as exc:
+        print(json.dumps(exc.body()), file=sys.stderr)
+        return 1
+    finally:
+        bridge.close()
+
+
+def cmd_redeliver(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared redeliver", description="Send pending deliveries again now.")
+    parser.add_argument("--due-only", action="store_true", help="only those whose backoff has elapsed")
+    parser.add_argument("--limit", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    def job(bridge: Bridge) -> int:
+        print(json.dumps(bridge.deliveries.retry_due(due_only=args.due_only, limit=args.limit)))
+        return 0
+
+    return _run(job)
+
+
+def cmd_reconcile(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="python -m shared reconcile", description="Recreate lost or disabled Calendly hooks, "
+                            "finish interrupted (un)subscribes, delete orphan hooks.").parse_args(argv)
+
+    def job(bridge: Bridge) -> int:
+        summary = bridge.reconciler.reconcile()
+        print(json.dumps(summary))
+        return 1 if summary["errors"] else 0
+
+    return _run(job)
+
+
+def cmd_test_event(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared test-event",
+                                     description="Send Calendly's sample payload for a subscription through the pipeline.")
+    parser.add_argument("subscription_id")
+    parser.add_argument("--event", help="one of the subscription's events (default: its first)")
+    args = parser.parse_args(argv)
+
+    def job(bridge: Bridge) -> int:
+        response = bridge.callbacks.send_test_event(args.subscription_id, args.event)
+        print(response.body.decode("utf-8"))
+        return 0 if response.status < 300 else 1
+
+    return _run(job)
+
+
+COMMANDS = {"redeliver": cmd_redeliver, "reconcile": cmd_reconcile, "test-event": cmd_test_event}

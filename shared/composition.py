@@ -1,0 +1,132 @@
+"""The composition root: settings in, the bridge's services out, each wired to what it uses.
+
+Built once per worker process (function_app.py holds a ``BridgeProvider``; each CLI command
+composes its own) and reused, Azure SDK clients and HTTP pools included. Tests call ``compose``
+with stand-ins for the parts they replace. The services are imported when the bridge is first
+composed, not when the Functions host indexes function_app (see the cold-start benchmark).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .models import Clock, utcnow
+
+if TYPE_CHECKING:
+    from .calendly import CalendlyClient
+    from .callbacks import CallbackService
+    from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
+    from .reconcile import Reconciler
+    from .secrets import PatProvider
+    from .settings import Settings
+    from .store.base import Store
+    from .subscriptions import SubscriptionService
+    from .targets import Targets
+
+
+@dataclass
+class Bridge:
+    """Everything a trigger or command may use, composed once."""
+
+    settings: Settings
+    store: Store
+    pat: PatProvider
+    calendly: CalendlyClient
+    targets: Targets
+    subscriptions: SubscriptionService
+    deliveries: DeliveryService
+    callbacks: CallbackService
+    reconciler: Reconciler
+
+    def close(self) -> None:
+        self.targets.close()
+        self.calendly.close()
+        getattr(self.deliveries.scheduler, "close", lambda: None)()
+        self.store.close()
+
+
+def azure_credential(settings: Settings) -> Any:
+    """The app's one Azure credential (managed identity on Azure, a developer login locally),
+    shared by Key Vault, Table, Queue and Service Bus clients."""
+    from azure.identity import DefaultAzureCredential  # imported only when an identity-based backend is configured
+
+    client_id = settings.managed_identity_client_id
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def _needs_credential(settings: Settings) -> bool:
+    return bool((settings.key_vault_url and not settings.calendly_pat)
+                or (settings.table_storage and not settings.storage_connection)
+                or (settings.servicebus_namespace and not settings.servicebus_connection))
+
+
+def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> RetryScheduler:
+    """Azure: the Storage retry queue; locally: the SQLite outbox (drained by ``serve``)."""
+    if store.name == "tables":
+        from .retry_queue import QueueScheduler, queue_client
+
+        return QueueScheduler(queue_client(settings, credential))
+    from .delivery import OutboxScheduler
+
+    return OutboxScheduler()
+
+
+def compose(settings: Settings, *, store: Store | None = None, calendly: CalendlyClient | None = None,
+            pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None, policy: DeliveryPolicy | None = None,
+            clock: Clock = utcnow) -> Bridge:
+    from .calendly import CalendlyClient
+    from .callbacks import CallbackService
+    from .delivery import DeliveryPolicy, DeliveryService
+    from .reconcile import Reconciler
+    from .redaction import install_log_redaction
+    from .secrets import pat_provider
+    from .store import open_store
+    from .subscriptions import SubscriptionService
+    from .targets import Targets
+
+    install_log_redaction()
+    if credential is None and _needs_credential(settings):
+        credential = azure_credential(settings)
+    store = store or open_store(settings, credential)
+    pat = pat or pat_provider(settings, credential)
+    calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
+    targets = Targets(settings, credential)
+    subscriptions = SubscriptionService(settings, store, calendly, clock)
+    policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
+    deliveries = DeliveryService(store, targets.for_subscription, subscriptions.retire, policy,
+                                 scheduler or _retry_scheduler(settings, store, credential), clock)
+    return Bridge(settings=settings, store=store, pat=pat, calendly=calendly, targets=targets,
+                  subscriptions=subscriptions, deliveries=deliveries,
+                  callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance),
+                  reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock))
+
+
+class BridgeProvider:
+    """The bridge of this worker process, composed on first use (so a bad setting becomes a clear
+    503 on the request that meets it, not a worker that fails to index its functions)."""
+
+    def __init__(self, build: Callable[[], Bridge] | None = None):
+        self._build = build or _from_app_settings
+        self._bridge: Bridge | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Bridge:
+        if self._bridge is None:
+            with self._lock:
+                if self._bridge is None:
+                    self._bridge = self._build()
+        return self._bridge
+
+    def use(self, build: Callable[[], Bridge]) -> None:
+        """Compose differently from now on (the local host and tests); closes the current bridge."""
+        with self._lock:
+            if self._bridge is not None:
+                self._bridge.close()
+            self._bridge, self._build = None, build
+
+
+def _from_app_settings() -> Bridge:
+    from .settings import Settings
+
+    return compose(Settings.from_env())
