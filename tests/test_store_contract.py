@@ -52,11 +52,16 @@ def test_ping_answers_when_the_backend_is_up(store):
     assert store.ping() is None  # and raises StoreUnavailable when it is down (tests below)
 
 
-def test_ping_of_a_corrupt_sqlite_file_is_store_unavailable(tmp_path):
-    path = tmp_path / "corrupt.sqlite3"
-    path.write_bytes(b"not a database" * 100)
+def test_ping_of_a_sqlite_file_that_went_bad_is_store_unavailable(tmp_path):
+    path = tmp_path / "bad.sqlite3"
+    store = open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": str(path)}))
+    assert store.ping() is None
+    store.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"bad.sqlite3{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"not a database" * 400)  # e.g. overwritten on disk while the app runs
     with pytest.raises(StoreUnavailable):
-        open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": str(path)})).ping()
+        store.ping()
 
 
 def test_create_get_update_delete(store):
