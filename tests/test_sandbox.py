@@ -1,96 +1,52 @@
-"""The Calendly sandbox over real sockets: Calendly's behaviour, with its responses and the
-request bodies it accepts checked against Calendly's own OpenAPI export (FACTS.md beside it)."""
+"""The Calendly sandbox over real sockets: Calendly's behaviour, with its responses, the request
+bodies and queries it accepts and the events it sends checked against the project's own Calendly
+contract (tests/contracts/calendly_v2.json, written from Calendly's published reference)."""
 from __future__ import annotations
 
 import io
 import json
 import time
-from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from devtools import sample_events
-from shared import signatures
 from devtools.console_target import ConsoleTarget
-from shared.events import EVENT_TYPES
 from devtools.sandbox import Sandbox, main_simulate
+from shared import signatures
+from shared.events import EVENT_TYPES, ORGANIZATION_ONLY, SCOPES
+from tests.contracts import calendly as contract
 from tests.peers import free_port, serve_wsgi
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "calendly" / "calendly-api-openapi-2024.yaml"
 PAT = "test-pat"
 AUTH = {"Authorization": f"Bearer {PAT}"}
 TIMEOUT = 5
 KEY = "sandbox-test-key"
-# FACTS.md: events in Calendly's enum today that the 2024 export predates.
-NEWER_EVENTS = ("invitee_no_show.created", "invitee_no_show.deleted", "event_type.created", "event_type.updated",
-                "event_type.deleted", "meeting_recap.created", "meeting_recap.updated", "meeting_recap.deleted",
-                "contact.created", "contact.updated", "contact.deleted")
-
-
-# Calendly's OpenAPI export ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def spec():
-    return yaml.safe_load(SPEC_PATH.read_text("utf-8"))
-
-
-def resolve(node, spec):
-    """Inline every ``$ref`` and repair the export's two schema typos, then widen it for exactly the
-    differences FACTS.md documents: the ``group`` scope (enum value and property) and newer events."""
-    if isinstance(node, list):
-        return [resolve(item, spec) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        target = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        return resolve(target, spec)
-    out = {key: resolve(value, spec) for key, value in node.items()}
-    if isinstance(out.get("enum"), str):  # typo: a one-value enum written as a bare string
-        out["enum"] = [out["enum"]]
-    if isinstance(out.get("value"), str) and "type" in out:  # typo: `value` where a constant is meant; enforce it
-        out["enum"] = [out.pop("value")]
-    enum = out.get("enum") or []
-    if "invitee.created" in enum:
-        out["enum"] = enum + [e for e in NEWER_EVENTS if e not in enum]
-    if set(enum) == {"organization", "user"}:
-        out["enum"] = enum + ["group"]
-    properties = out.get("properties") or {}
-    if "scope" in properties and "user" in properties:
-        properties.setdefault("group", {"type": "string", "format": "uri", "nullable": True})
-    return out
-
-
-def response_schema(spec, path, method, status):
-    response = spec["paths"][path][method]["responses"][str(status)]
-    if "$ref" in response:
-        response = resolve(response, spec)
-    return resolve(response["content"]["application/json"]["schema"], spec)
-
-
-def request_schema(spec):
-    """The create-hook body schema (the only request body the bridge sends)."""
-    return resolve(spec["paths"]["/webhook_subscriptions"]["post"]["requestBody"]["content"]["application/json"]["schema"],
-                   spec)
-
-
-def component(spec, name, kind="schemas"):
-    node = spec["components"][kind][name]
-    return resolve(node["content"]["application/json"]["schema"] if kind == "responses" else node, spec)
+# Differences between the sandbox and Calendly's published shapes, reported to the sandbox's owner;
+# strict, so the mark must go when the sandbox is fixed.
+NO_SHOW_PAYLOAD = pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="the sandbox sends the no-show resource {uri, invitee, created_at}; Calendly's webhook "
+                        "reference sends the invitee payload with no_show set for invitee_no_show.* events")
+KNOWN_DIFFERENCES = {"invitee_no_show.created": NO_SHOW_PAYLOAD, "invitee_no_show.deleted": NO_SHOW_PAYLOAD}
 
 
 def check(schema, instance):
-    errors = sorted(OAS30Validator(schema, format_checker=oas30_format_checker).iter_errors(instance), key=str)
-    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+    contract.check(schema, instance)
 
 
-def test_the_export_differs_from_facts_only_where_documented(spec):
-    body = spec["paths"]["/webhook_subscriptions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]["events"]["items"]["enum"]) | set(NEWER_EVENTS) == set(EVENT_TYPES)
-    assert body["properties"]["scope"]["enum"] == ["organization", "user"]
+def error_schema(name):
+    """One of the contract's shared error responses (NotFound, Unknown, ...)."""
+    return contract.at(contract.pointer("components", "responses", name, "content", "application/json", "schema"))
+
+
+def test_the_contract_knows_every_event_and_scope_the_bridge_does():
+    schemas = contract.contract()["components"]["schemas"]
+    assert schemas["EventName"]["enum"] == list(EVENT_TYPES)
+    assert schemas["Scope"]["enum"] == list(SCOPES)
+    assert list(contract.contract()["webhooks"]) == list(EVENT_TYPES)
+    organization_only = {event for event, item in contract.contract()["webhooks"].items()
+                         if item["post"]["x-scopes"] == ["organization"]}
+    assert organization_only == set(ORGANIZATION_ONLY)
 
 
 # Servers ------------------------------------------------------------------------------------------
@@ -145,10 +101,10 @@ def hook_body(sandbox, url="https://flow.example/hook", events=("invitee.created
             "signing_key": KEY, **extra}
 
 
-def create(sandbox, spec=None, **kwargs):
+def create(sandbox, validate=False, **kwargs):
     body = hook_body(sandbox, **kwargs)
-    if spec is not None:
-        check(request_schema(spec), body)
+    if validate:
+        check(contract.request_schema("/webhook_subscriptions", "post"), body)
     return api(sandbox, "POST", "/webhook_subscriptions", json=body)
 
 
@@ -163,26 +119,27 @@ def control(sandbox, method, path, **kwargs):
 
 
 # Shapes -------------------------------------------------------------------------------------------
-def test_users_me_matches_the_export(sandbox, spec):
+def test_users_me_matches_the_contract(sandbox):
     response = api(sandbox, "GET", "/users/me")
-    check(response_schema(spec, "/users/me", "get", 200), response.json())
+    check(contract.response_schema("/users/me", "get", 200), response.json())
     resource = response.json()["resource"]
     assert resource["uri"].startswith(f"{sandbox.url}/users/")
     assert resource["current_organization"].startswith(f"{sandbox.url}/organizations/")
     assert not resource["name"].isascii() and me(sandbox) == resource
 
 
-def test_created_hook_matches_the_export_and_the_signing_key_is_never_returned(sandbox, spec):
-    created = create(sandbox, spec)
+def test_created_hook_matches_the_contract_and_the_signing_key_is_never_returned(sandbox):
+    created = create(sandbox, validate=True)
     assert created.status_code == 201
-    check(response_schema(spec, "/webhook_subscriptions", "post", 201), created.json())
+    check(contract.response_schema("/webhook_subscriptions", "post", 201), created.json())
     hook = created.json()["resource"]
     assert hook["uri"] == f"{sandbox.url}/webhook_subscriptions/{uuid_of(hook['uri'])}"
     assert (hook["state"], hook["retry_started_at"], hook["user"], hook["group"]) == ("active", None, None, None)
     got = api(sandbox, "GET", f"/webhook_subscriptions/{uuid_of(hook['uri'])}")
-    check(response_schema(spec, "/webhook_subscriptions/{webhook_uuid}", "get", 200), got.json())
+    check(contract.response_schema("/webhook_subscriptions/{webhook_uuid}", "get", 200), got.json())
     listed = api(sandbox, "GET", "/webhook_subscriptions",
                  params={"organization": hook["organization"], "scope": "organization"})
+    check(contract.response_schema("/webhook_subscriptions", "get", 200), listed.json())
     hooks = requests.get(f"{sandbox.url}/_sandbox/hooks", timeout=TIMEOUT)
     log = requests.get(f"{sandbox.url}/_sandbox/requests", timeout=TIMEOUT)
     for response in (created, got, listed, hooks, log):
@@ -191,7 +148,7 @@ def test_created_hook_matches_the_export_and_the_signing_key_is_never_returned(s
     assert [r["body"]["signing_key"] for r in log.json()["requests"] if r["method"] == "POST"] == ["***"]
 
 
-def test_list_must_be_followed_through_next_page(sandbox, spec):
+def test_list_must_be_followed_through_next_page(sandbox):
     urls = [f"https://flow.example/{i:02d}" for i in range(25)]
     for url in urls:
         assert create(sandbox, url=url).status_code == 201
@@ -202,7 +159,7 @@ def test_list_must_be_followed_through_next_page(sandbox, spec):
     next_page = f"{sandbox.url}/webhook_subscriptions?organization={sandbox.app.organization_uri}&scope=organization&count=7"
     while next_page:
         response = requests.get(next_page, headers=AUTH, timeout=TIMEOUT)
-        check(response_schema(spec, "/webhook_subscriptions", "get", 200), response.json())
+        check(contract.response_schema("/webhook_subscriptions", "get", 200), response.json())
         page, pages = response.json(), pages + 1
         seen += [hook["callback_url"] for hook in page["collection"]]
         next_page = page["pagination"]["next_page"]
@@ -232,58 +189,72 @@ def test_deleting_hooks_while_paging_skips_none(sandbox):
     ("/webhook_subscriptions/{webhook_uuid}", "get", 404, lambda s: api(s, "GET", "/webhook_subscriptions/nope")),
     ("/webhook_subscriptions/{webhook_uuid}", "delete", 404, lambda s: api(s, "DELETE", "/webhook_subscriptions/nope")),
 ])
-def test_errors_match_the_export(sandbox, spec, path, method, status, call):
+def test_errors_match_the_contract(sandbox, path, method, status, call):
     response = call(sandbox)
     assert response.status_code == status
-    check(response_schema(spec, path, method, status), response.json())
+    check(contract.response_schema(path, method, status), response.json())
 
 
-def test_unknown_routes_are_404_and_handler_bugs_500_without_a_traceback(sandbox, spec, monkeypatch):
+def test_unknown_routes_are_404_and_handler_bugs_500_without_a_traceback(sandbox, monkeypatch):
     for method, path in (("GET", "/nope"), ("PUT", "/users/me"), ("GET", "/webhook_subscriptions/a/b")):
         response = api(sandbox, method, path)
         assert response.status_code == 404
-        check(component(spec, "NOT_FOUND", "responses"), response.json())
+        check(error_schema("NotFound"), response.json())
     monkeypatch.setattr(sandbox.app, "_me", lambda: 1 / 0)
     response = api(sandbox, "GET", "/users/me")
     assert response.status_code == 500 and "Traceback" not in response.text
-    check(component(spec, "UNKNOWN", "responses"), response.json())
+    check(error_schema("Unknown"), response.json())
 
 
-def test_requests_the_bridge_client_sends_are_valid(sandbox, spec):
+def test_requests_the_bridge_client_sends_are_valid(sandbox):
+    """Every call the bridge's Calendly client makes is an operation of the contract, with a valid
+    query and (for the create) a valid body, in each of the three scopes."""
     from shared.calendly import CalendlyClient
     from shared.secrets import EnvironmentPat
 
     client = CalendlyClient(sandbox.url, EnvironmentPat(PAT))
     try:
         identity = client.me()
-        for url, scope, user in (("https://flow.example/a", "organization", None),
-                                 ("https://flow.example/b", "user", identity["uri"])):
-            client.create_webhook(url=url, events=["invitee.created", "invitee.canceled"], scope=scope, user=user,
-                                  group=None, organization=identity["current_organization"], signing_key="k")
+        organization = identity["current_organization"]
+        hooks = []
+        for url, scope, user, group in (("https://flow.example/a", "organization", None, None),
+                                        ("https://flow.example/b", "user", identity["uri"], None),
+                                        ("https://flow.example/c", "group", None, f"{sandbox.url}/groups/g1")):
+            hooks.append(client.create_webhook(url=url, events=["invitee.created", "invitee.canceled"], scope=scope,
+                                               user=user, group=group, organization=organization, signing_key="k"))
+            assert [h["uri"] for h in client.list_webhooks(organization=organization, scope=scope, user=user,
+                                                           group=group)] == [hooks[-1]["uri"]]
+            client.sample_webhook_data(event="invitee.created", organization=organization, scope=scope, user=user,
+                                       group=group)
+        assert client.get_webhook(hooks[0]["uri"])["uri"] == hooks[0]["uri"]
+        assert client.delete_webhook(hooks[0]["uri"]) is True
     finally:
         client.close()
-    schema = request_schema(spec)
-    bodies = [r["body"] for r in sandbox.app.requests_log() if r["method"] == "POST"]
-    assert len(bodies) == 2
-    for body in bodies:
-        check(schema, body)
+    log = sandbox.app.requests_log()
+    assert {r["method"] for r in log} == {"GET", "POST", "DELETE"} and len(log) == 12
+    bodies = 0
+    for request in log:
+        template = contract.template_for(request["path"])
+        assert template is not None, request["path"]
+        contract.operation(template, request["method"])
+        assert contract.query_errors(template, request["method"], request["query"]) == [], request
+        if request["method"] == "POST":
+            bodies += 1
+            check(contract.request_schema(template, "post"), request["body"] | {"signing_key": "k"})  # the log masks it
+    assert bodies == 3
 
 
-@pytest.mark.parametrize("event", EVENT_TYPES)
-def test_sample_webhook_data_for_every_event_matches_the_export(sandbox, spec, event):
+@pytest.mark.parametrize("event", [pytest.param(e, marks=KNOWN_DIFFERENCES.get(e, ())) for e in EVENT_TYPES])
+def test_sample_webhook_data_for_every_event_matches_the_contract(sandbox, event):
     response = api(sandbox, "GET", "/sample_webhook_data",
                    params={"event": event, "organization": sandbox.app.organization_uri, "scope": "organization"})
     assert response.status_code == 200
     envelope = response.json()
     assert envelope["event"] == event and envelope["payload"]["uri"].startswith(sandbox.url)
-    family = event.split(".")[0]
-    if family in ("invitee", "routing_form_submission"):
-        check(component(spec, "WebhookPayload"), envelope)
-    if family == "invitee":
-        check(component(spec, "Event"), envelope["payload"]["scheduled_event"])
+    if event.startswith("invitee."):
         assert ("cancellation" in envelope["payload"]) == (event == "invitee.canceled")
-    if family in ("invitee_no_show", "event_type"):  # the newer events whose payload the export defines
-        check(component(spec, {"invitee_no_show": "InviteeNoShow", "event_type": "EventType"}[family]), envelope["payload"])
+    check(contract.response_schema("/sample_webhook_data", "get", 200), envelope)
+    check(contract.webhook_schema(event), envelope)
 
 
 # Behaviour ----------------------------------------------------------------------------------------
@@ -311,6 +282,7 @@ def test_same_callback_is_409_in_the_same_scope_only(sandbox):
         conflict = create(sandbox, **scoped)
         assert conflict.status_code == 409
         assert conflict.json() == {"title": "Already Exists", "message": "Hook with this url already exists"}
+        check(contract.response_schema("/webhook_subscriptions", "post", 409), conflict.json())
     assert create(sandbox, url="https://flow.example/other").status_code == 201
 
 
@@ -332,11 +304,28 @@ def test_invalid_creates_are_refused_like_calendly(sandbox, change, status, para
     response = api(sandbox, "POST", "/webhook_subscriptions", json=body)
     assert response.status_code == status
     assert [d["parameter"] for d in response.json().get("details", [])] == ([parameter] if parameter else [])
+    check(contract.response_schema("/webhook_subscriptions", "post", status), response.json())
     assert sandbox.app.hooks() == []
 
 
 def test_routing_form_submissions_are_accepted_in_organization_scope(sandbox):
     assert create(sandbox, events=["routing_form_submission.created"]).status_code == 201
+
+
+def test_each_event_is_accepted_in_exactly_the_scopes_the_contract_documents(sandbox):
+    scoped = {"organization": {}, "user": {"user": sandbox.app.user_uri}, "group": {"group": f"{sandbox.url}/groups/g1"}}
+    checked = 0
+    for event, item in contract.contract()["webhooks"].items():
+        documented = item["post"]["x-scopes"]
+        if not isinstance(documented, list):  # Calendly documents no scope rule for it
+            continue
+        for scope, extra in scoped.items():
+            body = hook_body(sandbox, url=f"https://flow.example/{event}/{scope}", events=[event], scope=scope, **extra)
+            check(contract.request_schema("/webhook_subscriptions", "post"), body)
+            response = api(sandbox, "POST", "/webhook_subscriptions", json=body)
+            assert (response.status_code == 201) == (scope in documented), (event, scope, response.text)
+            checked += 1
+    assert checked == 3 * 8  # invitee, invitee_no_show, routing_form_submission and event_type events
 
 
 @pytest.mark.parametrize("query, parameter", [
@@ -353,6 +342,7 @@ def test_invalid_list_queries_are_400(sandbox, query, parameter):
     response = api(sandbox, "GET", "/webhook_subscriptions", params=params)
     assert response.status_code == 400
     assert [d["parameter"] for d in response.json()["details"]] == [parameter]
+    check(contract.response_schema("/webhook_subscriptions", "get", 400), response.json())
 
 
 # Faults -------------------------------------------------------------------------------------------
@@ -372,6 +362,8 @@ def test_rate_limit_fault_is_429_with_calendly_headers(sandbox):
     assert limited.status_code == 429
     assert (limited.headers["X-RateLimit-Limit"], limited.headers["X-RateLimit-Remaining"],
             limited.headers["X-RateLimit-Reset"]) == ("500", "0", "7")
+    assert contract.response_header_errors("/users/me", "get", 429, limited.headers) == []
+    check(contract.response_schema("/users/me", "get", 429), limited.json())
     assert api(sandbox, "GET", "/users/me").status_code == 200
 
 
@@ -411,7 +403,9 @@ def test_simulated_event_is_signed_and_byte_exact(sandbox, receiver):
     assert "Zoë Ångström".encode() in body and "¿Dónde".encode() in body
     assert received["content_type"] == "application/json" and received["path"] == "/hook"
     signatures.verify(body, received["signature"], KEY, tolerance=180)
+    check(contract.signature_header_schema(), received["signature"])
     envelope = json.loads(body)
+    check(contract.webhook_schema("invitee.canceled"), envelope)
     assert envelope["payload"]["text_reminder_number"] == "+46 70"
     assert envelope["created_by"] == sandbox.app.user_uri and envelope["payload"]["cancellation"]
 
@@ -461,6 +455,8 @@ def test_unreachable_callback_is_reported_not_raised(sandbox):
 
 def test_reschedule_links_old_and_new_invitee():
     canceled, created = sample_events.reschedule("https://api.calendly.com")
+    check(contract.webhook_schema("invitee.canceled"), canceled)
+    check(contract.webhook_schema("invitee.created"), created)
     assert canceled["payload"]["rescheduled"] is True
     assert canceled["payload"]["new_invitee"] == created["payload"]["uri"]
     assert created["payload"]["old_invitee"] == canceled["payload"]["uri"]

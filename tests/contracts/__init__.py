@@ -1,0 +1,1 @@
+"""Contracts the project owns (see README.md); tests validate against them."""
