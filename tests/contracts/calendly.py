@@ -151,10 +151,11 @@ def query_errors(path: str, method: str, query: str) -> list[str]:
 def response_header_errors(path: str, method: str, status: int | str, headers) -> list[str]:
     """Every documented header of a response that is missing or invalid in ``headers``."""
     response_ptr = response_pointer(path, method, status)
+    headers = {str(name).lower(): value for name, value in dict(headers).items()}  # HTTP names ignore case
     problems = []
     for name in resolve(response_ptr).get("headers", {}):
         header_ptr = _follow(response_ptr + pointer("headers", name))
-        value = headers.get(name)
+        value = headers.get(name.lower())
         if value is None:
             if resolve(header_ptr).get("required"):
                 problems.append(f"{name}: missing")
