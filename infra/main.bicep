@@ -36,7 +36,8 @@ param allowedTargetHosts string = ''
 @description('Delivery attempts before a delivery is dead (kept for replay).')
 param deliveryMaxAttempts int = 8
 
-@description('NCRONTAB schedule of the reconciliation timer.')
+@description('NCRONTAB schedule of the reconciliation timer (the app setting RECONCILE_SCHEDULE, which the timer trigger reads as %RECONCILE_SCHEDULE%).')
+@minLength(1)
 param reconcileSchedule string = '0 */15 * * * *'
 
 @description('Maximum instances the Flex Consumption plan scales to (40-1000).')
@@ -49,7 +50,9 @@ param maximumInstanceCount int = 40
 param storageSkuName string = 'Standard_GRS'
 
 var abbrs = loadJsonContent('abbreviations.json')
-var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The resource group is part of the token: two resource groups in one subscription can hold the
+// same environment name and region without their globally unique names (storage, vault) colliding.
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
@@ -116,23 +119,26 @@ module rbac 'app/rbac.bicep' = {
 }
 
 // Every setting the code reads in Azure is set below or in app/function.bicep (the identity-based
-// AzureWebJobsStorage__*, APPLICATIONINSIGHTS_*, and BRIDGE_PUBLIC_URL = https://<default host name>).
-// Deliberately NOT set in Azure (local development only):
+// AzureWebJobsStorage__* with the account's own blob/queue/table service URIs, APPLICATIONINSIGHTS_*,
+// and BRIDGE_PUBLIC_URL = https://<default host name>). RECONCILE_SCHEDULE and DELIVERY_QUEUE are
+// always set: function_app.py's triggers name them as %RECONCILE_SCHEDULE% and %DELIVERY_QUEUE%,
+// which the Functions host resolves from app settings at startup.
+// Deliberately NOT set in Azure:
 //   CALENDLY_PAT (the PAT lives in Key Vault), BRIDGE_SQLITE_PATH (Table Storage is the store),
 //   SERVICEBUS_CONNECTION (the identity is used), AzureWebJobsStorage as a connection string,
-//   AzureWebJobsStorage__tableServiceUri / AzureWebJobsStorage__queueServiceUri (derived from the
-//   account name), BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
+//   AzureWebJobsStorage__accountName (the host and the bridge would build public-cloud URLs from it;
+//   the service URIs are set instead), BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
 module bridge 'app/function.bicep' = {
   name: 'function'
   params: {
     location: location
-    tags: union(tags, { 'azd-service-name': 'bridge' })
+    tags: tags
+    serviceName: 'bridge' // azure.yaml's service; tagged on the site only (azd wants exactly one host per service)
     name: functionAppName
     planName: '${abbrs.webServerFarms}${resourceToken}'
     identityId: identity.id
     identityClientId: identity.properties.clientId
     storageAccountName: storage.outputs.name
-    storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainer: deploymentContainer
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     maximumInstanceCount: maximumInstanceCount

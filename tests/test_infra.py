@@ -1,12 +1,16 @@
 """infra/: the Bicep parses (pycep, checkov's own parser) and says what the architecture promises
-(Flex Consumption, identity-only access, exactly the roles the identity needs, azd names and tags),
-passes checkov's Bicep scan with documented skips only, and every setting the code reads is in
+(Flex Consumption as Microsoft documents it, identity-only access, endpoints from the resources'
+own properties, exactly the roles the identity needs, azd names and tags, alert rules over the
+log lines the code emits), passes checkov's Bicep scan with documented skips only, the deploy
+guide's commands and .funcignore fit a fresh clone, and every setting the code reads is in
 main.bicep, the sample and the README. No Bicep CLI is needed."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -95,7 +99,10 @@ def test_main_is_resource_group_scoped_for_azd_and_the_cli_alike():
 
 def test_names_come_from_abbreviations_and_the_resource_token():
     text = (INFRA / "main.bicep").read_text()
-    assert "var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))" in text
+    # The resource group is in the token: the same environment name and region in two resource
+    # groups of one subscription must not collide on globally unique names (storage, Key Vault).
+    token = "var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))"
+    assert token in text
     abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
     used = set(re.findall(r"abbrs\.(\w+)", text))
     assert used and used <= set(abbreviations), used - set(abbreviations)
@@ -127,11 +134,13 @@ def test_function_app_is_flex_consumption_python_311_tagged_as_the_bridge_servic
     storage = props["functionAppConfig"]["deployment"]["storage"]
     assert storage["type"] == "blobContainer" and storage["authentication"]["type"] == "UserAssignedIdentity"
     assert props["httpsOnly"] is True
-    assert props["siteConfig"]["minTlsVersion"] == "1.2" and props["siteConfig"]["ftpsState"] == "Disabled"
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    # FTP is off through the publishing-credentials policies (Flex rejects siteConfig.ftpsState).
     policies = resources(function, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
     assert {body(p)["name"]: body(p)["properties"]["allow"] for p in policies.values()} == {"ftp": False, "scm": False}
+    assert all(body(p).get("location") == "location" for p in policies.values()), "the policies name their location"
     bridge = parse(INFRA / "main.bicep")["modules"]["bridge"]["config"]["params"]
-    assert bridge["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "bridge"}
+    assert bridge["serviceName"] == "bridge" == next(iter(yaml.safe_load((ROOT / "azure.yaml").read_text())["services"]))
 
 
 def test_app_settings_are_identity_based_with_the_public_url_from_the_default_host_name():
@@ -140,7 +149,6 @@ def test_app_settings_are_identity_based_with_the_public_url_from_the_default_ho
     assert settings["name"] == "appsettings"
     fixed = settings["properties"]["function"]["parameters"]["arg_2"]
     assert fixed["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert fixed["AzureWebJobsStorage__accountName"] == "storageAccountName"
     assert fixed["AzureWebJobsStorage__clientId"] == "identityClientId"
     assert fixed["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert fixed["BRIDGE_PUBLIC_URL"] == "https://${site.properties.defaultHostName}"
@@ -196,6 +204,192 @@ def test_rbac_grants_the_identity_exactly_its_six_roles_and_the_user_only_secret
     assert rbac_module["userPrincipalId"] == "principalId"
 
 
+# Flex Consumption as Microsoft documents it ----------------------------------------------------
+# Microsoft's "Flex Consumption plan deprecations" (App settings reference for Azure Functions):
+# site properties and app settings Flex deprecates; several are rejected outright in newer regions
+# (ftpsState: ARM error 51021, "FTPS not supported").
+FLEX_DEPRECATED_SITE_PROPERTIES = {
+    "alwaysOn", "containerSize", "ftpsState", "isReserved", "IsXenon", "javaVersion", "linuxFxVersion",
+    "netFrameworkVersion", "powerShellVersion", "functionAppScaleLimit", "preWarmedInstanceCount",
+    "use32BitWorkerProcess", "vnetBackupRestoreEnabled", "vnetContentShareEnabled", "vnetImagePullEnabled",
+    "vnetRouteAllEnabled", "windowsFxVersion",
+}
+FLEX_DEPRECATED_APP_SETTINGS = {
+    "ENABLE_ORYX_BUILD", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY", "FUNCTIONS_WORKER_PROCESS_COUNT", "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_CONTENTSHARE", "WEBSITE_DNS_SERVER", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION", "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+}
+FUNCTION = INFRA / "app" / "function.bicep"
+
+
+def keys(tree) -> set[str]:
+    """Every object key anywhere in a parsed resource (pycep keeps Bicep's keys as they are)."""
+    if isinstance(tree, dict):
+        return set(tree) | {k for value in tree.values() for k in keys(value)}
+    if isinstance(tree, list):
+        return {k for item in tree for k in keys(item)}
+    return set()
+
+
+def dotted(expr) -> str:
+    """pycep's accessor tree back to Bicep: `storage.properties.primaryEndpoints.blob`."""
+    if not isinstance(expr, dict):
+        return str(expr)
+    operator = expr["operator"]
+    left, right = operator["operands"]["operand_1"], operator["operands"]["operand_2"]
+    if operator["type"] == "property_accessor":
+        return f"{dotted(left)}.{dotted(right)}"
+    assert operator["type"] == "index_accessor", operator
+    return f"{dotted(left)}[{dotted(right)}]"
+
+
+def evaluate(expr, values: dict[str, str]):
+    """Just enough of Bicep for string plumbing: split(), [i], literals and the given properties."""
+    if isinstance(expr, (str, int)):
+        return expr
+    if "function" in expr:
+        function = expr["function"]
+        assert function["type"] == "split", function
+        return evaluate(function["parameters"]["input_string"], values).split(function["parameters"]["delimiter"])
+    operator = expr["operator"]
+    if operator["type"] == "index_accessor":
+        return evaluate(operator["operands"]["operand_1"], values)[operator["operands"]["operand_2"]]
+    return values[dotted(expr)]
+
+
+def app_settings() -> dict:
+    """Every app setting Bicep gives the Function App: main.bicep's plus function.bicep's own."""
+    passed = parse(INFRA / "main.bicep")["modules"]["bridge"]["config"]["params"]["appSettings"]
+    fixed = body(resources(FUNCTION)["site__settings"])["properties"]["function"]["parameters"]["arg_2"]
+    assert not set(passed) & set(fixed), "one home per setting"
+    return {**passed, **fixed}
+
+
+def test_no_site_property_or_app_setting_that_flex_consumption_deprecates():
+    site = one(FUNCTION, "Microsoft.Web/sites")
+    used = {k.lower() for k in keys(site)} | {k.lower() for k in app_settings()}
+    deprecated = {name.lower() for name in FLEX_DEPRECATED_SITE_PROPERTIES | FLEX_DEPRECATED_APP_SETTINGS}
+    assert not used & deprecated, f"Flex Consumption deprecates {sorted(used & deprecated)}"
+    # What replaced them: runtime, scale and deployment in functionAppConfig.
+    assert {"runtime", "scaleAndConcurrency", "deployment"} <= set(site["properties"]["functionAppConfig"])
+    plan = one(FUNCTION, "Microsoft.Web/serverfarms")
+    assert plan["properties"] == {"reserved": True}, "a Flex plan takes nothing but reserved (Linux)"
+
+
+def test_the_azd_service_tag_is_on_the_site_only():
+    # azd before 1.23.4 fails when two resources carry the service's tag (here: plan and site).
+    tagged = [(path.name, r["type"]) for path in BICEP for r in resources(path).values()
+              if "azd-service-name" in json.dumps(body(r).get("tags"))]
+    assert tagged == [("function.bicep", "Microsoft.Web/sites")]
+    assert one(FUNCTION, "Microsoft.Web/serverfarms")["tags"] == "tags"
+    for name, module in parse(INFRA / "main.bicep")["modules"].items():
+        assert "azd-service-name" not in json.dumps(module["config"]["params"].get("tags")), name
+
+
+def test_endpoints_come_from_the_resources_own_properties():
+    # Nothing built from a cloud's DNS suffix (public cloud or environment()): sovereign clouds work.
+    for path in BICEP:
+        code = json.dumps(parse(path))  # parsed, so comments do not count
+        for suffix in ("core.windows.net", "servicebus.windows.net", "vault.azure.net", "azurewebsites.net"):
+            assert suffix not in code, f"{path.name} builds an endpoint from {suffix!r}"
+        assert '"type": "environment"' not in code and "environment()" not in code, \
+            f"{path.name} builds an endpoint from environment().suffixes"
+    storage = resources(FUNCTION)["storage"]
+    assert storage["existing"] and body(storage)["name"] == "storageAccountName"
+    settings = app_settings()
+    for service in ("blob", "queue", "table"):
+        assert dotted(settings[f"AzureWebJobsStorage__{service}ServiceUri"]) == \
+            f"storage.properties.primaryEndpoints.{service}"
+    assert "AzureWebJobsStorage__accountName" not in settings, "the host would build public-cloud URLs from it"
+    deployment = one(FUNCTION, "Microsoft.Web/sites")["properties"]["functionAppConfig"]["deployment"]["storage"]
+    assert deployment["value"] == "${storage.properties.primaryEndpoints.blob}${deploymentContainer}"
+    # Key Vault and Service Bus: from the resources' outputs, which read their own properties.
+    assert dotted(settings["KEY_VAULT_URL"]) == "vault.outputs.uri"
+    assert dotted(parse(INFRA / "app" / "keyvault.bicep")["outputs"]["uri"]["value"]) == "vault.properties.vaultUri"
+    assert dotted(settings["SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"]) == "messaging.outputs.fullyQualifiedNamespace"
+    host = parse(INFRA / "app" / "servicebus.bicep")["outputs"]["fullyQualifiedNamespace"]["value"]
+    for endpoint, expected in [("https://sb-x.servicebus.windows.net:443/", "sb-x.servicebus.windows.net"),
+                               ("https://sb-x.servicebus.chinacloudapi.cn:443/", "sb-x.servicebus.chinacloudapi.cn"),
+                               ("https://sb-x.servicebus.usgovcloudapi.net/", "sb-x.servicebus.usgovcloudapi.net"),
+                               ("https://sb-x.servicebus.usgovcloudapi.net", "sb-x.servicebus.usgovcloudapi.net")]:
+        assert evaluate(host, {"namespace.properties.serviceBusEndpoint": endpoint}) == expected
+
+
+def test_trigger_binding_expressions_resolve_from_app_settings_that_always_exist():
+    # function_app.py's triggers read %RECONCILE_SCHEDULE% and %DELIVERY_QUEUE%, which the Functions
+    # host resolves from app settings at startup: a missing one stops the host.
+    settings, main = app_settings(), parse(INFRA / "main.bicep")
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    schedule = main["parameters"][settings["RECONCILE_SCHEDULE"]]
+    assert schedule["default"] == "0 */15 * * * *" == sample["RECONCILE_SCHEDULE"]
+    assert {"type": "min_length", "argument": 1} in schedule["decorators"], "an empty schedule is refused"
+    assert main["variables"][settings["DELIVERY_QUEUE"]]["value"] == "calendly-deliveries" == sample["DELIVERY_QUEUE"]
+    expressions = set(re.findall(r"%(\w+)%", (ROOT / "function_app.py").read_text()))
+    assert expressions <= set(settings), f"binding expressions without an app setting: {expressions - set(settings)}"
+
+
+# The deploy guide and .funcignore --------------------------------------------------------------
+GUIDES = sorted([*(ROOT / "docs").glob("*.md"), *(ROOT / "examples").rglob("*.md"), *(ROOT / "connector").glob("*.md")])
+# What a developer's clone holds that must never ship (the issue's list first).
+LOCAL_ARTIFACTS = [
+    ".python_packages/lib/site-packages/requests/__init__.py", "__blobstorage__/0/blob", "__queuestorage__/0/queue",
+    "htmlcov/index.html", ".coverage", ".checkov/results.json",
+    ".venv/bin/python", ".venv-checkov/bin/checkov", "node_modules/azurite/package.json", "local.settings.json",
+    "__azurite_db_blob__.json", ".azurite/blob", ".bridge/bridge.sqlite3", "shared/__pycache__/api.cpython-311.pyc",
+    ".pytest_cache/v/cache/nodeids", ".hypothesis/examples/x", "tests/test_infra.py", "benchmarks/run.py",
+    "infra/main.bicep", "docs/deploy.md", "package.json", "requirements-dev.txt",
+]
+
+
+def ignored_by_funcignore(paths: list[str]) -> set[str]:
+    """The paths .funcignore leaves out, by git's own gitignore matcher (.funcignore's syntax)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["git", "init", "-q", tmp], check=True)
+        shutil.copy(ROOT / ".funcignore", Path(tmp) / ".gitignore")
+        done = subprocess.run(["git", "-C", tmp, "check-ignore", "--no-index", "--stdin"], input="\n".join(paths),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode in (0, 1), done.stderr
+        return set(done.stdout.split())
+
+
+def test_funcignore_leaves_every_local_artifact_out_and_the_app_in():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    ignored = ignored_by_funcignore(LOCAL_ARTIFACTS + tracked)
+    assert not set(LOCAL_ARTIFACTS) - ignored, f"would be published: {sorted(set(LOCAL_ARTIFACTS) - ignored)}"
+    app = {"function_app.py", "host.json", "requirements.txt"} | {p for p in tracked if p.startswith("shared/")}
+    assert len(app) > 10 and not app & ignored, f"the app itself is ignored: {sorted(app & ignored)}"
+    # Whatever git ignores is a local artifact too.
+    patterns = lambda path: {line.strip() for line in path.read_text().splitlines()  # noqa: E731
+                             if line.strip() and not line.startswith("#")}
+    assert patterns(ROOT / ".gitignore") <= patterns(ROOT / ".funcignore"), \
+        patterns(ROOT / ".gitignore") - patterns(ROOT / ".funcignore")
+
+
+def test_every_publish_command_names_the_python_runtime():
+    # Without local.settings.json (a fresh clone) Core Tools cannot tell the project's language.
+    commands = [(path.name, line) for path in GUIDES for line in path.read_text().splitlines()
+                if "func azure functionapp publish" in line]
+    assert commands, "docs/deploy.md shows the publish command"
+    assert all("--python" in line for _, line in commands), [c for c in commands if "--python" not in c[1]]
+
+
+def test_the_deploy_guide_asks_for_an_azd_that_handles_funcignore_and_one_service_tag():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    versions = [tuple(map(int, v)) for v in re.findall(r"azd[^\n]*?\b(\d+)\.(\d+)\.(\d+) or later", guide, re.I)]
+    # 1.23.4: duplicate service tags; 1.23.12/1.23.13: .funcignore on Flex (remoteBuild, BOM, negations).
+    assert versions and min(versions) >= (1, 23, 13), versions
+    assert not re.search(r"\b1\.(1\d|2[0-2])\b", guide), "an older azd version is still named"
+
+
+def test_the_deploy_guide_documents_every_parameter():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    missing = {p for p in parse(INFRA / "main.bicep")["parameters"] if f"`{p}`" not in guide}
+    assert not missing, f"docs/deploy.md's parameter table misses {missing}"
+
+
 # azd -------------------------------------------------------------------------------------------
 def test_parameters_file_is_azd_style_and_matches_main():
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
@@ -209,7 +403,10 @@ def test_parameters_file_is_azd_style_and_matches_main():
 
 def test_azure_yaml_deploys_the_repository_as_the_bridge_function_app():
     azure = yaml.safe_load((ROOT / "azure.yaml").read_text())
-    assert azure["services"] == {"bridge": {"project": ".", "language": "python", "host": "function"}}
+    # remoteBuild pinned (azd 1.23.5+): requirements.txt is installed on Azure, which is why
+    # .funcignore leaves every local build artifact out of the package.
+    assert azure["services"] == {"bridge": {"project": ".", "language": "python", "host": "function",
+                                            "remoteBuild": True}}
     assert azure["infra"]["path"] == "infra" and azure["infra"].get("module", "main") == "main"
 
 

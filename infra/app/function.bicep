@@ -1,14 +1,22 @@
 // The Function App on the Flex Consumption plan (Python 3.11), with identity-based storage and
 // no publishing credentials. App settings are a separate `config/appsettings` resource (as in
 // Azure-Samples' Flex quickstarts) so BRIDGE_PUBLIC_URL can use the app's real default host name.
+//
+// Flex Consumption deprecates (and in newer regions rejects, ARM error 51021) many classic site
+// properties and app settings: no siteConfig.ftpsState / alwaysOn / linuxFxVersion /
+// functionAppScaleLimit, no FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION /
+// WEBSITE_RUN_FROM_PACKAGE / WEBSITE_CONTENTSHARE... The runtime, scale and deployment live in
+// functionAppConfig. tests/test_infra.py keeps Microsoft's deprecation list and fails on any of them.
 param location string
+@description('Tags of every resource here; the site also gets the azd-service-name tag, the plan does not.')
 param tags object
+@description('azd service name (azure.yaml): azd deploys to the one resource tagged azd-service-name with it.')
+param serviceName string
 param name string
 param planName string
 param identityId string
 param identityClientId string
 param storageAccountName string
-param storageBlobEndpoint string
 param deploymentContainer string
 param appInsightsConnectionString string
 @minValue(40)
@@ -18,6 +26,12 @@ param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 @description('App settings the bridge reads (name -> value); BRIDGE_PUBLIC_URL and the platform settings are added here.')
 param appSettings object
+
+// Endpoints come from the account's own properties, never from a cloud's DNS suffix, so the
+// template is right in every Azure cloud.
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -36,7 +50,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: union(tags, { 'azd-service-name': serviceName })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -51,14 +65,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
     }
     functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storageBlobEndpoint}${deploymentContainer}'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainer}'
           authentication: {
             type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: identityId
@@ -76,12 +89,15 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
 
-  // Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION: the runtime is
-  // functionAppConfig.runtime above. Storage is identity-based: no AzureWebJobsStorage connection string.
+  // Storage is identity-based: no AzureWebJobsStorage connection string, and the service URIs
+  // (not __accountName, from which the host would build public-cloud URLs) so any cloud works.
+  // The bridge reads the same __tableServiceUri / __queueServiceUri for its tables and retry queue.
   resource settings 'config' = {
     name: 'appsettings'
     properties: union(appSettings, {
-      AzureWebJobsStorage__accountName: storageAccountName
+      AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+      AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+      AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identityClientId
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
@@ -91,15 +107,20 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// FTP and SCM basic-auth publishing off: deployment uses Entra ID only. These two policies are
+// the Flex way to turn FTP off (siteConfig.ftpsState is rejected there). `location` as in the
+// Azure Verified Module for sites (avm/res/web/site), which Microsoft's Flex quickstarts use.
 resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
+  location: location
   properties: { allow: false }
 }
 
 resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
+  location: location
   properties: { allow: false }
 }
 

@@ -29,4 +29,6 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
 }
 
 output name string = namespace.name
-output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
+// The host name from the namespace's own endpoint (https://<name>.servicebus.<cloud suffix>:443/),
+// not a hard-coded public-cloud suffix.
+output fullyQualifiedNamespace string = split(split(split(namespace.properties.serviceBusEndpoint, '://')[1], '/')[0], ':')[0]

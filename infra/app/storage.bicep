@@ -57,4 +57,3 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
 }
 
 output name string = account.name
-output blobEndpoint string = account.properties.primaryEndpoints.blob
