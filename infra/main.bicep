@@ -49,6 +49,13 @@ param maximumInstanceCount int = 40
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
 param storageSkuName string = 'Standard_GRS'
 
+@description('E-mail address Azure Monitor alerts go to (dead deliveries, reconcile errors, 5xx or 401 bursts on callbacks, Key Vault failures). Empty: the alert rules still fire (Azure Monitor > Alerts) but notify nobody.')
+param alertEmail string = ''
+
+@description('Rejected (401) Calendly callbacks within 5 minutes that raise the burst alert.')
+@minValue(1)
+param unauthorizedBurstThreshold int = 10
+
 var abbrs = loadJsonContent('abbreviations.json')
 // The resource group is part of the token: two resource groups in one subscription can hold the
 // same environment name and region without their globally unique names (storage, vault) colliding.
@@ -103,6 +110,19 @@ module messaging 'app/servicebus.bicep' = {
     tags: tags
     name: '${abbrs.serviceBusNamespaces}${resourceToken}'
     queueName: serviceBusQueue
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'alert-${resourceToken}-'
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    appInsightsName: monitoring.outputs.appInsightsName
+    alertEmail: alertEmail
+    unauthorizedBurstThreshold: unauthorizedBurstThreshold
   }
 }
 

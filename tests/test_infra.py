@@ -331,6 +331,95 @@ def test_trigger_binding_expressions_resolve_from_app_settings_that_always_exist
     assert expressions <= set(settings), f"binding expressions without an app setting: {expressions - set(settings)}"
 
 
+# Alerts ----------------------------------------------------------------------------------------
+ALERTS = INFRA / "app" / "alerts.bicep"
+
+
+def alerts() -> list[dict]:
+    return parse(ALERTS)["variables"]["alerts"]["value"]
+
+
+# A Python string literal and the ones adjacent to it ("a=%s " "b=%s" across lines).
+LITERALS = re.compile(r'"(?:[^"\\\n]|\\.)*"(?:\s*f?"(?:[^"\\\n]|\\.)*")*')
+
+
+def shared_source() -> str:
+    return "\n".join(path.read_text("utf-8") for path in sorted((ROOT / "shared").rglob("*.py")))
+
+
+def test_alert_rules_cover_what_an_operator_must_notice():
+    assert {a["name"] for a in alerts()} == {"dead-delivery", "reconcile-errors", "callback-5xx", "callback-401-burst",
+                                             "keyvault-failures"}
+    [rules] = resources(ALERTS, "Microsoft.Insights/scheduledQueryRules").values()
+    assert rules["config"]["loop_type"]["detail"]["array_name"] == "alerts"
+    rule = body(rules)
+    props = rule["properties"]
+    assert rule["kind"] == "LogAlert" and props["enabled"] is True
+    assert [dotted(scope) for scope in props["scopes"]] == ["appInsights.id"]
+    assert resources(ALERTS)["appInsights"]["existing"]
+    [criterion] = props["criteria"]["allOf"]
+    assert dotted(criterion["query"]) == "alert.query" and criterion["timeAggregation"] == "Count"
+    for alert in alerts():
+        assert alert["severity"] in (1, 2) and alert["window"] in ("PT5M", "PT15M")
+        if alert["name"] == "callback-401-burst":
+            assert (alert["operator"], alert["threshold"]) == ("GreaterThanOrEqual", "unauthorizedBurstThreshold")
+        else:  # any single occurrence is worth an alert
+            assert (alert["operator"], alert["threshold"]) == ("GreaterThan", 0)
+        projected = re.search(r"\| project ([^\n]+)", alert["query"]).group(1)
+        assert set(alert["dimensions"]) <= {c.strip() for c in projected.split(",")}, alert["name"]
+    main = parse(INFRA / "main.bicep")
+    assert main["parameters"]["unauthorizedBurstThreshold"]["default"] == 10
+
+
+def test_each_alert_query_reads_only_log_lines_and_keys_the_code_emits():
+    source = shared_source()
+    function_app = (ROOT / "function_app.py").read_text()
+    for alert in alerts():
+        query = alert["query"]
+        table = query.split()[0]
+        assert table in ("traces", "requests"), alert["name"]
+        if table == "traces":
+            prefixes = re.findall(r'startswith "(\w+ outcome=)', query)
+            assert prefixes, f"{alert['name']}: traces are matched by their `<area> outcome=` prefix"
+            # The format strings of the log calls that write such a line (adjacent literals joined).
+            calls = [LITERALS.match(source, m.start()).group() for prefix in prefixes
+                     for m in re.finditer(re.escape(f'"{prefix}'), source)]
+            for prefix in prefixes:
+                assert f'"{prefix}' in source, f"{alert['name']}: no log line in shared/ starts with {prefix!r}"
+            parsed = re.search(r"parse-kv message as \(([^)]*)\)", query).group(1)
+            for key in (item.split(":")[0].strip() for item in parsed.split(",")):
+                assert any(re.search(rf"\b{key}=", call) for call in calls), \
+                    f"{alert['name']}: no {prefixes} line in shared/ logs {key}="
+        else:  # the Functions host's request telemetry is named after the function
+            [function] = re.findall(r'name == "(\w+)"', query)
+            assert re.search(rf"^def {function}\(", function_app, re.M), f"no function {function} in function_app.py"
+
+
+def test_alerts_mail_the_operator_when_an_address_is_given():
+    main = parse(INFRA / "main.bicep")
+    assert main["parameters"]["alertEmail"]["default"] == ""
+    assert main["modules"]["alerts"]["config"]["params"]["alertEmail"] == "alertEmail"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["alertEmail"]["value"] == "${ALERT_EMAIL}"
+    group = resources(ALERTS)["actionGroup"]
+    assert "condition" in group["config"] and "empty" in json.dumps(group["config"]["condition"]), \
+        "no e-mail address, no action group"
+    props = body(group)["properties"]
+    assert body(group)["location"] == "global" and len(props["groupShortName"]) <= 12
+    assert [r["emailAddress"] for r in props["emailReceivers"]] == ["alertEmail"]
+    [rules] = resources(ALERTS, "Microsoft.Insights/scheduledQueryRules").values()
+    choice = body(rules)["properties"]["actions"]["actionGroups"]["operator"]["operands"]
+    assert choice["true_value"] == [] and [dotted(g) for g in choice["false_value"]] == ["actionGroup.id"]
+
+
+def test_the_observability_guide_shows_every_alert_query():
+    guide = (ROOT / "docs" / "observability.md").read_text()
+    blocks = {block.strip() for block in re.findall(r"```kusto\n(.*?)```", guide, re.S)}
+    for alert in alerts():
+        assert alert["query"].strip() in blocks, f"docs/observability.md lacks the {alert['name']} query as deployed"
+        assert alert["displayName"] in guide
+
+
 # The deploy guide and .funcignore --------------------------------------------------------------
 GUIDES = sorted([*(ROOT / "docs").glob("*.md"), *(ROOT / "examples").rglob("*.md"), *(ROOT / "connector").glob("*.md")])
 # What a developer's clone holds that must never ship (the issue's list first).
