@@ -359,6 +359,7 @@ def test_alert_rules_cover_what_an_operator_must_notice():
     assert resources(ALERTS)["appInsights"]["existing"]
     [criterion] = props["criteria"]["allOf"]
     assert dotted(criterion["query"]) == "alert.query" and criterion["timeAggregation"] == "Count"
+    assert dotted(criterion["dimensions"]) == "alert.dimensions"
     for alert in alerts():
         assert alert["severity"] in (1, 2) and alert["window"] in ("PT5M", "PT15M")
         if alert["name"] == "callback-401-burst":
@@ -366,7 +367,9 @@ def test_alert_rules_cover_what_an_operator_must_notice():
         else:  # any single occurrence is worth an alert
             assert (alert["operator"], alert["threshold"]) == ("GreaterThan", 0)
         projected = re.search(r"\| project ([^\n]+)", alert["query"]).group(1)
-        assert set(alert["dimensions"]) <= {c.strip() for c in projected.split(",")}, alert["name"]
+        for dimension in alert["dimensions"]:  # split by a column the query returns, every value
+            assert dimension["name"] in {c.strip() for c in projected.split(",")}, alert["name"]
+            assert (dimension["operator"], dimension["values"]) == ("Include", ["*"])
     main = parse(INFRA / "main.bicep")
     assert main["parameters"]["unauthorizedBurstThreshold"]["default"] == 10
 

@@ -50,7 +50,7 @@ var alerts = [
     window: 'PT5M'
     operator: 'GreaterThan'
     threshold: 0
-    dimensions: [ 'subscription' ]
+    dimensions: [ { name: 'subscription', operator: 'Include', values: [ '*' ] } ] // one alert per subscription
     query: '''
 traces
 | where message startswith "delivery outcome=dead"
@@ -146,11 +146,7 @@ resource rules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for alert 
           timeAggregation: 'Count'
           operator: alert.operator
           threshold: alert.threshold
-          dimensions: [for dimension in alert.dimensions: {
-            name: dimension
-            operator: 'Include'
-            values: [ '*' ]
-          }]
+          dimensions: alert.dimensions
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1
