@@ -6,6 +6,7 @@ guide's commands and .funcignore fit a fresh clone, and every setting the code r
 main.bicep, the sample and the README. No Bicep CLI is needed."""
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -339,12 +340,20 @@ def alerts() -> list[dict]:
     return parse(ALERTS)["variables"]["alerts"]["value"]
 
 
-# A Python string literal and the ones adjacent to it ("a=%s " "b=%s" across lines).
-LITERALS = re.compile(r'"(?:[^"\\\n]|\\.)*"(?:\s*f?"(?:[^"\\\n]|\\.)*")*')
+def shared_modules() -> dict[Path, str]:
+    return {path: path.read_text("utf-8") for path in sorted((ROOT / "shared").rglob("*.py"))}
 
 
-def shared_source() -> str:
-    return "\n".join(path.read_text("utf-8") for path in sorted((ROOT / "shared").rglob("*.py")))
+def logged_keys(source: str) -> set[str]:
+    """The `key=` names a module can write: inside its string literals (f-string parts too), plus
+    the string keys of its dict literals (lines built as " ".join(f"{k}={v}" ...))."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= set(re.findall(r"(\w+)=", node.value))
+        elif isinstance(node, ast.Dict):
+            found |= {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return found
 
 
 def test_alert_rules_cover_what_an_operator_must_notice():
@@ -375,7 +384,7 @@ def test_alert_rules_cover_what_an_operator_must_notice():
 
 
 def test_each_alert_query_reads_only_log_lines_and_keys_the_code_emits():
-    source = shared_source()
+    modules = shared_modules()
     function_app = (ROOT / "function_app.py").read_text()
     for alert in alerts():
         query = alert["query"]
@@ -384,15 +393,13 @@ def test_each_alert_query_reads_only_log_lines_and_keys_the_code_emits():
         if table == "traces":
             prefixes = re.findall(r'startswith "(\w+ outcome=)', query)
             assert prefixes, f"{alert['name']}: traces are matched by their `<area> outcome=` prefix"
-            # The format strings of the log calls that write such a line (adjacent literals joined).
-            calls = [LITERALS.match(source, m.start()).group() for prefix in prefixes
-                     for m in re.finditer(re.escape(f'"{prefix}'), source)]
-            for prefix in prefixes:
-                assert f'"{prefix}' in source, f"{alert['name']}: no log line in shared/ starts with {prefix!r}"
+            writers = {path: source for path, source in modules.items() if any(f'"{p}' in source for p in prefixes)}
+            assert all(any(f'"{p}' in source for source in writers.values()) for p in prefixes), \
+                f"{alert['name']}: no log line in shared/ starts with {prefixes}"
+            emitted = set().union(*map(logged_keys, writers.values()))
             parsed = re.search(r"parse-kv message as \(([^)]*)\)", query).group(1)
             for key in (item.split(":")[0].strip() for item in parsed.split(",")):
-                assert any(re.search(rf"\b{key}=", call) for call in calls), \
-                    f"{alert['name']}: no {prefixes} line in shared/ logs {key}="
+                assert key in emitted, f"{alert['name']}: {sorted(p.name for p in writers)} never log {key}="
         else:  # the Functions host's request telemetry is named after the function
             [function] = re.findall(r'name == "(\w+)"', query)
             assert re.search(rf"^def {function}\(", function_app, re.M), f"no function {function} in function_app.py"

@@ -54,7 +54,7 @@ var alerts = [
     query: '''
 traces
 | where message startswith "delivery outcome=dead"
-| parse-kv message as (outcome: string, subscription: string, delivery: string, event: string, attempt: int, error: string) with (regex=@"(\w+)=(\S+)")
+| parse-kv message as (outcome: string, subscription: string, delivery: string, event: string, attempt: int, error: string) with (regex=@"(\w+)=('[^']*'|\S+)")
 | project timestamp, subscription, delivery, event, attempt, error
 '''
   }
@@ -70,7 +70,7 @@ traces
     query: '''
 traces
 | where message startswith "reconcile outcome="
-| parse-kv message as (outcome: string, checked: int, recreated: int, deleted: int, errors: int) with (regex=@"(\w+)=(\S+)")
+| parse-kv message as (outcome: string, checked: int, recreated: int, deleted: int, errors: int) with (regex=@"(\w+)=('[^']*'|\S+)")
 | where outcome == "errors" or errors > 0
 | project timestamp, outcome, checked, recreated, deleted, errors
 '''
@@ -103,7 +103,7 @@ requests
     query: '''
 traces
 | where message startswith "callback outcome=rejected"
-| parse-kv message as (outcome: string, subscription: string, status: int) with (regex=@"(\w+)=(\S+)")
+| parse-kv message as (outcome: string, subscription: string, status: int) with (regex=@"(\w+)=('[^']*'|\S+)")
 | project timestamp, subscription, status
 '''
   }
@@ -119,7 +119,7 @@ traces
     query: '''
 traces
 | where message startswith "keyvault outcome=failed"
-| parse-kv message as (outcome: string, vault: string, secret: string, error: string) with (regex=@"(\w+)=(\S+)")
+| parse-kv message as (outcome: string, vault: string, secret: string, error: string) with (regex=@"(\w+)=('[^']*'|\S+)")
 | project timestamp, vault, secret, error
 '''
   }
