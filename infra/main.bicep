@@ -146,8 +146,9 @@ module rbac 'app/rbac.bicep' = {
 // Deliberately NOT set in Azure:
 //   CALENDLY_PAT (the PAT lives in Key Vault), BRIDGE_SQLITE_PATH (Table Storage is the store),
 //   SERVICEBUS_CONNECTION (the identity is used), AzureWebJobsStorage as a connection string,
-//   AzureWebJobsStorage__accountName (the host and the bridge would build public-cloud URLs from it;
-//   the service URIs are set instead), BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
+//   AzureWebJobsStorage__accountName (the host prefers it over the service URIs and builds
+//   public-cloud URLs from it; app/function.bicep sets the account's own blob/queue/table URIs),
+//   BRIDGE_LOG_LEVEL (host.json sets log levels on Azure).
 module bridge 'app/function.bicep' = {
   name: 'function'
   params: {

@@ -328,7 +328,10 @@ def test_trigger_binding_expressions_resolve_from_app_settings_that_always_exist
     assert schedule["default"] == "0 */15 * * * *" == sample["RECONCILE_SCHEDULE"]
     assert {"type": "min_length", "argument": 1} in schedule["decorators"], "an empty schedule is refused"
     assert main["variables"][settings["DELIVERY_QUEUE"]]["value"] == "calendly-deliveries" == sample["DELIVERY_QUEUE"]
-    expressions = set(re.findall(r"%(\w+)%", (ROOT / "function_app.py").read_text()))
+    literals = [node.value for node in ast.walk(ast.parse((ROOT / "function_app.py").read_text()))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    expressions = {m.group(1) for value in literals if (m := re.fullmatch(r"%(\w+)%", value))}
+    assert {"RECONCILE_SCHEDULE", "DELIVERY_QUEUE"} <= expressions, "the triggers bind their settings by expression"
     assert expressions <= set(settings), f"binding expressions without an app setting: {expressions - set(settings)}"
 
 

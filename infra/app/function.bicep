@@ -89,8 +89,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
 
-  // Storage is identity-based: no AzureWebJobsStorage connection string, and the service URIs
-  // (not __accountName, from which the host would build public-cloud URLs) so any cloud works.
+  // Storage is identity-based: no AzureWebJobsStorage connection string. The service URIs, and NOT
+  // __accountName: the WebJobs storage client provider prefers an accountName over the URIs and
+  // builds https://<account>.<service>.core.windows.net from it, wrong outside the public cloud.
   // The bridge reads the same __tableServiceUri / __queueServiceUri for its tables and retry queue.
   resource settings 'config' = {
     name: 'appsettings'
