@@ -107,11 +107,13 @@ class Settings(BaseModel):
         "Storage connection string (UseDevelopmentStorage=true for Azurite); set: Table Storage store + retry queue.",
         local_only=True)
     storage_account: str | None = setting(
-        "AzureWebJobsStorage__accountName", None, "Identity-based storage: the account name.")
+        "AzureWebJobsStorage__accountName", None,
+        "Identity-based storage: the account name (local or manual use: the host then builds public-cloud endpoints; "
+        "Azure gets the service URIs).", local_only=True)
     table_service_uri: str | None = setting(
-        "AzureWebJobsStorage__tableServiceUri", None, "Identity-based storage: the Table service URI.", local_only=True)
+        "AzureWebJobsStorage__tableServiceUri", None, "Identity-based storage: the Table service URI (Bicep: from the account).")
     queue_service_uri: str | None = setting(
-        "AzureWebJobsStorage__queueServiceUri", None, "Identity-based storage: the Queue service URI.", local_only=True)
+        "AzureWebJobsStorage__queueServiceUri", None, "Identity-based storage: the Queue service URI (Bicep: from the account).")
     storage_client_id: str | None = setting(
         "AzureWebJobsStorage__clientId", None,
         "Identity-based storage: the user-assigned identity's client id (used when AZURE_CLIENT_ID is not set).")

@@ -97,11 +97,11 @@ def test_function_app_reads_no_environment():
     assert "os.environ" not in source and "getenv" not in source
 
 
-def test_app_insights_sampling_never_drops_requests_or_exceptions():
+def test_app_insights_sampling_never_drops_requests_exceptions_or_the_traces_alerts_read():
     import json
 
     sampling = json.loads((ROOT / "host.json").read_text())["logging"]["applicationInsights"]["samplingSettings"]
-    assert {"Request", "Exception"} <= set(sampling["excludedTypes"].split(";"))
+    assert {"Request", "Exception", "Trace"} <= set(sampling["excludedTypes"].split(";"))
 
 
 def test_queue_retries_are_bounded_by_the_host_too():
