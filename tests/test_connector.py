@@ -1,107 +1,178 @@
-"""The Power Platform custom connector (connector/): valid Swagger 2.0 with webhook triggers as
-Power Automate expects them, and a contract test that drives the running local host exactly as
-Power Automate would from this file."""
+"""The custom connector against the running bridge, driven the way Power Automate drives it.
+
+``PowerAutomate`` below knows nothing but connector/'s two files: the host comes from the
+``dynamichosturl`` policy template with the connection's ``bridgeHost``, the function key goes in the
+header the security definition names, each trigger is the path and body its operation declares
+(internal fields sent with their defaults, visible ones as a maker leaves or sets them), and
+unsubscribing is a DELETE on the ``Location`` of the ``201``. It runs against the local host
+(``python -m shared serve``) and the Calendly sandbox over real sockets on 127.0.0.1.
+
+The one liberty taken: the local host speaks http, so the template's ``https://`` becomes
+``http://`` and ``bridgeHost`` is the local host's ``127.0.0.1:<port>``.
+"""
 from __future__ import annotations
 
 import copy
 import json
-from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import requests
-from openapi_spec_validator import validate
 
-from shared.events import EVENT_TYPES
-from tests.conftest import ROOT, simulate
+from tests.conftest import ROOT, sandbox_hooks, simulate
 
 SWAGGER = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text("utf-8"))
-PROPERTIES = json.loads((ROOT / "connector" / "apiProperties.json").read_text("utf-8"))
+PROPERTIES = json.loads((ROOT / "connector" / "apiProperties.json").read_text("utf-8"))["properties"]
+METHODS = {"get", "put", "post", "delete", "patch"}
+
+# Until the bridge serves POST /api/triggers/{trigger} (it waits for the shared/ restructuring).
+pytestmark = pytest.mark.xfail(strict=True, reason="the bridge's /api/triggers route is not built yet")
 
 
-def triggers():
-    for path, item in SWAGGER["paths"].items():
-        for method, op in item.items():
-            if isinstance(op, dict) and op.get("x-ms-trigger"):
-                yield path, method, op, item
-
-
-def resolve(schema):
-    """Inline #/definitions refs (for jsonschema)."""
+def to_json_schema(schema):
+    """A Swagger 2.0 schema of the definition as JSON Schema: refs inlined, x-nullable as 'or null'."""
     if isinstance(schema, dict):
         if "$ref" in schema:
-            return resolve(copy.deepcopy(SWAGGER["definitions"][schema["$ref"].rsplit("/", 1)[1]]))
-        out = {k: resolve(v) for k, v in schema.items() if not k.startswith("x-")}
-        if schema.get("x-nullable") and "type" in out:  # Power Platform's Swagger 2.0 way of saying "or null"
+            return to_json_schema(copy.deepcopy(SWAGGER["definitions"][schema["$ref"].rsplit("/", 1)[1]]))
+        out = {k: to_json_schema(v) for k, v in schema.items() if not k.startswith("x-")}
+        if schema.get("x-nullable") and "type" in out:
             out["type"] = [out["type"], "null"]
         return out
     if isinstance(schema, list):
-        return [resolve(v) for v in schema]
+        return [to_json_schema(v) for v in schema]
     return schema
 
 
-def test_definition_is_valid_swagger_2():
-    validate(SWAGGER)
-    assert SWAGGER["swagger"] == "2.0" and SWAGGER["basePath"] == "/api"
+class PowerAutomate:
+    """The platform's side of a connection, from the connector's files alone."""
+
+    def __init__(self, bridge_host: str, function_key: str):
+        [policy] = [p for p in PROPERTIES["policyTemplateInstances"] if p["templateId"].lower() == "dynamichosturl"]
+        template = policy["parameters"]["x-ms-apimTemplateParameter.urlTemplate"]
+        assert "bridgeHost" in PROPERTIES["connectionParameters"]
+        url = template.replace("@connectionParameters('bridgeHost')", bridge_host)
+        self.base = "http://" + url.removeprefix("https://")  # the local host has no TLS (see the module doc)
+        [scheme] = SWAGGER["security"][0]
+        self.headers = {SWAGGER["securityDefinitions"][scheme]["name"]: function_key}
+
+    @staticmethod
+    def operation(operation_id: str) -> tuple[str, dict, dict]:
+        [found] = [(path, op, item) for path, item in SWAGGER["paths"].items() for method, op in item.items()
+                   if method in METHODS and op["operationId"] == operation_id]
+        return found
+
+    def subscribe_body(self, operation_id: str, callback_url: str, **maker: object) -> dict:
+        """The body the designer builds when the flow is saved."""
+        _, op, _ = self.operation(operation_id)
+        [param] = [p for p in op["parameters"] if p["in"] == "body"]
+        schema = param["schema"]
+        body: dict = {}
+        for name, spec in schema["properties"].items():
+            if spec.get("x-ms-notification-url"):
+                body[name] = callback_url
+            elif name in maker:
+                body[name] = maker[name]
+            elif name in schema.get("required", []) and "default" in spec:
+                body[name] = spec["default"]  # internal fields are sent as their default; visible required ones start there
+        missing = set(schema.get("required", [])) - set(body)
+        assert not missing, f"a maker must fill in {missing}"
+        return body
+
+    def subscribe(self, operation_id: str, callback_url: str, **maker: object) -> requests.Response:
+        path, op, _ = self.operation(operation_id)
+        return requests.post(self.base + path, json=self.subscribe_body(operation_id, callback_url, **maker),
+                             headers=self.headers, timeout=30)
+
+    def unsubscribe(self, location: str) -> requests.Response:
+        return requests.delete(location, headers=self.headers, timeout=30)
 
 
-def test_api_key_connection_on_the_function_key_header():
-    assert SWAGGER["securityDefinitions"]["api_key"] == {"type": "apiKey", "in": "header", "name": "x-functions-key"}
-    assert PROPERTIES["properties"]["connectionParameters"]["api_key"]["type"] == "securestring"
+@pytest.fixture
+def platform(bridge):
+    return PowerAutomate(bridge.url.removeprefix("http://"), "local-keys-are-not-enforced")
 
 
-def test_one_trigger_per_event_family_with_an_internal_notification_url():
-    events = set()
-    for path, method, op, item in triggers():
-        assert method == "post" and urlsplit(path).path == "/subscriptions" and op["x-ms-trigger"] == "single"
-        body = op["parameters"][0]["schema"]["properties"]
-        assert body["url"]["x-ms-notification-url"] is True and body["url"]["x-ms-visibility"] == "internal"
-        assert body["events"]["x-ms-visibility"] == "internal"
-        events |= set(body["events"]["default"])
-        assert "Location" in op["responses"]["201"]["headers"]
-        assert item["x-ms-notification-content"]["schema"]
-    assert events == {"invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted",
-                      "routing_form_submission.created"} and events <= set(EVENT_TYPES)
+CALLBACK = "/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=PASECRET"
 
 
-def test_makers_get_dynamic_content_for_invitee_events():
-    payload = SWAGGER["definitions"]["InviteePayload"]["properties"]
-    for field in ("name", "email", "questions_and_answers", "cancellation", "scheduled_event", "tracking", "cancel_url"):
-        assert field in payload and (payload[field].get("x-ms-summary") or payload[field].get("properties"))
-    assert "start_time" in payload["scheduled_event"]["properties"]
+@pytest.mark.parametrize("operation_id, maker, event", [
+    ("WhenInviteeCreated", {}, "invitee.created"),
+    ("WhenInviteeCanceled", {"scope": "organization"}, "invitee.canceled"),
+    ("WhenNoShowMarked", {}, "invitee_no_show.created"),
+    ("WhenRoutingFormSubmitted", {}, "routing_form_submission.created"),
+    ("WhenCalendlyEventOccurs", {"events": ["invitee.canceled", "invitee_no_show.deleted"]}, "invitee_no_show.deleted"),
+])
+def test_power_automate_flow_lifecycle_against_the_local_host(platform, sandbox, target, operation_id, maker, event):
+    path, op, item = platform.operation(operation_id)
+    callback = target.url + CALLBACK
 
-
-def test_routing_forms_are_organization_scope_only():
-    [op] = [op for path, _, op, _ in triggers() if "routing_form" in path]
-    assert op["parameters"][0]["schema"]["properties"]["scope"]["enum"] == ["organization"]
-
-
-def test_delete_is_internal_and_list_get_actions_exist():
-    item = SWAGGER["paths"]["/subscriptions/{id}"]
-    assert item["delete"]["x-ms-visibility"] == "internal" and "get" in item
-    assert "get" in SWAGGER["paths"]["/subscriptions"]
-
-
-@pytest.mark.parametrize("operation_id, event", [("WhenInviteeCreated", "invitee.created"), ("WhenInviteeCanceled", "invitee.canceled")])
-def test_power_automate_flow_lifecycle_against_the_local_host(bridge, sandbox, target, operation_id, event):
-    [(path, _, op, item)] = [t for t in triggers() if t[2]["operationId"] == operation_id]
-    body_schema = op["parameters"][0]["schema"]
-    notification_url = f"{target.url}/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=PASECRET"
-    body = {"url": notification_url}
-    for name, spec in body_schema["properties"].items():  # Power Automate fills internal defaults itself
-        if name != "url" and "default" in spec:
-            body[name] = spec["default"]
-    headers = {"x-functions-key": "local-keys-are-not-enforced", "Content-Type": "application/json"}
-    subscribed = requests.post(f"{bridge.url}{SWAGGER['basePath']}{path}", json=body, headers=headers, timeout=30)
+    subscribed = platform.subscribe(operation_id, callback, **maker)
     assert subscribed.status_code == 201, subscribed.text
-    jsonschema.validate(subscribed.json(), resolve(op["responses"]["201"]["schema"]))
+    jsonschema.validate(subscribed.json(), to_json_schema(op["responses"]["201"]["schema"]))
     location = subscribed.headers["Location"]
+    # The Location is the connector's internal unsubscribe operation on this connection's host.
+    delete_path, delete_op, _ = platform.operation("DeleteSubscription")
+    assert location == platform.base + delete_path.replace("{id}", subscribed.json()["id"])
+    [hook] = sandbox_hooks(sandbox)
+    body = platform.subscribe_body(operation_id, callback, **maker)
+    assert hook["scope"] == body["scope"] and event in hook["events"]
 
     simulate(sandbox, event)
     [got] = target.wait_for(1)
-    jsonschema.validate(json.loads(got["body"]), resolve(item["x-ms-notification-content"]["schema"]))
+    jsonschema.validate(json.loads(got["body"]), to_json_schema(item["x-ms-notification-content"]["schema"]))
     assert got["query"].endswith("sig=PASECRET")
 
-    deleted = requests.delete(location, headers=headers, timeout=30)
-    assert deleted.status_code == 204
-    assert requests.get(location, headers=headers, timeout=30).status_code == 404
+    # Saving the flow again subscribes again: 201, same Location, still one Calendly hook.
+    again = platform.subscribe(operation_id, callback, **maker)
+    assert again.status_code == 201 and again.headers["Location"] == location and again.json()["id"] == subscribed.json()["id"]
+    assert [h["uri"] for h in sandbox_hooks(sandbox)] == [hook["uri"]]
+
+    assert platform.unsubscribe(location).status_code == 204
+    assert sandbox_hooks(sandbox) == []
+    assert requests.get(location, headers=platform.headers, timeout=30).status_code == 404
+
+
+# The bridge's trigger route: what Power Automate never sends, answered clearly -------------------------
+def _post(bridge, path: str, body) -> requests.Response:
+    return requests.post(f"{bridge.url}/api{path}", json=body, timeout=30)
+
+
+def test_an_unknown_trigger_is_a_404_json_error(bridge, sandbox):
+    response = _post(bridge, "/triggers/invitee-rescheduled", {"url": "http://127.0.0.1:9/cb", "scope": "user"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_trigger"
+    assert sandbox_hooks(sandbox) == []
+
+
+def test_a_trigger_without_scope_is_a_400(bridge, sandbox, target):
+    """No default applies on this route: the connector always sends scope, so a missing one is a bug."""
+    response = _post(bridge, "/triggers/invitee-created", {"url": target.url + "/cb"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_subscription"
+    assert "scope" in response.json()["error"]["message"]
+    assert sandbox_hooks(sandbox) == []
+
+
+def test_a_family_trigger_refuses_events_its_path_fixes_them(bridge, sandbox, target):
+    """Refused rather than ignored: a caller sending other events would silently get the path's."""
+    response = _post(bridge, "/triggers/invitee-created", {"url": target.url + "/cb", "scope": "user",
+                                                            "events": ["invitee.canceled"]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_subscription"
+    assert "events" in response.json()["error"]["message"]
+    assert sandbox_hooks(sandbox) == []
+
+
+def test_the_event_trigger_needs_events(bridge, sandbox, target):
+    response = _post(bridge, "/triggers/event", {"url": target.url + "/cb", "scope": "user"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_subscription"
+    assert "events" in response.json()["error"]["message"]
+    assert sandbox_hooks(sandbox) == []
+
+
+def test_a_trigger_and_subscriptions_give_the_same_subscription(bridge, sandbox, target):
+    """Idempotent across the two routes: same target + events + scope -> same id, one Calendly hook;
+    /api/subscriptions keeps its own contract (200 on a repeat)."""
+    url = target.url + "/cb"
+    created = _post(bridge, "/triggers/invitee-created", {"url": url, "scope": "organization"})
+    plain = _post(bridge, "/subscriptions", {"url": url, "events": ["invitee.created"]})  # organization is its default
+    assert (created.status_code, plain.status_code) == (201, 200)
+    assert plain.json()["id"] == created.json()["id"] and plain.headers["Location"] == created.headers["Location"]
+    assert len(sandbox_hooks(sandbox)) == 1
