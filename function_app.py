@@ -30,6 +30,11 @@ def subscribe(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.subscribe, req)
 
 
+@app.route(route="triggers/{trigger}", methods=["POST"], auth_level=MANAGEMENT)
+def subscribe_trigger(req: func.HttpRequest) -> func.HttpResponse:
+    return _call(api.subscribe_trigger, req)
+
+
 @app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
 def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
     return _call(api.list_subscriptions, req)

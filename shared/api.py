@@ -89,6 +89,20 @@ def subscribe(bridge: Bridge, req: Request) -> Response:
 
 
 @handler
+def subscribe_trigger(bridge: Bridge, req: Request) -> Response:
+    """The custom connector's subscribe. Always 201 + Location, also when the subscription existed
+    (same id, same Calendly hook): Power Automate reads Location from a 201 only."""
+    from .events import TRIGGER_EVENTS
+    from .schemas import parse_trigger
+
+    trigger = req.route_params.get("trigger", "")
+    if trigger not in TRIGGER_EVENTS:
+        raise BridgeError(404, "unknown_trigger", f"no such trigger; the triggers are {', '.join(TRIGGER_EVENTS)}")
+    sub, _created = bridge.subscriptions.subscribe(parse_trigger(trigger, _json_body(req)))
+    return Response.json(201, sub.public(), {"Location": bridge.subscriptions.location(sub.id)})
+
+
+@handler
 def list_subscriptions(bridge: Bridge, req: Request) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not SUBSCRIPTION_ID.match(cursor):

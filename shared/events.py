@@ -1,4 +1,4 @@
-"""Calendly's event types, which scopes allow them, and the dedupe key of an event."""
+"""Calendly's event types, which scopes allow them, the connector's triggers, and the dedupe key of an event."""
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +22,16 @@ EVENT_TYPES: tuple[str, ...] = (
 SCOPES: tuple[str, ...] = ("organization", "user", "group")
 # Calendly refuses these outside organization scope; the bridge says so first.
 ORGANIZATION_ONLY = frozenset({"routing_form_submission.created"})
+# The custom connector's triggers, POST /api/triggers/{trigger}: each family's path fixes its
+# events; "event" ("When a Calendly event occurs") takes the events the maker picked.
+TRIGGER_EVENTS: dict[str, tuple[str, ...] | None] = {
+    "invitee-created": ("invitee.created",),
+    "invitee-canceled": ("invitee.canceled",),
+    "no-show-created": ("invitee_no_show.created",),
+    "no-show-deleted": ("invitee_no_show.deleted",),
+    "routing-form-submitted": ("routing_form_submission.created",),
+    "event": None,
+}
 
 
 def scope_conflicts(events: list[str], scope: str) -> list[str]:

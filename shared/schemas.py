@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
-from .events import EVENT_TYPES, SCOPES, scope_conflicts
+from .events import EVENT_TYPES, SCOPES, TRIGGER_EVENTS, scope_conflicts
 
 _ENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}$"
 
@@ -90,6 +90,19 @@ class SubscribeBody(BaseModel):
         return self.url or self.callbackUrl or self.notificationUrl
 
 
+class TriggerBody(BaseModel):
+    """POST /api/triggers/{trigger}: what the custom connector sends. ``scope`` is required (no
+    default applies on this route, so the connector's and the bridge's defaults cannot disagree);
+    ``events`` only on the "event" trigger, whose path does not name them. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    url: str = Field(min_length=1, max_length=4096)
+    scope: str
+    user: str | None = Field(default=None, max_length=512)
+    group: str | None = Field(default=None, max_length=512)
+    events: list[str] | None = None
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False, include_input=False):
@@ -106,3 +119,23 @@ def parse_subscribe(data: Any) -> SubscribeBody:
     except ValidationError as exc:
         code = "invalid_scope" if any(e["type"] == "invalid_scope" for e in exc.errors()) else "invalid_subscription"
         raise BridgeError(400, code, _describe(exc)) from None
+
+
+def parse_trigger(trigger: str, data: Any) -> SubscribeBody:
+    """The subscribe body a trigger stands for: the same one ``POST /api/subscriptions`` takes for the
+    same target, events and scope (hence the same subscription). ``trigger`` must be a known one."""
+    if not isinstance(data, dict):
+        raise BridgeError(400, "invalid_body", "the body must be a JSON object")
+    try:
+        body = TriggerBody.model_validate(data)
+    except ValidationError as exc:
+        raise BridgeError(400, "invalid_subscription", _describe(exc)) from None
+    fixed = TRIGGER_EVENTS[trigger]
+    if fixed is not None and body.events is not None:
+        # Refused, not ignored: a caller sending other events would silently get the path's.
+        raise BridgeError(400, "invalid_subscription",
+                          f"events: the {trigger} trigger always subscribes to {', '.join(fixed)}; send no events")
+    subscribe = body.model_dump(exclude_none=True)
+    if fixed is not None:
+        subscribe["events"] = list(fixed)
+    return parse_subscribe(subscribe)
