@@ -19,14 +19,12 @@ import jsonschema
 import pytest
 import requests
 
+from shared.events import EVENT_TYPES, TRIGGER_EVENTS
 from tests.conftest import ROOT, sandbox_hooks, simulate
 
 SWAGGER = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text("utf-8"))
 PROPERTIES = json.loads((ROOT / "connector" / "apiProperties.json").read_text("utf-8"))["properties"]
 METHODS = {"get", "put", "post", "delete", "patch"}
-
-# Until the bridge serves POST /api/triggers/{trigger} (it waits for the shared/ restructuring).
-pytestmark = pytest.mark.xfail(strict=True, reason="the bridge's /api/triggers route is not built yet")
 
 
 def to_json_schema(schema):
@@ -130,6 +128,19 @@ def test_power_automate_flow_lifecycle_against_the_local_host(platform, sandbox,
     assert platform.unsubscribe(location).status_code == 204
     assert sandbox_hooks(sandbox) == []
     assert requests.get(location, headers=platform.headers, timeout=30).status_code == 404
+
+
+def test_the_connectors_triggers_are_the_ones_the_bridge_serves():
+    """connector/ and shared/events.TRIGGER_EVENTS name the same triggers and events."""
+    paths = {path: item["post"] for path, item in SWAGGER["paths"].items() if item.get("post", {}).get("x-ms-trigger")}
+    assert {path.removeprefix("/triggers/") for path in paths} == set(TRIGGER_EVENTS)
+    for path, op in paths.items():
+        fixed = TRIGGER_EVENTS[path.removeprefix("/triggers/")]
+        events = op["parameters"][0]["schema"]["properties"].get("events")
+        if fixed is None:
+            assert set(events["items"]["enum"]) == set(EVENT_TYPES)
+        else:
+            assert events is None and all(event in op["description"] for event in fixed)
 
 
 # The bridge's trigger route: what Power Automate never sends, answered clearly -------------------------

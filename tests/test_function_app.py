@@ -6,6 +6,7 @@ from tests.conftest import ROOT, declared_functions
 
 EXPECTED = {
     ("POST", "subscriptions"): "FUNCTION",
+    ("POST", "triggers/{trigger}"): "FUNCTION",
     ("GET", "subscriptions"): "FUNCTION",
     ("DELETE", "subscriptions"): "FUNCTION",
     ("GET", "subscriptions/{id}"): "FUNCTION",

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import signatures
+from shared.events import TRIGGER_EVENTS
 from shared.http import Request
 from shared.redaction import redact_url
 from shared.signatures import SignatureError
@@ -89,15 +90,17 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=300)),
        st.dictionaries(st.sampled_from(["limit", "cursor", "callbackUrl", "url", "include"]), st.text(max_size=40)),
-       st.text(max_size=40))
-def test_management_handlers_answer_json_4xx_or_success_never_5xx_for_bad_input(in_process_bridge, body, params, route_id):
+       st.text(max_size=40), st.sampled_from([*TRIGGER_EVENTS, "invitee-rescheduled", ""]))
+def test_management_handlers_answer_json_4xx_or_success_never_5xx_for_bad_input(in_process_bridge, body, params, route_id,
+                                                                                 trigger):
     """In-process, with the store but no Calendly (a bad body must be refused before any call)."""
     from shared import api
 
-    for handler, method in ((api.subscribe, "POST"), (api.list_subscriptions, "GET"), (api.get_subscription, "GET"),
-                            (api.unsubscribe_by_callback, "DELETE"), (api.list_deliveries, "GET"),
-                            (api.replay_delivery, "POST"), (api.calendly_event, "POST")):
-        request = Request(method, "http://127.0.0.1/api/x", {}, params, {"id": route_id, "delivery_id": route_id}, body)
+    for handler, method in ((api.subscribe, "POST"), (api.subscribe_trigger, "POST"), (api.list_subscriptions, "GET"),
+                            (api.get_subscription, "GET"), (api.unsubscribe_by_callback, "DELETE"),
+                            (api.list_deliveries, "GET"), (api.replay_delivery, "POST"), (api.calendly_event, "POST")):
+        request = Request(method, "http://127.0.0.1/api/x", {}, params,
+                          {"id": route_id, "delivery_id": route_id, "trigger": trigger}, body)
         response = handler(in_process_bridge, request)
         assert response.status < 500 or json.loads(response.body)["error"]["code"] in {
             "calendly_unavailable", "calendly_unauthorized", "configuration_error"}, (handler.__name__, response.body)
