@@ -905,6 +905,8 @@ def as_json_schema(schema):
 def test_makers_get_dynamic_content_for_the_envelope_and_the_invitee():
     for path in [*FAMILY_TRIGGERS, EVENT_TRIGGER]:
         assert {"event", "created_at", "created_by", "payload"} <= set(notification_schema(path)["properties"])
+    no_show = notification_schema("/triggers/no-show-created")["properties"]["payload"]["properties"]
+    assert {"name", "email", "scheduled_event"} <= set(no_show) and {"uri", "created_at"} <= set(no_show["no_show"]["properties"])
     for path in ("/triggers/invitee-canceled", EVENT_TRIGGER):
         invitee = notification_schema(path)["properties"]["payload"]["properties"]
         for field in ("name", "email", "first_name", "last_name", "status", "timezone", "questions_and_answers",
@@ -947,9 +949,11 @@ EXAMPLES = {
     "invitee.created": _invitee("active"),
     "invitee.canceled": dict(_invitee("canceled"), cancellation={"canceled_by": "Zoë Ångström",
                                                                   "reason": "Meeting Conflict", "canceler_type": "invitee"}),
-    "invitee_no_show.created": {"uri": "https://api.calendly.com/invitee_no_shows/6ee96ed4-83a3-4966-a278-cd19b3c02e09",
-                                "invitee": "https://api.calendly.com/scheduled_events/AAAA/invitees/BBBB",
-                                "created_at": "2020-11-23T17:51:18.341657Z"},
+    # No-show events carry the invitee, with no_show set (Calendly's webhook payload reference).
+    "invitee_no_show.created": dict(_invitee("active"), no_show={
+        "uri": "https://api.calendly.com/invitee_no_shows/6ee96ed4-83a3-4966-a278-cd19b3c02e09",
+        "created_at": "2020-11-23T17:51:18.341657Z"}),
+    "invitee_no_show.deleted": _invitee("active"),
     "routing_form_submission.created": {
         "uri": "https://api.calendly.com/routing_form_submissions/AAAAAAAAAAAAAAAA",
         "routing_form": "https://api.calendly.com/routing_forms/AAAAAAAAAAAAAAAA",
@@ -961,7 +965,6 @@ EXAMPLES = {
         "submitter": "https://calendly.com/scheduled_events/AAAAAAAAAAAAAAAA/invitees/AAAAAAAAAAAAAAAA",
         "submitter_type": "Invitee", "created_at": "2022-05-15T03:04:05.678Z", "updated_at": "2022-05-15T06:05:04.321Z"},
 }
-EXAMPLES["invitee_no_show.deleted"] = EXAMPLES["invitee_no_show.created"]
 
 
 def _envelope(event: str) -> dict:
