@@ -13,7 +13,7 @@ from shared.cli import LOCAL_DEFAULTS, configure_logging, settings_or_exit
 from shared.composition import compose
 from shared.settings import Settings, local_environment
 
-from .localhost import BackgroundWork, make_app
+from .localhost import MAX_BODY_BYTES, BackgroundWork, make_app
 
 
 def _serve_arguments(argv: list[str]) -> argparse.Namespace:
@@ -63,7 +63,7 @@ def cmd_serve(argv: list[str]) -> int:
     import waitress
 
     server = waitress.create_server(make_app(functions), host=args.host, port=args.port, threads=args.threads,
-                                    max_request_body_size=8 * 1024 * 1024, ident="calendly-bridge")
+                                    max_request_body_size=MAX_BODY_BYTES, ident="calendly-bridge")
     loop = None
     if args.redeliver_interval > 0 or args.reconcile_interval > 0:
         loop = BackgroundWork(functions.bridge, args.redeliver_interval, args.reconcile_interval)
