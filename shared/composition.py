@@ -118,12 +118,11 @@ class BridgeProvider:
                     self._bridge = self._build()
         return self._bridge
 
-    def use(self, build: Callable[[], Bridge]) -> None:
-        """Compose differently from now on (the local host and tests); closes the current bridge."""
+    def use(self, build: Callable[[], Bridge] | None) -> None:
+        """Compose with ``build`` from now on (None: from the app settings again). The local host and
+        tests use it; whoever built a bridge closes it."""
         with self._lock:
-            if self._bridge is not None:
-                self._bridge.close()
-            self._bridge, self._build = None, build
+            self._bridge, self._build = None, build or _from_app_settings
 
 
 def _from_app_settings() -> Bridge:

@@ -45,12 +45,19 @@ class DeliveryPolicy:
 
 
 class RetryScheduler(Protocol):
+    # How late a pending delivery must be before the timer's safety net retries it itself.
+    safety_net_after_seconds: float
+
     def schedule(self, delivery: Delivery, delay_seconds: float) -> None:
         """Make sure the delivery is attempted again after ``delay_seconds``."""
 
 
 class OutboxScheduler:
-    """The store's pending deliveries are the outbox; ``next_attempt_at`` is the schedule."""
+    """The store's pending deliveries are the outbox; ``next_attempt_at`` is the schedule. Something
+    must drain it: the local host's loop, or under the Functions host (no queue with the SQLite
+    store) the timer, which then retries every due delivery."""
+
+    safety_net_after_seconds = 0.0
 
     def schedule(self, delivery: Delivery, delay_seconds: float) -> None:
         return None

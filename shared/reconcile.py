@@ -23,9 +23,6 @@ log = logging.getLogger("shared.reconcile")
 
 # A 'creating' record younger than this may belong to a subscribe still in flight.
 CREATING_GRACE_SECONDS = 120
-# A pending delivery this late lost its retry-queue message (a crash between recording it and
-# enqueueing): the timer sends it itself.
-OVERDUE_SECONDS = 600
 
 
 class Reconciler:
@@ -39,9 +36,11 @@ class Reconciler:
         self.clock = clock
 
     def run_timer(self) -> dict:
-        """The timer's work: reconcile hooks, then the retry safety net."""
+        """The timer's work: reconcile hooks, then the retry safety net (every due delivery when no
+        queue retries them, e.g. the SQLite store under ``func start``)."""
         summary = self.reconcile()
-        summary["overdue_deliveries"] = self.deliveries.retry_due(overdue_seconds=OVERDUE_SECONDS)
+        late = self.deliveries.scheduler.safety_net_after_seconds
+        summary["overdue_deliveries"] = self.deliveries.retry_due(overdue_seconds=late)
         return summary
 
     def reconcile(self) -> dict:

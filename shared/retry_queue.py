@@ -64,6 +64,10 @@ def message_text(delivery: Delivery) -> str:
 class QueueScheduler:
     """RetryScheduler on a Storage queue: the backoff is the message's visibility timeout."""
 
+    # A pending delivery this late lost its queue message (a crash between recording it and
+    # enqueueing, or the queue was down): the timer's safety net sends it itself.
+    safety_net_after_seconds = 600.0
+
     def __init__(self, client):
         self._client = client
         self._created = False

@@ -70,9 +70,13 @@ def test_function_app_handlers_stay_thin():
             assert len(node.body) <= 6, f"{node.name} does more than parse, call shared/ and shape the response"
 
 
-def _trigger(name):
+def _function(name):
     [fn] = [fn for fn in declared_functions() if fn.get_function_name() == name]
-    return fn.get_trigger()
+    return fn
+
+
+def _trigger(name):
+    return _function(name).get_trigger()
 
 
 def test_timer_and_queue_take_their_schedule_and_queue_from_app_settings_at_startup():
@@ -110,3 +114,38 @@ def test_queue_retries_are_bounded_by_the_host_too():
 
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
     assert queues["maxDequeueCount"] >= 5  # a store outage retries the message; then the poison queue keeps it
+
+
+def test_under_the_functions_host_with_sqlite_the_timer_retries_every_due_delivery(tmp_path, target):
+    """`func start` without Azure storage has no retry queue: the declared timer function is what
+    retries, so a delivery that failed is sent by its next run once due (not only 10 minutes late)."""
+    import function_app
+    from shared import signatures
+    from shared.composition import compose
+    from shared.models import HttpEndpoint, Subscription, SubscriptionState
+    from shared.settings import Settings
+    from tests.peers import FakeClock
+
+    clock = FakeClock()
+    bridge = compose(Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "b.sqlite3"), "CALENDLY_PAT": "x",
+                                        "CALENDLY_API_BASE": "http://127.0.0.1:9", "ALLOW_INSECURE_TARGETS": "true",
+                                        "BRIDGE_PUBLIC_URL": "http://127.0.0.1:7071"}), clock=clock)
+    sub = bridge.store.create_subscription(Subscription(
+        id="e" * 32, target=HttpEndpoint(f"{target.url}/flow"), events=["invitee.created"], scope="organization",
+        organization="o", user=None, group=None, signing_key="k", generation="g", state=SubscriptionState.ACTIVE))
+    target.respond(default=503)
+    body = b'{"event": "invitee.created", "payload": {"uri": "https://api.calendly.com/x/invitees/9"}}'
+    assert bridge.callbacks.receive(sub.id, {signatures.HEADER: signatures.sign(body, "k")}, body).status == 202
+    target.respond(default=200)
+    failed_posts = len(target.received)
+    function_app.bridge.use(lambda: bridge)
+    try:
+        timer = _function("reconcile").get_user_function()
+        timer(None)
+        assert len(target.received) == failed_posts, "not due yet"
+        clock.advance(2 * bridge.deliveries.policy.backoff_base)
+        timer(None)  # reconcile itself reports Calendly unreachable; the retry still happens
+        assert len(target.delivered()) == 1
+    finally:
+        function_app.bridge.use(None)
+        bridge.close()

@@ -62,7 +62,7 @@ def azure_bridge(azurite, target):
     function_app.bridge.use(lambda: bridge)  # what the queue trigger's function uses
     reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"], message_decode_policy=TextBase64DecodePolicy())
     yield bridge, sub, reader, clock
-    function_app.bridge.use(lambda: compose(Settings.from_env()))
+    function_app.bridge.use(None)
     bridge.close()
     reader.close()
 
