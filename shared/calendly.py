@@ -3,8 +3,11 @@ to bridge errors (502 when Calendly refuses, 503 when it is unreachable or rate 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -20,6 +23,12 @@ log = logging.getLogger("shared.calendly")
 USER_AGENT = "calendly-azure-trigger-bridge/1.0"
 # Never make a subscribe call wait longer than this for Calendly's rate limit to reset.
 MAX_RETRY_WAIT_SECONDS = 10.0
+# Calendly's per-user limit on paid plans (Free: 50); its X-RateLimit-Limit header, on every
+# response, overrides this as soon as one call has been made.
+DEFAULT_RATE_LIMIT = 500
+# Calendly counts requests per minute: X-RateLimit-Reset is at most this far away.
+RATE_WINDOW_SECONDS = 60.0
+PAGE_SIZE = 100  # the most hooks Calendly lists per call
 
 
 class CalendlyRetry(Retry):
@@ -56,6 +65,32 @@ class CalendlyError(BridgeError):
                  headers: dict[str, str] | None = None):
         super().__init__(status, code, message, headers)
         self.calendly_status = calendly_status
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """What Calendly last said of the PAT's rate-limit window (``X-RateLimit-*`` on every answer)."""
+
+    limit: int
+    remaining: int
+    resets_at: float  # time.monotonic() when the window resets
+    seq: int          # which answer said it (later answers are newer)
+
+    @classmethod
+    def from_headers(cls, headers: Any, seq: int, now: float) -> "RateWindow | None":
+        try:
+            limit = int(headers["X-RateLimit-Limit"])
+            remaining = int(headers["X-RateLimit-Remaining"])
+            reset = float(headers["X-RateLimit-Reset"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if limit < 1 or not math.isfinite(reset):
+            return None
+        return cls(limit, max(0, min(remaining, limit)), now + max(0.0, reset), seq)
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    return isinstance(exc, CalendlyError) and exc.calendly_status == 429
 
 
 def _error_from(response: requests.Response) -> CalendlyError:
@@ -98,8 +133,9 @@ def scope_params(scope: str, user: str | None, group: str | None) -> dict[str, s
 
 class CalendlyClient:
     def __init__(self, base_url: str, pat: PatProvider, timeout: tuple[float, float] = (3.05, 8.0), retries: int = 3,
-                 backoff_factor: float = 0.5):
+                 backoff_factor: float = 0.5, monotonic: Callable[[], float] = time.monotonic):
         self.base_url = base_url.rstrip("/")
+        self.monotonic = monotonic  # the clock rate-limit windows are measured with
         self._pat = pat
         self._timeout = timeout
         self._session = requests.Session()
@@ -108,6 +144,14 @@ class CalendlyClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self.calls = 0  # API calls made (benchmarks count them)
+        self.rate: RateWindow | None = None  # Calendly's last word on the rate-limit window
+        self._answers = 0
+        self._thread = threading.local()
+
+    @property
+    def calls_in_this_thread(self) -> int:
+        """API calls made by the current thread (a reconcile run counts its own this way)."""
+        return getattr(self._thread, "calls", 0)
 
     def close(self) -> None:
         self._session.close()
@@ -118,6 +162,7 @@ class CalendlyClient:
         for attempt in (1, 2):
             token = self._pat.get()
             self.calls += 1
+            self._thread.calls = self.calls_in_this_thread + 1
             started = time.monotonic()
             try:
                 response = self._session.request(method, url, timeout=self._timeout, allow_redirects=False,
@@ -127,11 +172,18 @@ class CalendlyClient:
                 raise CalendlyError(503, "calendly_unavailable",
                                     f"Calendly could not be reached ({type(exc).__name__})", None, {"Retry-After": "30"}) from None
             log.info("calendly %s %s -> %s in %.0f ms", method, urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000)
+            self._observe_rate(response)
             # A 401 may mean the PAT was rotated: re-read it once (Key Vault) before giving up.
             if response.status_code == 401 and attempt == 1 and self._pat.invalidate():
                 continue
             return response
         return response
+
+    def _observe_rate(self, response: requests.Response) -> None:
+        self._answers += 1
+        window = RateWindow.from_headers(response.headers, self._answers, self.monotonic())
+        if window is not None:
+            self.rate = window  # one reference swap: readers on other threads see the old or the new
 
     def _json(self, method: str, path: str, expected: tuple[int, ...], **kwargs: Any) -> dict:
         response = self._request(method, path, **kwargs)
@@ -170,28 +222,14 @@ class CalendlyClient:
 
     def list_webhooks(self, *, organization: str, scope: str, user: str | None = None, group: str | None = None) -> Iterator[dict]:
         """Every hook in the scope, following every page."""
-        params: dict[str, Any] = {"organization": organization, "count": 100, **scope_params(scope, user, group)}
-        seen: set[str] = set()
-        path = "/webhook_subscriptions"
-        while True:
-            page = self._json("GET", path, (200,), params=params)
-            for item in page.get("collection") or []:
-                if isinstance(item, dict):
-                    yield item
-            pagination = page.get("pagination") or {}
-            token, next_page = pagination.get("next_page_token"), pagination.get("next_page")
-            if token and token not in seen:
-                seen.add(token)
-                params = {**params, "page_token": token}
-            elif not token and isinstance(next_page, str) and next_page not in seen:
-                # Only the full URL is given: follow its path and query on *our* base URL.
-                seen.add(next_page)
-                parts = urlsplit(next_page)
-                path, params = f"{parts.path}?{parts.query}" if parts.query else parts.path, None
-                if not path.startswith("/webhook_subscriptions"):
-                    return
-            else:
-                return
+        pages = self.webhook_pages(organization=organization, scope=scope, user=user, group=group)
+        while not pages.done:
+            yield from pages.fetch()
+
+    def webhook_pages(self, *, organization: str, scope: str, user: str | None = None,
+                      group: str | None = None) -> "WebhookPages":
+        """The scope's hooks a page (one call, up to 100 hooks) at a time."""
+        return WebhookPages(self, {"organization": organization, "count": PAGE_SIZE, **scope_params(scope, user, group)})
 
     def get_webhook(self, uri: str) -> dict | None:
         response = self._request("GET", self.webhook_path(uri))
@@ -214,3 +252,118 @@ class CalendlyClient:
     def sample_webhook_data(self, *, event: str, organization: str, scope: str, user: str | None = None, group: str | None = None) -> dict:
         params: dict[str, Any] = {"event": event, "organization": organization, **scope_params(scope, user, group)}
         return self._json("GET", "/sample_webhook_data", (200,), params=params)
+
+
+class WebhookPages:
+    """One scope's hooks, one call per ``fetch()``; a fetch that fails (a 429) can simply be
+    made again, since the position only moves on success. ``done`` after the last page."""
+
+    def __init__(self, client: CalendlyClient, params: dict[str, Any]):
+        self._client = client
+        self._path: str = "/webhook_subscriptions"
+        self._params: dict[str, Any] | None = params
+        self._seen: set[str] = set()
+        self.done = False
+        self.pages = 0
+
+    def fetch(self) -> list[dict]:
+        if self.done:
+            return []
+        page = self._client._json("GET", self._path, (200,), params=self._params)
+        self.pages += 1
+        items = [item for item in page.get("collection") or [] if isinstance(item, dict)]
+        pagination = page.get("pagination") or {}
+        token, next_page = pagination.get("next_page_token"), pagination.get("next_page")
+        if token and token not in self._seen:
+            self._seen.add(token)
+            self._params = {**(self._params or {}), "page_token": token}
+        elif not token and isinstance(next_page, str) and next_page not in self._seen:
+            # Only the full URL is given: follow its path and query on *our* base URL.
+            self._seen.add(next_page)
+            parts = urlsplit(next_page)
+            self._path, self._params = (f"{parts.path}?{parts.query}" if parts.query else parts.path), None
+            self.done = not self._path.startswith("/webhook_subscriptions")
+        else:
+            self.done = True
+        return items
+
+
+class CallBudget:
+    """One reconcile run's share of the PAT's Calendly rate limit (subscribes need the rest).
+
+    ``allow(n)`` before making ``n`` calls. It answers True (go) after waiting, when needed, for
+    Calendly's window to reset: the run only spends while Calendly reports more than
+    ``(1 - share)`` of the window left, so makers' subscribes always find that much. It answers
+    False (leave the work to the next run) when the run's repair calls (recreates, deletes) have
+    reached ``share`` of one window, when a wait would be longer than one window or push the
+    run's total wait past ``max_wait``, or after ``stop()`` (Calendly is down).
+    ``rate_limited(error)`` honours a 429's ``X-RateLimit-Reset`` / ``Retry-After``."""
+
+    def __init__(self, client: CalendlyClient, share: float, *, max_wait: float = 600.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        self.client = client
+        self.share = share
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.clock = client.monotonic
+        self.repair_calls = 0
+        self.waited = 0.0
+        self.waits = 0
+        self.stopped: str | None = None  # why no more calls are made this run
+        self.deferred: str | None = None  # why some repair was left for the next run
+        self._paused_until = 0.0
+        self._stale_seq = -1  # rate observations up to this one describe a window already waited out
+
+    @property
+    def limit(self) -> int:
+        rate = self.client.rate
+        return rate.limit if rate is not None else DEFAULT_RATE_LIMIT
+
+    @property
+    def repair_allowance(self) -> int:
+        """Repair calls this run may make: ``share`` of one window (at least 1)."""
+        return max(1, math.floor(self.limit * self.share))
+
+    def allow(self, calls: int = 1, repair: bool = False) -> bool:
+        if self.stopped:
+            return False
+        if repair and self.repair_calls + calls > self.repair_allowance:
+            self.deferred = self.deferred or "repair_budget"
+            return False
+        wait = self._wait_for(calls)
+        if wait > 0:
+            if wait > RATE_WINDOW_SECONDS + 1 or self.waited + wait > self.max_wait:
+                self.stop("rate_limit")
+                return False
+            log.info("reconcile waits %.1f s for Calendly's rate-limit window to reset", wait)
+            self.sleep(wait)
+            self.waited += wait
+            self.waits += 1
+            self._paused_until = 0.0
+            self._stale_seq = self.client.rate.seq if self.client.rate is not None else -1
+        if repair:
+            self.repair_calls += calls
+        return True
+
+    def _wait_for(self, calls: int) -> float:
+        now = self.clock()
+        wait = max(0.0, self._paused_until - now)
+        rate = self.client.rate
+        if rate is not None and rate.seq > self._stale_seq and now < rate.resets_at:
+            keep = rate.limit - math.floor(rate.limit * self.share)  # what others are left in this window
+            if rate.remaining - calls < keep:
+                wait = max(wait, rate.resets_at - now)
+        return wait
+
+    def rate_limited(self, exc: CalendlyError) -> None:
+        """Calendly answered 429 (past the client's own short waits): pause until it resets."""
+        try:
+            seconds = float(exc.headers.get("Retry-After", RATE_WINDOW_SECONDS))
+        except ValueError:
+            seconds = RATE_WINDOW_SECONDS
+        self._paused_until = max(self._paused_until, self.clock() + max(0.0, seconds))
+
+    def stop(self, reason: str) -> None:
+        self.stopped = self.stopped or reason
