@@ -9,9 +9,12 @@ Control endpoints, no auth:
     GET    /_sandbox/hooks       every hook with has_signing_key
     PATCH  /_sandbox/hooks/<id>  {"state": "disabled"|"active"}
     DELETE /_sandbox/hooks/<id>  the hook vanishes silently
-    POST   /_sandbox/faults      {"method"?, "path_prefix"?, "status"?, "count"?, "retry_after"?,
+    POST   /_sandbox/faults      {"method"?, "path_prefix"?, "status"?, "count"?, "skip"?, "retry_after"?,
                                   "ratelimit_reset"?, "hang_seconds"?, "close"?} or {"clear": true}
     POST   /_sandbox/token       {"pat"}: rotate the accepted token
+    POST   /_sandbox/ratelimit   {"limit"?, "window"?, "enforce"?}: Calendly's per-minute rate limit
+                                 (every API answer carries X-RateLimit-Limit/-Remaining/-Reset;
+                                 enforced, a request past the limit is a 429 until the window resets)
 
     python -m shared sandbox [--port 7080] [--pat sandbox-pat]   (devtools.cli)
     python -m shared simulate invitee.created [--sandbox-url http://127.0.0.1:7080]
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import itertools
+import math
 import json
 import os
 import sys
@@ -53,6 +58,7 @@ _ERRORS = {
           "The server encountered an unexpected condition that prevented it from fulfilling the request."),
 }
 _LIMIT_PER_MINUTE = "500"
+_RATE_LIMIT, _RATE_WINDOW = 500, 60.0  # Calendly's paid plans: 500 requests per user per minute
 _CONNECT_TIMEOUT, _READ_TIMEOUT = 10, 15  # Calendly's own delivery timeouts
 _RESPONSE_EXCERPT = 2048
 
@@ -86,6 +92,58 @@ def _invalid(parameter: str, message: str) -> _Reply:
     return _error(400, [{"parameter": parameter, "message": message}])
 
 
+class _Hooks:
+    """The hooks, indexed so that 10,000 of them stay fast: by id; per scope in creation order
+    (keyset pages are a bisect, not a sort); by callback URL and scope (the 409 check)."""
+
+    def __init__(self):
+        self.by_id: dict[str, dict] = {}  # uuid -> public resource + private "_signing_key", "_seq"
+        self._seqs: dict[tuple, list[int]] = {}  # scope key -> ascending _seq of its hooks
+        self._by_seq: dict[int, dict] = {}
+        self._urls: dict[tuple, str] = {}  # (callback_url, *scope key) -> uuid
+
+    @staticmethod
+    def scope_key(hook: dict) -> tuple:
+        return hook["organization"], hook["scope"], hook["user"], hook["group"]
+
+    def add(self, hook_id: str, hook: dict) -> None:
+        key = self.scope_key(hook)
+        self.by_id[hook_id] = hook
+        self._by_seq[hook["_seq"]] = hook
+        seqs = self._seqs.setdefault(key, [])
+        if seqs and seqs[-1] > hook["_seq"]:
+            bisect.insort(seqs, hook["_seq"])
+        else:
+            seqs.append(hook["_seq"])
+        self._urls[(hook["callback_url"], *key)] = hook_id
+
+    def remove(self, hook_id: str) -> dict:
+        hook = self.by_id.pop(hook_id)
+        key = self.scope_key(hook)
+        seqs = self._seqs[key]
+        del seqs[bisect.bisect_left(seqs, hook["_seq"])]
+        del self._by_seq[hook["_seq"]]
+        if self._urls.get((hook["callback_url"], *key)) == hook_id:
+            del self._urls[(hook["callback_url"], *key)]
+        return hook
+
+    def clear(self) -> None:
+        self.by_id.clear()
+        self._seqs.clear()
+        self._by_seq.clear()
+        self._urls.clear()
+
+    def url_taken(self, url: str, key: tuple) -> bool:
+        return (url, *key) in self._urls
+
+    def in_scope(self, key: tuple) -> list[int]:
+        """The scope's hooks' ``_seq``, ascending (do not modify)."""
+        return self._seqs.get(key, [])
+
+    def by_seq(self, seq: int) -> dict:
+        return self._by_seq[seq]
+
+
 class SandboxApp:
     """The WSGI app. Thread-safe; also driven from Python (``simulate``, ``hooks``, ``add_fault`` ...)."""
 
@@ -94,11 +152,13 @@ class SandboxApp:
         self.base_url = base_url.rstrip("/")
         self._lock = threading.Lock()
         self._user_id, self._organization_id = str(uuid.uuid4()), str(uuid.uuid4())
-        self._hooks: dict[str, dict] = {}  # uuid -> public resource + private "_signing_key", "_seq"
+        self._hooks = _Hooks()
         self._seq = itertools.count()
         self._log: list[dict] = []
         self._faults: list[dict] = []
         self._epoch = 0  # bumped by reset(): a create that began before it leaves nothing behind
+        self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
+        self._window_start, self._window_used = 0.0, 0
 
     @property
     def user_uri(self) -> str:
@@ -110,24 +170,27 @@ class SandboxApp:
 
     # Python control surface ---------------------------------------------------------
     def reset(self, keep_hooks: bool = False) -> None:
-        """Forget hooks (unless ``keep_hooks``), the request log and queued faults."""
+        """Forget hooks (unless ``keep_hooks``), the request log, queued faults and the rate-limit
+        window (the limit itself goes back to 500 a minute, not enforced)."""
         with self._lock:
             self._epoch += 1
             if not keep_hooks:
                 self._hooks.clear()
             self._log.clear()
             self._faults.clear()
+            self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
+            self._window_start, self._window_used = 0.0, 0
 
     def hooks(self) -> list[dict]:
         """Every hook as Calendly shows it, plus ``has_signing_key`` (never the key)."""
         with self._lock:
-            return [_public(h) | {"has_signing_key": h["_signing_key"] is not None} for h in self._hooks.values()]
+            return [_public(h) | {"has_signing_key": h["_signing_key"] is not None} for h in self._hooks.by_id.values()]
 
     def signing_key(self, callback_url: str) -> str | None:
         """The key Calendly holds for the hook calling ``callback_url`` (Python only, never served):
         tests play Calendly and sign events of their own with it."""
         with self._lock:
-            keys = [h["_signing_key"] for h in self._hooks.values() if h["callback_url"] == callback_url]
+            keys = [h["_signing_key"] for h in self._hooks.by_id.values() if h["callback_url"] == callback_url]
         return keys[-1] if keys else None
 
     def requests_log(self) -> list[dict]:
@@ -136,8 +199,9 @@ class SandboxApp:
 
     def add_fault(self, method: str | None = None, path_prefix: str = "/", status: int | None = None, count: int = 1,
                   retry_after: float | None = None, ratelimit_reset: float | None = None,
-                  hang_seconds: float | None = None, close: bool = False) -> None:
-        """Queue a fault for the next ``count`` API requests matching ``method`` and ``path_prefix``."""
+                  hang_seconds: float | None = None, close: bool = False, skip: int = 0) -> None:
+        """Queue a fault for the next ``count`` API requests matching ``method`` and ``path_prefix``
+        (after letting ``skip`` of them through: a fault in the middle of a run)."""
         if ratelimit_reset is not None:
             status = 429
         if status is None and not hang_seconds and not close:
@@ -146,10 +210,12 @@ class SandboxApp:
             raise ValueError("status must be an HTTP 4xx or 5xx code")
         if int(count) < 1:
             raise ValueError("count must be at least 1")
+        if int(skip) < 0:
+            raise ValueError("skip must not be negative")
         fault = {"method": method.upper() if method else None, "path_prefix": path_prefix or "/",
                  "status": None if status is None else int(status), "count": int(count),
                  "retry_after": retry_after, "ratelimit_reset": ratelimit_reset,
-                 "hang_seconds": float(hang_seconds or 0), "close": bool(close)}
+                 "hang_seconds": float(hang_seconds or 0), "close": bool(close), "skip": int(skip)}
         with self._lock:
             self._faults.append(fault)
 
@@ -157,19 +223,53 @@ class SandboxApp:
         with self._lock:
             self._faults.clear()
 
+    def set_rate_limit(self, limit: int | None = None, window: float | None = None, enforce: bool | None = None) -> dict:
+        """Change Calendly's rate limit (``limit`` requests per ``window`` seconds; ``enforce``:
+        answer 429 past it) and start a fresh window. Returns the settings."""
+        with self._lock:
+            rate = dict(self._rate)
+            if limit is not None:
+                if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                    raise ValueError("limit must be a positive integer")
+                rate["limit"] = limit
+            if window is not None:
+                if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 86400:
+                    raise ValueError("window must be between 0 and 86400 seconds")
+                rate["window"] = float(window)
+            if enforce is not None:
+                if not isinstance(enforce, bool):
+                    raise ValueError("enforce must be true or false")
+                rate["enforce"] = enforce
+            self._rate = rate
+            self._window_start, self._window_used = 0.0, 0
+            return dict(rate)
+
+    def add_hook(self, url: str, events: list[str], scope: str = "organization", user: str | None = None,
+                 group: str | None = None, signing_key: str | None = None, state: str = "active") -> dict:
+        """Create a hook from Python (no request logged or counted), as ``POST /webhook_subscriptions``
+        would: for tests and benchmarks that need thousands. ``user`` defaults to the PAT's owner."""
+        if scope == "user" and user is None:
+            user = self.user_uri
+        body = {"url": url, "events": events, "organization": self.organization_uri, "scope": scope, "user": user,
+                "group": group, "signing_key": signing_key}
+        with self._lock:
+            epoch = self._epoch
+        hook = self._create({k: v for k, v in body.items() if v is not None}, epoch)
+        return self.set_state(hook["uri"].rsplit("/", 1)[1], state) if state != "active" else hook
+
     def set_state(self, hook_id: str, state: str) -> dict:
         """Enable or disable a hook as Calendly does after 24 hours of failed deliveries."""
         if state not in ("active", "disabled"):
             raise ValueError("state must be active or disabled")
         with self._lock:
-            hook = self._hooks[hook_id]
+            hook = self._hooks.by_id[hook_id]
             hook.update(state=state, updated_at=_now(), retry_started_at=_now() if state == "disabled" else None)
             return _public(hook)
 
     def remove(self, hook_id: str) -> None:
         """Make a hook vanish without telling anyone."""
         with self._lock:
-            del self._hooks[hook_id]
+            self._hooks.remove(hook_id)
 
     def simulate(self, event: str | None = None, webhook: str | None = None, payload: dict | None = None,
                  envelope: dict | None = None, repeat: int = 1) -> dict:
@@ -186,9 +286,9 @@ class SandboxApp:
         if not 1 <= repeat <= 100:
             raise ValueError("repeat must be between 1 and 100")
         with self._lock:
-            if webhook is not None and webhook not in self._hooks:
+            if webhook is not None and webhook not in self._hooks.by_id:
                 raise LookupError(f"no hook {webhook}")
-            targets = [dict(h) for key, h in self._hooks.items()
+            targets = [dict(h) for key, h in self._hooks.by_id.items()
                        if webhook in (None, key) and h["state"] == "active" and event in h["events"]]
         body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
         deliveries = []
@@ -209,8 +309,8 @@ class SandboxApp:
         try:
             raw = self._read(environ)
             route = self._control if parts[:1] == ["_sandbox"] else self._api
-            status, body = route(environ, method, parts, raw)
-            headers = {}
+            status, body, *extra = route(environ, method, parts, raw)
+            headers = extra[0] if extra else {}
         except _Reply as reply:
             status, body, headers = reply.status, reply.body, reply.headers
         except _Drop:
@@ -278,6 +378,12 @@ class SandboxApp:
                 else:
                     self.add_fault(**spec)
                 return 200, {"ok": True}
+            case ("POST", "ratelimit"):
+                spec = self._json(raw)
+                unknown = set(spec) - {"limit", "window", "enforce"}
+                if unknown:
+                    raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+                return 200, self.set_rate_limit(**spec)
             case ("POST", "token"):
                 pat = self._json(raw).get("pat")
                 if not isinstance(pat, str) or not pat:
@@ -287,21 +393,40 @@ class SandboxApp:
         raise LookupError(parts)
 
     # Calendly API ----------------------------------------------------------------------
-    def _api(self, environ, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
+    def _api(self, environ, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None, dict]:
         with self._lock:
             epoch = self._epoch
             self._log.append({"method": method, "path": "/" + "/".join(parts),
                               "query": environ.get("QUERY_STRING", ""), "body": _redacted(raw)})
             fault = self._take_fault(method, "/" + "/".join(parts))
-        if fault:
-            _inflict(fault)
-        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
-        handler = self._route(method, parts, query, raw, epoch)
-        if handler is None:
-            raise _error(404)
-        if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.pat}":
-            raise _error(401)
-        return handler()
+            rate, over = self._count_request()
+        try:
+            if fault:
+                _inflict(fault)
+            if over:
+                raise _error(429, headers=rate)
+            query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+            handler = self._route(method, parts, query, raw, epoch)
+            if handler is None:
+                raise _error(404)
+            if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.pat}":
+                raise _error(401)
+            return *handler(), rate
+        except _Reply as reply:
+            reply.headers = {**rate, **reply.headers}  # a fault's own rate headers win
+            raise
+
+    def _count_request(self) -> tuple[dict, bool]:
+        """Count one API request in the current rate-limit window (lock held): Calendly's
+        ``X-RateLimit-*`` headers for the answer, and whether it is over an enforced limit."""
+        now, rate = time.monotonic(), self._rate
+        if not self._window_used or now >= self._window_start + rate["window"]:
+            self._window_start, self._window_used = now, 0
+        self._window_used += 1
+        headers = {"X-RateLimit-Limit": str(rate["limit"]),
+                   "X-RateLimit-Remaining": str(max(0, rate["limit"] - self._window_used)),
+                   "X-RateLimit-Reset": str(max(1, math.ceil(self._window_start + rate["window"] - now)))}
+        return headers, rate["enforce"] and self._window_used > rate["limit"]
 
     def _route(self, method: str, parts: list[str], query: dict, raw: bytes, epoch: int):
         """The handler for a Calendly API route, or None."""
@@ -320,17 +445,20 @@ class SandboxApp:
 
     def _get_or_delete(self, method: str, hook_id: str) -> tuple[int, dict | None]:
         with self._lock:
-            hook = self._hooks.get(hook_id)
+            hook = self._hooks.by_id.get(hook_id)
             if hook is None:
                 raise _error(404)
             if method == "GET":
                 return 200, {"resource": _public(hook)}
-            del self._hooks[hook_id]
+            self._hooks.remove(hook_id)
             return 204, None
 
     def _take_fault(self, method: str, path: str) -> dict | None:
         for fault in self._faults:
             if fault["method"] in (None, method) and path.startswith(fault["path_prefix"]):
+                if fault["skip"]:
+                    fault["skip"] -= 1
+                    return None
                 fault["count"] -= 1
                 if fault["count"] <= 0:
                     self._faults.remove(fault)
@@ -381,8 +509,7 @@ class SandboxApp:
         if scope != "organization" and (refused := sorted(ORGANIZATION_ONLY & set(events))):
             raise _invalid("events", f"{', '.join(refused)} requires organization scope")
         with self._lock:
-            if any(h["callback_url"] == url and (h["organization"], h["scope"], h["user"], h["group"])
-                   == (organization, scope, user, group) for h in self._hooks.values()):
+            if self._hooks.url_taken(url, (organization, scope, user, group)):
                 raise _error(409)
             hook_id, now = str(uuid.uuid4()), _now()
             hook = {"uri": f"{self.base_url}/webhook_subscriptions/{hook_id}", "callback_url": url, "created_at": now,
@@ -390,7 +517,7 @@ class SandboxApp:
                     "scope": scope, "organization": organization, "user": user, "group": group,
                     "creator": self.user_uri, "_signing_key": key, "_seq": next(self._seq)}
             if epoch == self._epoch:
-                self._hooks[hook_id] = hook
+                self._hooks.add(hook_id, hook)
             return _public(hook)
 
     def _list(self, query: dict) -> dict:
@@ -403,21 +530,24 @@ class SandboxApp:
         if sort not in ("created_at:asc", "created_at:desc"):
             raise _invalid("sort", "must be created_at:asc or created_at:desc")
         sign = 1 if sort.endswith(":asc") else -1
-        with self._lock:
-            matching = sorted(((sign * h["_seq"], _public(h)) for h in self._hooks.values()
-                               if (h["organization"], h["scope"], h["user"], h["group"])
-                               == (organization, scope, user, group)), key=lambda pair: pair[0])
         # Keyset tokens (position = sort key of an edge row) stay correct when hooks are deleted
         # between pages, as reconciliation does.
         direction, position = _read_token(query.get("page_token"))
-        if direction == "after":
-            window = [pair for pair in matching if pair[0] > position][:count]
-        else:
-            window = [pair for pair in matching if pair[0] < position][-count:]
+        with self._lock:
+            seqs = self._hooks.in_scope((organization, scope, user, group))
+            ordered = seqs if sign == 1 else [-seq for seq in reversed(seqs)]  # ascending sort keys
+            if direction == "after":
+                start = bisect.bisect_right(ordered, position)
+                keys = ordered[start:start + count]
+            else:
+                end = bisect.bisect_left(ordered, position)
+                keys = ordered[max(0, end - count):end]
+            window = [(key, _public(self._hooks.by_seq(sign * key))) for key in keys]
+            first, last = (ordered[0], ordered[-1]) if ordered else (None, None)
         next_token = previous_token = None
-        if window and window[-1][0] < matching[-1][0]:
+        if window and window[-1][0] < last:
             next_token = _token("after", window[-1][0])
-        if window and window[0][0] > matching[0][0]:
+        if window and window[0][0] > first:
             previous_token = _token("before", window[0][0])
 
         def link(token: str | None) -> str | None:
