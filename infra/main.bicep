@@ -40,6 +40,11 @@ param deliveryMaxAttempts int = 8
 @minLength(1)
 param reconcileSchedule string = '0 */15 * * * *'
 
+@description('Percent of the Calendly per-minute rate limit one reconciliation run may use (the rest stays for subscribes).')
+@minValue(1)
+@maxValue(100)
+param reconcileRateSharePercent int = 20
+
 @description('Maximum instances the Flex Consumption plan scales to (40-1000).')
 @minValue(40)
 @maxValue(1000)
@@ -176,6 +181,7 @@ module bridge 'app/function.bicep' = {
       DELIVERY_QUEUE: deliveryQueue
       DELIVERY_MAX_ATTEMPTS: string(deliveryMaxAttempts)
       RECONCILE_SCHEDULE: reconcileSchedule
+      RECONCILE_RATE_SHARE_PERCENT: string(reconcileRateSharePercent)
       SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: messaging.outputs.fullyQualifiedNamespace
     }
   }

@@ -127,6 +127,12 @@ class Settings(BaseModel):
                 local_only=True)
     reconcile_schedule: str = setting(
         "RECONCILE_SCHEDULE", "0 */15 * * * *", "NCRONTAB schedule of the reconciliation timer (the timer trigger's schedule).")
+    reconcile_rate_share: int = setting(
+        "RECONCILE_RATE_SHARE_PERCENT", 20,
+        "Percent of Calendly's per-minute rate limit (500 on paid plans, 50 on Free; the PAT's budget, shared with "
+        "subscribes) one reconcile run may use: it pauses while less than the rest of Calendly's window is left and "
+        "makes at most that many repair calls (recreates, deletes) per run; the remainder waits for the next run.",
+        ge=1, le=100)
 
     # Loading ------------------------------------------------------------------------
     @classmethod
