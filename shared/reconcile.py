@@ -1,19 +1,42 @@
-"""Reconciliation: make Calendly's hooks and the bridge's records agree again.
+"""Reconciliation: make Calendly's hooks and the bridge's records agree again, at the cost of
+Calendly's list pages, not of the number of subscriptions.
 
-- a record left ``creating`` by a crash gets its hook (re)made; ``deleting`` finishes;
-- a hook Calendly lost or ``disabled`` (after 24 h of failed deliveries) is recreated
-  with a new signing key;
-- hooks that call this bridge but have no record (orphans) are deleted;
-- retired subscriptions keep no hook.
+One run lists Calendly's hooks once per scope in use (pages of 100) and diffs them against the
+records. Only what differs costs a call:
+
+- ``active`` whose hook is listed, ``active`` and calls the URL its hook must have: nothing;
+- ``active`` whose hook is missing or ``disabled`` (after 24 h of failed deliveries): a new
+  signing key, then a new hook (``recreated``); one still calling an outdated URL is moved: a new
+  hook with the same key first, then the old one deleted;
+- ``creating`` older than the grace (a subscribe that crashed): finished like a missing hook
+  (``completed``); younger ones may be in flight and are left alone;
+- ``deleting``: its hook, when listed, is deleted, then the record (``deleted``);
+- ``retired`` still knowing a hook: the hook, when listed, is deleted (``deleted``);
+- hooks calling this bridge's callback route that no record owns (orphans) are deleted.
+
+Scopes in use: those of the records, plus organization and the PAT owner's user scope (where
+orphans may hide). A listing that fails (a member's PAT may not list organization hooks) is
+reported and its records are left alone.
+
+Every call spends the PAT's rate limit, which makers' subscribes share, so a run spends only
+``RECONCILE_RATE_SHARE_PERCENT`` of it (``CallBudget``): it waits for Calendly's window to reset
+rather than eat into the rest, honours a 429's ``X-RateLimit-Reset``, and makes at most that
+share of one window in repair calls. Whatever it could not do is ``leftover``: each step leaves
+the records in a state the next run finishes, so a rate-limited run loses nothing.
+
 The timer also runs the retry safety net: pending deliveries whose queue message was lost.
 """
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
 
-from .calendly import CalendlyClient
+from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
-from .errors import BridgeError
+from .errors import BridgeError, ConcurrencyConflict
 from .models import Clock, Subscription, SubscriptionState, isotime, utcnow
 from .settings import Settings
 from .store.base import Store
@@ -21,19 +44,68 @@ from .subscriptions import SubscriptionService, new_signing_key
 
 log = logging.getLogger("shared.reconcile")
 
+ACTIVE, CREATING = SubscriptionState.ACTIVE, SubscriptionState.CREATING
+DELETING, RETIRED = SubscriptionState.DELETING, SubscriptionState.RETIRED
+
 # A 'creating' record younger than this may belong to a subscribe still in flight.
 CREATING_GRACE_SECONDS = 120
+# The most one run waits, in all, for Calendly's rate-limit window (less than the timer's period).
+MAX_RUN_WAIT_SECONDS = 600.0
+STORE_PAGE = 500
+
+ScopeKey = tuple[str, str, "str | None", "str | None"]  # organization, scope, user, group
+
+
+def scope_of(sub: Subscription) -> ScopeKey:
+    return (sub.organization, sub.scope, sub.user if sub.scope == "user" else None,
+            sub.group if sub.scope == "group" else None)
+
+
+@dataclass
+class Listing:
+    """One scope's hooks as Calendly listed them."""
+
+    hooks: list[dict]
+    by_uri: dict[str, dict] = field(init=False)
+    by_url: dict[str, list[dict]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_uri = {h["uri"]: h for h in self.hooks if h.get("uri")}
+        self.by_url = defaultdict(list)
+        for hook in self.by_uri.values():
+            self.by_url[hook.get("callback_url") or ""].append(hook)
+
+
+@dataclass
+class Repair:
+    """What one record needs: hooks to delete before creating (a hook with the same URL would make
+    Calendly answer 409), whether to create its hook, hooks to delete once the new one exists."""
+
+    sub: Subscription
+    outcome: str  # the summary counter it moves: recreated | completed | deleted
+    delete_first: list[dict] = field(default_factory=list)
+    create: bool = False
+    delete_after: list[dict] = field(default_factory=list)
+    renew_key: bool = False
+    reason: str = ""
+
+    @property
+    def calls(self) -> int:
+        return len(self.delete_first) + int(self.create) + len(self.delete_after)
 
 
 class Reconciler:
     def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, subscriptions: SubscriptionService,
-                 deliveries: DeliveryService, clock: Clock = utcnow):
+                 deliveries: DeliveryService, clock: Clock = utcnow, sleep: Callable[[float], None] = time.sleep,
+                 max_wait: float = MAX_RUN_WAIT_SECONDS):
         self.settings = settings
         self.store = store
         self.calendly = calendly
         self.subscriptions = subscriptions
         self.deliveries = deliveries
         self.clock = clock
+        self.sleep = sleep
+        self.max_wait = max_wait
 
     def run_timer(self) -> dict:
         """The timer's work: reconcile hooks, then the retry safety net (every due delivery when no
@@ -43,93 +115,216 @@ class Reconciler:
         summary["overdue_deliveries"] = self.deliveries.retry_due(overdue_seconds=late)
         return summary
 
-    def reconcile(self) -> dict:
-        summary: dict = {"checked": 0, "healthy": 0, "recreated": 0, "completed": 0, "deleted": 0,
-                         "orphans_deleted": 0, "errors": []}
-        subs = self._all_subscriptions()
-        for sub in subs:
-            summary["checked"] += 1
-            try:
-                outcome = self._repair(sub)
-            except BridgeError as exc:
-                summary["errors"].append({"subscription": sub.id, "code": exc.code, "message": exc.message})
-                continue
-            if outcome:
-                summary[outcome] += 1
-        summary["orphans_deleted"] = self._delete_orphans(subs, summary)
-        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "errors")
-        log.log(logging.WARNING if summary["errors"] else logging.INFO, "reconcile outcome=%s %s errors=%d",
-                "errors" if summary["errors"] else "ok", counts, len(summary["errors"]))
-        return summary
+    def hook_url(self, sub: Subscription) -> str:
+        """The callback URL the record's Calendly hook must have (the one place reconcile asks)."""
+        return self.subscriptions.callback_url(sub.id)
 
-    def _repair(self, sub: Subscription) -> str | None:
-        """Bring one subscription's hook in line; returns the summary counter it moved, if any."""
-        if sub.state == SubscriptionState.DELETING:
-            self.subscriptions.unsubscribe(sub.id)
-            return "deleted"
-        if sub.state == SubscriptionState.RETIRED:
-            if not sub.calendly_webhook:
-                return None
-            self.calendly.delete_webhook(sub.calendly_webhook)
-            self.store.update_subscription(sub.replace(calendly_webhook=None, updated_at=isotime(self.clock())))
-            return "deleted"
-        if sub.state == SubscriptionState.CREATING:
-            if sub.updated_at > isotime(self.clock(), -CREATING_GRACE_SECONDS):
-                return None
-            self._recreate(sub)
-            return "completed"
-        hook = self.calendly.get_webhook(sub.calendly_webhook) if sub.calendly_webhook else None
-        if hook is not None and hook.get("state") == "active":
-            return "healthy"
-        why = "missing" if hook is None else f"state {hook.get('state')}"
-        log.warning("subscription %s: Calendly hook %s; recreating it", sub.id, why)
-        self._recreate(sub)
-        return "recreated"
+    # The run ------------------------------------------------------------------------------
+    def reconcile(self) -> dict:
+        calls_before = self.calendly.calls_in_this_thread
+        budget = CallBudget(self.calendly, self.settings.reconcile_rate_share / 100, max_wait=self.max_wait,
+                            sleep=self.sleep)
+        summary: dict = {"checked": 0, "healthy": 0, "recreated": 0, "completed": 0, "deleted": 0,
+                         "orphans_deleted": 0, "leftover": 0, "scopes": 0, "list_pages": 0, "calendly_calls": 0,
+                         "waited_seconds": 0.0, "leftover_reason": "", "errors": []}
+        records = self._all_subscriptions()
+        by_scope: dict[ScopeKey, list[Subscription]] = defaultdict(list)
+        for sub in records:
+            by_scope[scope_of(sub)].append(sub)
+        scopes = set(by_scope) | self._owner_scopes(budget, summary)
+        deferred: set[ScopeKey] = set()  # not listed (whole) for want of budget: the next run lists them
+        listings = {key: self._list(key, budget, summary, deferred) for key in sorted(scopes, key=str)}
+
+        repairs: list[Repair] = []
+        handled: set[str] = set()  # hooks some record accounts for
+        now = self.clock()
+        for key, subs in by_scope.items():
+            listing = listings.get(key)
+            if listing is None:
+                summary["leftover"] += len(subs) if key in deferred else 0
+                continue
+            for sub in subs:
+                summary["checked"] += 1
+                repair = self._diff(sub, listing, handled, now)
+                if repair is None:
+                    summary["healthy"] += sub.state == ACTIVE
+                else:
+                    repairs.append(repair)
+
+        # Restore event flow first; clean-ups after.
+        repairs.sort(key=lambda r: r.outcome == "deleted")
+        for repair in repairs:
+            self._run_repair(repair, budget, summary)
+        self._delete_orphans([h for listing in listings.values() if listing for h in listing.hooks
+                              if h.get("uri") not in handled], budget, summary)
+
+        summary["calendly_calls"] = self.calendly.calls_in_this_thread - calls_before
+        summary["waited_seconds"] = round(budget.waited, 1)
+        summary["leftover_reason"] = (budget.stopped or budget.deferred or "") if summary["leftover"] else ""
+        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "errors")
+        outcome = "errors" if summary["errors"] else "ok"
+        log.log(logging.WARNING if summary["errors"] else logging.INFO, "reconcile outcome=%s %s errors=%d",
+                outcome, counts, len(summary["errors"]))
+        return summary
 
     def _all_subscriptions(self) -> list[Subscription]:
         subs, cursor = [], None
         while True:
-            page, cursor = self.store.list_subscriptions(100, cursor)
+            page, cursor = self.store.list_subscriptions(STORE_PAGE, cursor)
             subs.extend(page)
             if not cursor:
                 return subs
 
-    def _recreate(self, sub: Subscription) -> None:
-        """New signing key first (so events signed with it verify), then a new hook."""
-        stale = sub.calendly_webhook
-        record = self.store.update_subscription(sub.replace(signing_key=new_signing_key(), state=SubscriptionState.CREATING,
-                                                            updated_at=isotime(self.clock())))
-        if stale:
-            self.calendly.delete_webhook(stale)
-        hook = self.subscriptions.create_hook(record)
-        self.store.update_subscription(record.replace(state=SubscriptionState.ACTIVE, calendly_webhook=hook["uri"],
-                                                      updated_at=isotime(self.clock())))
-
-    def _delete_orphans(self, subs: list[Subscription], summary: dict) -> int:
-        """Delete hooks pointing at this bridge's callback route that no record owns."""
-        if not self.settings.public_url:
-            return 0
-        prefix = f"{self.settings.public_url}/api/calendly/events/"
-        known = {s.id for s in self._all_subscriptions()}  # re-read: subscribes may have landed meanwhile
+    def _owner_scopes(self, budget: CallBudget, summary: dict) -> set[ScopeKey]:
+        """Organization and the PAT owner's user scope: orphans may be there without any record."""
         try:
-            identity = self.subscriptions.identity()
+            identity = self.subscriptions.identity()  # cached: one /users/me an hour at most
         except BridgeError as exc:
-            summary["errors"].append({"subscription": None, "code": exc.code, "message": exc.message})
-            return 0
-        scopes = {("organization", None, None), ("user", identity["user"], None)}
-        scopes |= {(s.scope, s.user, s.group) for s in subs}
-        deleted = 0
-        for scope, user, group in sorted(scopes, key=str):
+            if is_rate_limited(exc):
+                budget.rate_limited(exc)  # not an error: those scopes' orphans wait for the next run
+            else:
+                self._failed(exc, budget, summary, "reading the PAT's identity")
+            return set()
+        return {(identity["organization"], "organization", None, None), (identity["organization"], "user", identity["user"], None)}
+
+    def _list(self, key: ScopeKey, budget: CallBudget, summary: dict, deferred: set[ScopeKey]) -> Listing | None:
+        """Every hook of the scope (one call a page), or None when it could not be listed whole
+        (and then the key is in ``deferred`` when the budget, not an error, stopped it)."""
+        organization, scope, user, group = key
+        pages = self.calendly.webhook_pages(organization=organization, scope=scope, user=user, group=group)
+        hooks: list[dict] = []
+        while not pages.done:
+            if not budget.allow():
+                deferred.add(key)
+                return None
             try:
-                for hook in self.calendly.list_webhooks(organization=identity["organization"], scope=scope, user=user,
-                                                        group=group):
-                    url = hook.get("callback_url") or ""
-                    if url.startswith(prefix) and url[len(prefix):] not in known and hook.get("uri"):
-                        self.calendly.delete_webhook(hook["uri"])
-                        log.warning("deleted orphan Calendly hook %s (no subscription record)", hook["uri"])
-                        deleted += 1
+                hooks.extend(pages.fetch())
             except BridgeError as exc:
+                if is_rate_limited(exc):
+                    budget.rate_limited(exc)  # the next allow() waits for the reset (or defers)
+                    continue
                 # e.g. a member's PAT may not list organization hooks: report, carry on.
-                summary["errors"].append({"subscription": None, "code": exc.code,
-                                          "message": f"listing {scope} hooks: {exc.message}"})
-        return deleted
+                self._failed(exc, budget, summary, f"listing {scope} hooks")
+                return None
+        summary["scopes"] += 1
+        summary["list_pages"] += pages.pages
+        return Listing(hooks)
+
+    # The diff -----------------------------------------------------------------------------
+    def _diff(self, sub: Subscription, listing: Listing, handled: set[str], now) -> Repair | None:
+        """What ``sub`` needs, given its scope's hooks; None: nothing."""
+        url = self.hook_url(sub)
+        own = listing.by_uri.get(sub.calendly_webhook) if sub.calendly_webhook else None
+        same_url = [h for h in listing.by_url.get(url, ()) if h is not own]
+        handled.update(h["uri"] for h in ([own] if own else []) + same_url)
+        both = ([own] if own else []) + same_url
+        if sub.state == DELETING:
+            return Repair(sub, "deleted", delete_first=both)
+        if sub.state == RETIRED:
+            return Repair(sub, "deleted", delete_first=both) if (sub.calendly_webhook or same_url) else None
+        if sub.state == CREATING:
+            if sub.updated_at > isotime(now, -CREATING_GRACE_SECONDS):
+                return None  # a subscribe may still be making its hook
+            return Repair(sub, "completed", delete_first=both, create=True, renew_key=True, reason="left creating")
+        if own is not None and own.get("state") == "active":
+            if own.get("callback_url") == url:
+                return None
+            # Calling an outdated URL: move it without a gap (both sign with the same key meanwhile).
+            return Repair(sub, "recreated", delete_first=same_url, create=True, delete_after=[own],
+                          reason="calls an outdated URL")
+        why = "missing" if own is None else f"state {own.get('state')}"
+        return Repair(sub, "recreated", delete_first=both, create=True, renew_key=True, reason=why)
+
+    # The repairs --------------------------------------------------------------------------
+    def _run_repair(self, repair: Repair, budget: CallBudget, summary: dict) -> None:
+        if repair.calls and not budget.allow(repair.calls, repair=True):
+            summary["leftover"] += 1
+            return
+        try:
+            if repair.sub.state == DELETING:
+                self._finish_delete(repair)
+            elif repair.sub.state == RETIRED:
+                self._clear_retired(repair)
+            else:
+                self._recreate(repair)
+        except ConcurrencyConflict:
+            log.info("subscription %s changed during reconciliation; the next run looks again", repair.sub.id)
+            return
+        except BridgeError as exc:
+            if is_rate_limited(exc):
+                budget.rate_limited(exc)
+                summary["leftover"] += 1
+            else:
+                self._failed(exc, budget, summary, None, repair.sub.id)
+            return
+        summary[repair.outcome] += 1
+
+    def _recreate(self, repair: Repair) -> None:
+        sub = repair.sub
+        if repair.renew_key:
+            log.warning("subscription %s: Calendly hook %s; recreating it", sub.id, repair.reason)
+            # New signing key first, so the new hook signs with a key only the record holds. A
+            # 'creating' record keeps its age: if this run stops here, the next one finishes it.
+            sub = self.store.update_subscription(sub.replace(
+                signing_key=new_signing_key(), calendly_webhook=None,
+                updated_at=sub.updated_at if sub.state == CREATING else isotime(self.clock())))
+        else:
+            log.warning("subscription %s: Calendly hook %s; moving it", sub.id, repair.reason)
+        for hook in repair.delete_first:
+            self.calendly.delete_webhook(hook["uri"])
+        created = self.subscriptions.create_hook(sub)
+        self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
+                                                   updated_at=isotime(self.clock())))
+        for hook in repair.delete_after:
+            self.calendly.delete_webhook(hook["uri"])
+
+    def _finish_delete(self, repair: Repair) -> None:
+        for hook in repair.delete_first:
+            self.calendly.delete_webhook(hook["uri"])
+        self.store.delete_subscription(repair.sub.id)
+        log.info("subscription outcome=deleted subscription=%s", repair.sub.id)
+
+    def _clear_retired(self, repair: Repair) -> None:
+        for hook in repair.delete_first:
+            self.calendly.delete_webhook(hook["uri"])
+        self.store.update_subscription(repair.sub.replace(calendly_webhook=None, updated_at=isotime(self.clock())))
+
+    def _delete_orphans(self, unowned: list[dict], budget: CallBudget, summary: dict) -> None:
+        """Delete hooks calling this bridge's callback route that no record owns."""
+        if not self.settings.public_url:
+            return
+        prefix = f"{self.settings.public_url}/api/calendly/events/"
+        candidates = [h for h in unowned if str(h.get("callback_url") or "").startswith(prefix)]
+        if not candidates:
+            return
+        # Read the records again: a subscribe may have written its record (then its hook) after
+        # the first read but before its scope was listed.
+        owned_uris, owned_urls = set(), set()
+        for sub in self._all_subscriptions():
+            owned_uris.add(sub.calendly_webhook)
+            owned_urls.add((self.hook_url(sub), scope_of(sub)))
+        for hook in candidates:
+            key = (hook.get("organization"), hook.get("scope"), hook.get("user"), hook.get("group"))
+            if hook["uri"] in owned_uris or (hook.get("callback_url"), key) in owned_urls:
+                continue
+            if not budget.allow(1, repair=True):
+                summary["leftover"] += 1
+                continue
+            try:
+                self.calendly.delete_webhook(hook["uri"])
+            except BridgeError as exc:
+                if is_rate_limited(exc):
+                    budget.rate_limited(exc)
+                    summary["leftover"] += 1
+                else:
+                    self._failed(exc, budget, summary, "deleting an orphan hook")
+                continue
+            log.warning("deleted orphan Calendly hook %s (no subscription record)", hook["uri"])
+            summary["orphans_deleted"] += 1
+
+    @staticmethod
+    def _failed(exc: BridgeError, budget: CallBudget, summary: dict, doing: str | None, sub_id: str | None = None) -> None:
+        summary["errors"].append({"subscription": sub_id, "code": exc.code,
+                                  "message": f"{doing}: {exc.message}" if doing else exc.message})
+        if exc.status == 503:
+            budget.stop(exc.code)  # Calendly (or the store) is down: leave the rest to the next run
