@@ -2,6 +2,7 @@
 signed event generation, and percentiles. Everything listens on 127.0.0.1 only."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -132,3 +133,41 @@ def signed_events(count: int, key: str, base_url: str = "https://api.calendly.co
 
 def sign_headers(body: bytes, key: str) -> dict:
     return {"Content-Type": "application/json", signatures.HEADER: signatures.sign(body, key)}
+
+
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's published dev key
+
+
+@contextlib.contextmanager
+def azurite(wanted: bool = True, workdir: str | None = None):
+    """An in-memory Azurite on free loopback ports: yields its connection string, or None when
+    not wanted or not installed (``npm ci`` installs it)."""
+    if not wanted or not AZURITE.exists():
+        yield None
+        return
+    ports = {service: free_port() for service in ("blob", "queue", "table")}
+    args = [str(AZURITE), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose"]
+    for service, port in ports.items():
+        args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+    workdir = workdir or tempfile.mkdtemp(prefix="bench-azurite-")
+    with open(os.path.join(workdir, "azurite.log"), "wb") as log:
+        proc = subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", ports["table"])) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Azurite did not start")
+            time.sleep(0.05)
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={_AZURITE_KEY};"
+               + "".join(f"{s.capitalize()}Endpoint=http://127.0.0.1:{ports[s]}/devstoreaccount1;" for s in ports))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -8,7 +8,7 @@ import argparse
 import os
 import platform
 
-from benchmarks import cold_start, handler_cost, ingest, soak
+from benchmarks import cold_start, handler_cost, ingest, reconcile, soak
 
 
 def main(argv=None) -> None:
@@ -20,6 +20,8 @@ def main(argv=None) -> None:
     cold = cold_start.cold_start(3 if args.quick else 7)
     flow = ingest.ingest(n, 1000 if args.quick else 10000)
     soaked = soak.soak(n, 16, 0.2)
+    reconciled = reconcile.reconcile_benchmark((100, 1000) if args.quick else reconcile.SIZES,
+                                               ("sqlite",) if args.quick else ("sqlite", "tables"))
     c1, c16 = flow["c1"], flow["c16"]
     rows = [
         ("handler in-process p50 / p99", f"{handler['p50_us']:.0f} µs / {handler['p99_us']:.0f} µs", "p50 ≤ 1 ms"),
@@ -37,11 +39,15 @@ def main(argv=None) -> None:
         (f"RSS over {flow['memory_events']} events (MB, per fifth)", " ".join(map(str, flow["rss_mb_per_batch"])), "flat"),
         (f"soak {soaked['events']} ev, c=16, 20% 503s", f"{soaked['delivered_unique']} once, {soaked['delivered_twice_or_more']} twice, "
          f"{soaked['lost']} lost, {soaked['calendly_5xx']} 5xx", "0 lost, 0 dup, 0 5xx"),
+        *reconcile.rows(reconciled),
     ]
-    print(f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, SQLite store, loopback\n")
+    print(f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, SQLite store (reconcile: also "
+          f"Table Storage on Azurite), loopback\n")
     print("| measure | result | goal |\n| --- | --- | --- |")
     for name, value, goal in rows:
         print(f"| {name} | {value} | {goal} |")
+    if reconciled["skipped"]:
+        print(f"\nreconcile skipped {reconciled['skipped']}")
     print("\nimport-time top offenders (cumulative ms): " + ", ".join(f"{n} {ms:.0f}" for n, ms in cold["offenders"][:6]))
 
 

@@ -61,6 +61,12 @@ def scope_of(sub: Subscription) -> ScopeKey:
             sub.group if sub.scope == "group" else None)
 
 
+def hook_scope(hook: dict) -> ScopeKey:
+    scope = hook.get("scope")
+    return (hook.get("organization"), scope, hook.get("user") if scope == "user" else None,
+            hook.get("group") if scope == "group" else None)
+
+
 @dataclass
 class Listing:
     """One scope's hooks as Calendly listed them."""
@@ -304,8 +310,7 @@ class Reconciler:
             owned_uris.add(sub.calendly_webhook)
             owned_urls.add((self.hook_url(sub), scope_of(sub)))
         for hook in candidates:
-            key = (hook.get("organization"), hook.get("scope"), hook.get("user"), hook.get("group"))
-            if hook["uri"] in owned_uris or (hook.get("callback_url"), key) in owned_urls:
+            if hook["uri"] in owned_uris or (hook.get("callback_url"), hook_scope(hook)) in owned_urls:
                 continue
             if not budget.allow(1, repair=True):
                 summary["leftover"] += 1

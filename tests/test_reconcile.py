@@ -415,3 +415,13 @@ def test_client_keeps_calendlys_word_on_the_rate_window(sandbox):
         assert (client.rate.limit, client.rate.remaining) == (50, 48) and client.calls_in_this_thread == 2
     finally:
         client.close()
+
+
+def test_the_benchmark_counts_the_calls_of_the_command(tmp_path):
+    """benchmarks/reconcile.py (the README's rows) in its smallest size: it must keep measuring."""
+    from benchmarks import reconcile as bench
+
+    healthy = bench.case("sqlite", {"BRIDGE_SQLITE_PATH": str(tmp_path / "h.sqlite3")}, 100, 0.0)
+    sick = bench.case("sqlite", {"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, 100, 0.01)
+    assert (healthy["runs"], healthy["errors"]) == ([3], 0)
+    assert (sick["disabled"], sick["runs"], sick["recreated"], sick["after"]) == (1, [5], 1, 3)
