@@ -279,8 +279,13 @@ class Reconciler:
         for hook in repair.delete_first:
             self.calendly.delete_webhook(hook["uri"])
         created = self.subscriptions.create_hook(sub)
-        self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
-                                                   updated_at=isotime(self.clock())))
+        try:
+            self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
+                                                       updated_at=isotime(self.clock())))
+        except ConcurrencyConflict:
+            # The record changed meanwhile (an unsubscribe, a subscribe): the hook just made is nobody's.
+            self.calendly.delete_webhook(created["uri"])
+            raise
         for hook in repair.delete_after:
             self.calendly.delete_webhook(hook["uri"])
 

@@ -425,3 +425,21 @@ def test_the_benchmark_counts_the_calls_of_the_command(tmp_path):
     sick = bench.case("sqlite", {"BRIDGE_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, 100, 0.01)
     assert (healthy["runs"], healthy["errors"]) == ([3], 0)
     assert (sick["disabled"], sick["runs"], sick["recreated"], sick["after"]) == (1, [5], 1, 3)
+
+
+def test_a_record_changed_while_its_hook_is_recreated_leaves_no_hook_behind(make_bridge, sandbox):
+    bridge = make_bridge()
+    [sub] = seed(bridge, sandbox, 1)
+    sandbox.app.set_state(hook_id(sub.calendly_webhook), "disabled")
+    create_hook = bridge.subscriptions.create_hook
+
+    def create_then_unsubscribed(record):
+        hook = create_hook(record)
+        bridge.store.delete_subscription(record.id)  # an unsubscribe lands while Calendly answers
+        return hook
+
+    bridge.subscriptions.create_hook = create_then_unsubscribed
+    sandbox.app.reset(keep_hooks=True)
+    summary = bridge.reconciler.reconcile()
+    assert summary["recreated"] == 0 and summary["errors"] == []
+    assert sandbox.app.hooks() == []
