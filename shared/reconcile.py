@@ -167,7 +167,7 @@ class Reconciler:
         summary["calendly_calls"] = self.calendly.calls_in_this_thread - calls_before
         summary["waited_seconds"] = round(budget.waited, 1)
         summary["leftover_reason"] = (budget.stopped or budget.deferred or "") if summary["leftover"] else ""
-        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "errors")
+        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "errors" and v != "")
         outcome = "errors" if summary["errors"] else "ok"
         log.log(logging.WARNING if summary["errors"] else logging.INFO, "reconcile outcome=%s %s errors=%d",
                 outcome, counts, len(summary["errors"]))
