@@ -49,8 +49,9 @@ DELETING, RETIRED = SubscriptionState.DELETING, SubscriptionState.RETIRED
 
 # A 'creating' record younger than this may belong to a subscribe still in flight.
 CREATING_GRACE_SECONDS = 120
-# The most one run waits, in all, for Calendly's rate-limit window (less than the timer's period).
-MAX_RUN_WAIT_SECONDS = 600.0
+# The most one run waits, in all, for Calendly's rate-limit window: two 60 s windows, well inside
+# host.json's functionTimeout (5 min) and the timer's period, so the timer invocation is never killed.
+MAX_RUN_WAIT_SECONDS = 120.0
 STORE_PAGE = 500
 
 ScopeKey = tuple[str, str, "str | None", "str | None"]  # organization, scope, user, group

@@ -149,3 +149,12 @@ def test_under_the_functions_host_with_sqlite_the_timer_retries_every_due_delive
     finally:
         function_app.bridge.use(None)
         bridge.close()
+
+
+def test_a_reconcile_run_waits_for_calendly_far_less_than_the_function_timeout():
+    import json
+
+    from shared.reconcile import MAX_RUN_WAIT_SECONDS
+
+    hours, minutes, seconds = (int(x) for x in json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(":"))
+    assert MAX_RUN_WAIT_SECONDS <= (hours * 3600 + minutes * 60 + seconds) / 2
