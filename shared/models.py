@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -26,6 +28,15 @@ def isotime(moment: datetime | None = None, plus_seconds: float = 0.0) -> str:
 def parse_time(text: str) -> datetime:
     """The inverse of ``isotime`` (and any ISO-8601 time with an offset or ``Z``)."""
     return datetime.fromisoformat(text)
+
+
+# The random segment of a subscription's callback path: 32 random bytes, URL-safe base64 (43
+# characters), so it cannot be mistaken for a management id (32 hex digits) or guessed from one.
+CALLBACK_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_callback_token() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class SubscriptionState(StrEnum):
@@ -110,6 +121,11 @@ class Subscription:
     calendly_webhook: str | None = None
     created_at: str = field(default_factory=isotime)
     updated_at: str = field(default_factory=isotime)
+    # The random segment of the callback path Calendly calls (never derived from the id, never
+    # shown by the management API). None: a record made before tokens, still called on its id.
+    callback_token: str | None = None
+    # A hook still calling the old id path while reconcile moves the record to its token path.
+    legacy_webhook: str | None = None
     etag: str | None = None
 
     @property
@@ -131,6 +147,11 @@ class Subscription:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+    @property
+    def answers_legacy_path(self) -> bool:
+        """Whether Calendly may still call this record on ``/calendly/events/<id>``."""
+        return self.callback_token is None or self.legacy_webhook is not None
 
     def replace(self, **changes) -> "Subscription":
         return dataclasses.replace(self, **changes)

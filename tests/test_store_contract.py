@@ -213,6 +213,118 @@ def test_due_deliveries_are_pending_and_due_oldest_first(store):
     assert len(list(store.due_deliveries("9999-12-31T23:59:59.999999Z", 10))) == 4
 
 
+def test_callback_token_finds_its_subscription_for_the_records_life(store):
+    token = "T" * 43
+    created = store.create_subscription(sub(80, callback_token=token))
+    assert store.callback_subscription_id(token) == created.id
+    assert store.get_subscription(created.id).callback_token == token
+    assert store.callback_subscription_id("U" * 43) is None
+    store.create_subscription(sub(81, url="https://flow.example/legacy"))  # made before tokens: none
+    assert store.get_subscription(f"{81:032x}").callback_token is None
+    store.delete_subscription(created.id)
+    assert store.callback_subscription_id(token) is None
+
+
+def test_a_legacy_record_gets_its_token_and_the_old_hook_is_remembered(store):
+    legacy = store.create_subscription(sub(82))
+    moved = store.update_subscription(legacy.replace(callback_token="M" * 43, legacy_webhook="https://api.calendly.com/webhook_subscriptions/OLD"))
+    assert store.callback_subscription_id("M" * 43) == legacy.id
+    got = store.get_subscription(legacy.id)
+    assert (got.callback_token, got.legacy_webhook, got.answers_legacy_path) == ("M" * 43, moved.legacy_webhook, True)
+    store.update_subscription(got.replace(legacy_webhook=None))
+    assert store.get_subscription(legacy.id).answers_legacy_path is False
+
+
+def test_deleting_a_known_version_is_conditional(store):
+    first = store.create_subscription(sub(83, callback_token="D" * 43))
+    changed = store.update_subscription(first.replace(state=SubscriptionState.DELETING))
+    with pytest.raises(ConcurrencyConflict):
+        store.delete_subscription(first.id, etag=first.etag)  # stale: someone moved it on
+    assert store.get_subscription(first.id).state == SubscriptionState.DELETING
+    store.delete_subscription(first.id, etag=changed.etag)
+    assert store.get_subscription(first.id) is None and store.callback_subscription_id("D" * 43) is None
+    assert store.find_subscriptions_by_target(first.target_hash) == []
+    store.delete_subscription(first.id, etag=changed.etag)  # already gone: fine
+
+
+def test_a_stale_delete_leaves_the_record_a_new_subscribe_made_under_the_same_id(store):
+    old = store.create_subscription(sub(84, callback_token="O" * 43))
+    store.delete_subscription(old.id, etag=old.etag)
+    new = store.create_subscription(sub(84, callback_token="N" * 43, generation="g2"))
+    with pytest.raises(ConcurrencyConflict):
+        store.delete_subscription(old.id, etag=old.etag)
+    assert store.get_subscription(old.id).generation == "g2"
+    assert [s.id for s in store.find_subscriptions_by_target(new.target_hash)] == [new.id]
+    assert store.callback_subscription_id("N" * 43) == new.id
+
+
+def test_delete_deliveries_removes_one_subscriptions_log_only(store):
+    for n in range(3):
+        store.record_delivery(delivery(90, n, body=b'{"email": "zoe@example.com"}'))
+    store.record_delivery(delivery(91, 0))
+    assert store.delete_deliveries(f"{90:032x}") == 3
+    assert store.list_deliveries(f"{90:032x}", 10) == ([], None)
+    assert [d.id for d in store.list_deliveries(f"{91:032x}", 10)[0]] == [f"{91:032x}-{0:024x}"]
+    assert store.delete_deliveries(f"{90:032x}") == 0
+
+
+def test_delete_deliveries_of_a_large_log_crosses_transaction_batches(store):
+    for n in range(230):
+        store.record_delivery(delivery(92, n))
+    assert store.delete_deliveries(f"{92:032x}") == 230
+    assert store.list_deliveries(f"{92:032x}", 10) == ([], None)
+
+
+def test_purge_takes_a_bounded_batch_of_one_status_changed_before_the_cutoff(store):
+    old, new = "2026-01-01T00:00:00.000000Z", "2026-01-05T00:00:00.000000Z"
+    for n in range(5):
+        store.record_delivery(delivery(93, n, status=DeliveryStatus.DELIVERED, updated_at=old))
+    store.record_delivery(delivery(93, 10, status=DeliveryStatus.DELIVERED, updated_at=new))
+    store.record_delivery(delivery(93, 11, status=DeliveryStatus.DEAD, updated_at=old))
+    store.record_delivery(delivery(93, 12, status=DeliveryStatus.PENDING, updated_at=old))
+    cutoff = "2026-01-03T00:00:00.000000Z"
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, cutoff, 3) == 3
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, cutoff, 3) == 2
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, cutoff, 3) == 0
+    left = {d.id[-2:]: d.status for d in store.list_deliveries(f"{93:032x}", 20)[0]}
+    assert left == {"0a": DeliveryStatus.DELIVERED, "0b": DeliveryStatus.DEAD, "0c": DeliveryStatus.PENDING}
+
+
+def test_purge_follows_the_last_change_not_the_first(store):
+    recorded = store.record_delivery(delivery(94, 1, updated_at="2026-01-01T00:00:00.000000Z"))
+    store.update_delivery(recorded.replace(status=DeliveryStatus.DELIVERED, updated_at="2026-01-09T00:00:00.000000Z"))
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, "2026-01-05T00:00:00.000000Z", 10) == 0
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, "2026-01-10T00:00:00.000000Z", 10) == 1
+    assert store.get_delivery(recorded.id) is None
+
+
+def test_an_older_sqlite_file_is_upgraded_in_place(tmp_path):
+    """A store file written before callback tokens and purge columns opens, keeps its rows and purges."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE subscriptions (id TEXT PRIMARY KEY, target_hash TEXT NOT NULL, data TEXT NOT NULL, version INTEGER NOT NULL);
+            CREATE TABLE deliveries (id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, status TEXT NOT NULL,
+                                     next_attempt_at TEXT NOT NULL, data TEXT NOT NULL, body BLOB NOT NULL, version INTEGER NOT NULL);""")
+        from shared.store.records import delivery_record, subscription_record
+
+        legacy = sub(95)
+        db.execute("INSERT INTO subscriptions VALUES (?, ?, ?, 1)", (legacy.id, legacy.target_hash, json.dumps(subscription_record(legacy))))
+        old = delivery(95, 1, status=DeliveryStatus.DELIVERED, updated_at="2026-01-01T00:00:00.000000Z")
+        db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, 1)", (old.id, old.subscription_id, old.status.value,
+                                                                        old.next_attempt_at, json.dumps(delivery_record(old)), b"{}"))
+    store = open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": str(path)}))
+    got = store.get_subscription(legacy.id)
+    assert got.callback_token is None and got.answers_legacy_path
+    store.update_subscription(got.replace(callback_token="L" * 43))
+    assert store.callback_subscription_id("L" * 43) == legacy.id
+    assert store.purge_deliveries(DeliveryStatus.DELIVERED, "2026-02-01T00:00:00.000000Z", 10) == 1
+    store.close()
+
+
 # Which store, and stores that are down ---------------------------------------------------------
 
 def test_no_storage_setting_selects_sqlite(tmp_path):

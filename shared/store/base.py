@@ -1,13 +1,14 @@
 """The store interface every backend implements (SQLite locally, Table Storage on Azure).
 
 Everything on the Calendly callback path is a point read or an insert-if-absent:
-``get_subscription``, ``record_delivery``, ``update_delivery``.
+``callback_subscription_id``, ``get_subscription``, ``record_delivery``, ``update_delivery``.
+Scans (``due_deliveries``, ``purge_deliveries``) belong to the timer and the commands only.
 """
 from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from ..models import Delivery, Subscription
+from ..models import Delivery, DeliveryStatus, Subscription
 
 
 class Store(Protocol):
@@ -22,11 +23,17 @@ class Store(Protocol):
 
     def get_subscription(self, subscription_id: str) -> Subscription | None: ...
 
+    def callback_subscription_id(self, token: str) -> str | None:
+        """The id of the subscription whose callback path carries ``token`` (a point read). A
+        token belongs to one record for its whole life, so a found id may be cached; the caller
+        still checks the record it reads carries the token (a record deleted since answers 404)."""
+
     def update_subscription(self, sub: Subscription) -> Subscription:
         """Replace if ``sub.etag`` still matches; raise ConcurrencyConflict otherwise."""
 
-    def delete_subscription(self, subscription_id: str) -> None:
-        """Delete; no error when already gone."""
+    def delete_subscription(self, subscription_id: str, etag: str | None = None) -> None:
+        """Delete; no error when already gone. With ``etag``: only that version of the record,
+        else ConcurrencyConflict (it changed, or a new subscribe took the id)."""
 
     def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]: ...
 
@@ -45,5 +52,12 @@ class Store(Protocol):
 
     def due_deliveries(self, now: str, limit: int) -> Iterable[Delivery]:
         """Pending deliveries whose ``next_attempt_at`` is at or before ``now`` (``now`` may be far future for 'all')."""
+
+    def delete_deliveries(self, subscription_id: str) -> int:
+        """Delete every delivery of the subscription (its log and payloads); returns how many."""
+
+    def purge_deliveries(self, status: DeliveryStatus, updated_before: str, limit: int) -> int:
+        """Delete at most ``limit`` deliveries in ``status`` last changed before ``updated_before``
+        (a record changed meanwhile is left alone); returns how many. Timer path only."""
 
     def close(self) -> None: ...

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY,
     target_hash TEXT NOT NULL,
     data TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    callback_token TEXT
 );
 CREATE INDEX IF NOT EXISTS subscriptions_by_target ON subscriptions(target_hash);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -27,10 +29,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at TEXT NOT NULL,
     data TEXT NOT NULL,
     body BLOB NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    updated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries(subscription_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
+"""
+# Columns later versions added, with the indexes on them (created once the columns exist).
+ADDED_COLUMNS = {"subscriptions": ("callback_token",), "deliveries": ("updated_at",)}
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_by_callback ON subscriptions(callback_token);
+CREATE INDEX IF NOT EXISTS deliveries_settled ON deliveries(status, updated_at);
 """
 
 class SqliteStore:
@@ -48,8 +57,28 @@ class SqliteStore:
         self._write_lock = threading.Lock()
         try:
             self._connection().executescript(SCHEMA)
+            self._upgrade()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the SQLite store at {path} could not be opened: {exc}") from exc
+
+    def _upgrade(self) -> None:
+        """Add the columns a store file written by an older version lacks, then their indexes."""
+        db = self._connection()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, columns in ADDED_COLUMNS.items():
+                    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    for column in columns:
+                        if column not in present:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                for delivery_id, data in db.execute("SELECT id, data FROM deliveries WHERE updated_at IS NULL").fetchall():
+                    db.execute("UPDATE deliveries SET updated_at = ? WHERE id = ?", (json.loads(data).get("updated_at", ""), delivery_id))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        db.executescript(INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -95,30 +124,46 @@ class SqliteStore:
         return subscription_from_record(json.loads(data), sub_id, str(version))
 
     def create_subscription(self, sub: Subscription) -> Subscription:
+        # A random first version: a record deleted and made again under the same id never
+        # repeats an ETag the old one had, so a stale conditional write cannot hit the new one.
+        version = secrets.randbelow(2 ** 62)
         with self._tx() as db:
             try:
-                db.execute("INSERT INTO subscriptions (id, target_hash, data, version) VALUES (?, ?, ?, 1)",
-                           (sub.id, sub.target_hash, self._sub_row(sub)))
+                db.execute("INSERT INTO subscriptions (id, target_hash, data, version, callback_token) VALUES (?, ?, ?, ?, ?)",
+                           (sub.id, sub.target_hash, self._sub_row(sub), version, sub.callback_token))
             except sqlite3.IntegrityError:
                 raise ConcurrencyConflict(f"subscription {sub.id} already exists") from None
-        return sub.replace(etag="1")
+        return sub.replace(etag=str(version))
 
     def get_subscription(self, subscription_id: str) -> Subscription | None:
         rows = self._read("SELECT id, data, version FROM subscriptions WHERE id = ?", (subscription_id,))
         return self._sub(rows[0]) if rows else None
 
+    def callback_subscription_id(self, token: str) -> str | None:
+        rows = self._read("SELECT id FROM subscriptions WHERE callback_token = ?", (token,))
+        return rows[0][0] if rows else None
+
     def update_subscription(self, sub: Subscription) -> Subscription:
         version = int(sub.etag or 0)
         with self._tx() as db:
-            cursor = db.execute("UPDATE subscriptions SET data = ?, target_hash = ?, version = version + 1 WHERE id = ? AND version = ?",
-                                (self._sub_row(sub), sub.target_hash, sub.id, version))
+            try:
+                cursor = db.execute("UPDATE subscriptions SET data = ?, target_hash = ?, callback_token = ?, version = version + 1 "
+                                    "WHERE id = ? AND version = ?",
+                                    (self._sub_row(sub), sub.target_hash, sub.callback_token, sub.id, version))
+            except sqlite3.IntegrityError:
+                raise ConcurrencyConflict(f"subscription {sub.id}: its callback token is taken") from None
             if cursor.rowcount != 1:
                 raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished")
         return sub.replace(etag=str(version + 1))
 
-    def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, subscription_id: str, etag: str | None = None) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+            if etag is None:
+                db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+                return
+            deleted = db.execute("DELETE FROM subscriptions WHERE id = ? AND version = ?", (subscription_id, int(etag))).rowcount
+            if not deleted and db.execute("SELECT 1 FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone():
+                raise ConcurrencyConflict(f"subscription {subscription_id} changed")
 
     def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
         rows = self._read("SELECT id, data, version FROM subscriptions WHERE id > ? ORDER BY id LIMIT ?", (cursor or "", limit + 1))
@@ -146,8 +191,10 @@ class SqliteStore:
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, subscription_id, status, next_attempt_at, data, body, version) VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (delivery.id, delivery.subscription_id, delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery), delivery.body))
+                "INSERT OR IGNORE INTO deliveries (id, subscription_id, status, next_attempt_at, data, body, version, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                (delivery.id, delivery.subscription_id, delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery),
+                 delivery.body, delivery.updated_at))
         return delivery.replace(etag="1") if cursor.rowcount == 1 else None
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -158,8 +205,9 @@ class SqliteStore:
         version = int(delivery.etag or 0)
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE deliveries SET status = ?, next_attempt_at = ?, data = ?, version = version + 1 WHERE id = ? AND version = ?",
-                (delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery), delivery.id, version))
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, data = ?, updated_at = ?, version = version + 1 "
+                "WHERE id = ? AND version = ?",
+                (delivery.status.value, delivery.next_attempt_at, self._delivery_row(delivery), delivery.updated_at, delivery.id, version))
             if cursor.rowcount != 1:
                 raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished")
         return delivery.replace(etag=str(version + 1))
@@ -174,6 +222,15 @@ class SqliteStore:
         rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                           (DeliveryStatus.PENDING.value, now, limit))
         return [self._delivery(r) for r in rows]
+
+    def delete_deliveries(self, subscription_id: str) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM deliveries WHERE subscription_id = ?", (subscription_id,)).rowcount
+
+    def purge_deliveries(self, status: DeliveryStatus, updated_before: str, limit: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE status = ? AND updated_at < ? "
+                              "ORDER BY updated_at LIMIT ?)", (status.value, updated_before, limit)).rowcount
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -7,10 +7,14 @@ Keys make the Calendly callback path point operations only:
 - targets (index for unsubscribe-by-URL): PartitionKey = target hash, RowKey = subscription id.
   Written before and removed after the subscription itself, so a crash leaves at most a
   dangling index row, which lookups skip;
+- callbacks (index for Calendly's callback path): PartitionKey = the record's random callback
+  token, RowKey = "callback", ``subscription_id``: a point read. Written before and removed after
+  the subscription, like the target index; a token never moves to another record, so the
+  callback path may cache what it read (a dangling row leads to a record without that token: 404);
 - deliveries: PartitionKey = subscription id, RowKey = the delivery id's suffix, so recording a
   delivery is an insert-if-absent (the dedupe), replay is a point read, and a subscription's
   delivery log is one partition query.
-Updates are conditional on the entity's ETag.
+Updates (and deletes of a known version) are conditional on the entity's ETag.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from ..settings import Settings
 from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
 
 SUB_ROW = "subscription"
+CALLBACK_ROW = "callback"
+BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
 # Bounded, so a hung storage endpoint fails a callback within Calendly's 15 s, not minutes
@@ -49,14 +55,15 @@ class TableStore:
         from azure.core import MatchConditions
         from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
                                            ResourceNotFoundError)
-        from azure.data.tables import UpdateMode
+        from azure.data.tables import TableTransactionError, UpdateMode
 
         self._errors = (AzureError, OSError)
         self._exists, self._modified, self._not_found, self._http = ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, HttpResponseError
+        self._batch_error = TableTransactionError
         self._if_not_modified = MatchConditions.IfNotModified
         self._replace = UpdateMode.REPLACE
         self.service = service
-        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "deliveries")}
+        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "callbacks", "deliveries")}
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -78,7 +85,7 @@ class TableStore:
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (self._exists, self._modified, self._not_found):
+        except (self._exists, self._modified, self._not_found, self._batch_error):
             raise
         except self._http as exc:
             if exc.status_code == 412:
@@ -110,8 +117,21 @@ class TableStore:
     def _index(self, sub: Subscription) -> None:
         self._call(self._table("targets").upsert_entity, {"PartitionKey": sub.target_hash, "RowKey": sub.id})
 
+    def _index_callback(self, sub: Subscription) -> None:
+        if sub.callback_token:
+            self._call(self._table("callbacks").upsert_entity,
+                       {"PartitionKey": sub.callback_token, "RowKey": CALLBACK_ROW, "subscription_id": sub.id})
+
+    def _unindex_callback(self, token: str | None) -> None:
+        if token:
+            try:
+                self._call(self._table("callbacks").delete_entity, token, CALLBACK_ROW)
+            except self._not_found:
+                pass
+
     def create_subscription(self, sub: Subscription) -> Subscription:
         self._index(sub)
+        self._index_callback(sub)
         try:
             result = self._call(self._table("subscriptions").create_entity, self._sub_entity(sub))
         except self._exists:
@@ -124,6 +144,12 @@ class TableStore:
         except self._not_found:
             return None
 
+    def callback_subscription_id(self, token: str) -> str | None:
+        try:
+            return self._call(self._table("callbacks").get_entity, token, CALLBACK_ROW).get("subscription_id")
+        except self._not_found:
+            return None
+
     def update_subscription(self, sub: Subscription) -> Subscription:
         # Management path only (state changes, key rotation), so a read to keep the index right is fine.
         current = self.get_subscription(sub.id)
@@ -131,6 +157,8 @@ class TableStore:
             raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished")
         if current.target_hash != sub.target_hash:
             self._index(sub)
+        if current.callback_token != sub.callback_token:
+            self._index_callback(sub)
         try:
             result = self._call(self._table("subscriptions").update_entity, self._sub_entity(sub), mode=self._replace,
                                 etag=sub.etag, match_condition=self._if_not_modified)
@@ -138,13 +166,32 @@ class TableStore:
             raise ConcurrencyConflict(f"subscription {sub.id} changed or vanished") from None
         if current.target_hash != sub.target_hash:
             self._call(self._table("targets").delete_entity, current.target_hash, sub.id)
+        if current.callback_token != sub.callback_token:
+            self._unindex_callback(current.callback_token)
         return sub.replace(etag=self._etag(result))
 
-    def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, subscription_id: str, etag: str | None = None) -> None:
         sub = self.get_subscription(subscription_id)
-        self._call(self._table("subscriptions").delete_entity, subscription_id, SUB_ROW)
-        if sub is not None:
-            self._call(self._table("targets").delete_entity, sub.target_hash, subscription_id)
+        if sub is None:
+            return
+        if etag is not None and sub.etag != etag:
+            raise ConcurrencyConflict(f"subscription {subscription_id} changed")
+        # The target index row as it is now: a subscribe that takes the id once this record is gone
+        # rewrites it (new ETag), and this delete must then leave it be.
+        try:
+            index_etag = self._call(self._table("targets").get_entity, sub.target_hash, subscription_id).metadata.get("etag")
+        except self._not_found:
+            index_etag = None
+        try:
+            self._call(self._table("subscriptions").delete_entity, subscription_id, SUB_ROW,
+                       etag=sub.etag, match_condition=self._if_not_modified)
+        except self._modified:
+            if etag is not None:
+                raise ConcurrencyConflict(f"subscription {subscription_id} changed") from None
+            return self.delete_subscription(subscription_id)
+        if index_etag:
+            self._delete_if_present(self._table("targets"), sub.target_hash, subscription_id, index_etag)
+        self._unindex_callback(sub.callback_token)
 
     def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
         rows = self._call(lambda: self._iter(self._table("subscriptions").query_entities(
@@ -230,6 +277,37 @@ class TableStore:
         keys.sort(key=lambda e: (e["next_attempt_at"], e["PartitionKey"], e["RowKey"]))
         due = (self.get_delivery(f"{e['PartitionKey']}-{e['RowKey']}") for e in keys[:limit])
         return [d for d in due if d is not None and d.status == DeliveryStatus.PENDING and d.next_attempt_at <= now]
+
+    def delete_deliveries(self, subscription_id: str) -> int:
+        # One partition: a keys-only partition query, then batched deletes.
+        table = self._table("deliveries")
+        keys = self._call(lambda: list(table.query_entities(
+            "PartitionKey eq @p", parameters={"p": subscription_id}, select=["PartitionKey", "RowKey"], results_per_page=1000)))
+        for start in range(0, len(keys), BATCH):
+            operations = [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in keys[start:start + BATCH]]
+            try:
+                self._call(table.submit_transaction, operations)
+            except (self._not_found, self._exists, self._modified, self._batch_error):
+                for _, entity in operations:  # one vanished meanwhile: the rest one by one
+                    self._delete_if_present(table, entity["PartitionKey"], entity["RowKey"])
+        return len(keys)
+
+    def _delete_if_present(self, table, partition: str, row: str, etag: str | None = None) -> bool:
+        conditions = {"etag": etag, "match_condition": self._if_not_modified} if etag else {}
+        try:
+            self._call(table.delete_entity, partition, row, **conditions)
+        except (self._not_found, self._modified):
+            return False
+        return True
+
+    def purge_deliveries(self, status: DeliveryStatus, updated_before: str, limit: int) -> int:
+        # A filtered scan (the timer's purge, never the callback path), keys only, at most `limit`;
+        # each delete is conditional on the ETag read, so a record replayed meanwhile stays.
+        table = self._table("deliveries")
+        found = self._call(lambda: self._iter(table.query_entities(
+            "status eq @s and updated_at lt @u", parameters={"s": status.value, "u": updated_before},
+            select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000)), limit))
+        return sum(self._delete_if_present(table, e["PartitionKey"], e["RowKey"], e.metadata.get("etag")) for e in found)
 
     def close(self) -> None:
         for table in self._tables.values():
