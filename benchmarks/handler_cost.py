@@ -41,14 +41,14 @@ def measure(events: int) -> dict:
         sub = bridge.store.create_subscription(Subscription(
             id="a" * 32, target=HttpEndpoint("https://example.invalid/flow"), events=["invitee.created"],
             scope="organization", organization="https://api.calendly.com/organizations/O", user=None, group=None,
-            signing_key="k" * 43, generation="g", state=SubscriptionState.ACTIVE))
+            signing_key="k" * 43, generation="g", state=SubscriptionState.ACTIVE, callback_token="t" * 43))
         samples = []
         for i in range(events):
             body = json.dumps({"event": "invitee.created", "created_at": "2026-11-24T10:00:00.000000Z",
                                "payload": {"uri": f"https://api.calendly.com/scheduled_events/E/invitees/{i}",
                                            "name": "Zoë Ångström", "email": "zoe@example.com"}}, ensure_ascii=False).encode()
-            request = Request("POST", f"http://127.0.0.1/api/calendly/events/{sub.id}",
-                              {signatures.HEADER: signatures.sign(body, sub.signing_key)}, {}, {"id": sub.id}, body)
+            request = Request("POST", f"http://127.0.0.1/api/calendly/events/{sub.callback_token}",
+                              {signatures.HEADER: signatures.sign(body, sub.signing_key)}, {}, {"id": sub.callback_token}, body)
             started = time.perf_counter()
             response = api.calendly_event(lambda: bridge, request)
             samples.append((time.perf_counter() - started) * 1e6)

@@ -116,6 +116,12 @@ class Host:
         with sqlite3.connect(self.sqlite) as db:
             return json.loads(db.execute("SELECT data FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()[0])["signing_key"]
 
+    def callback_url(self, sub_id: str) -> str:
+        """The URL Calendly calls for the subscription (its random callback token's path)."""
+        with sqlite3.connect(self.sqlite) as db:
+            token = json.loads(db.execute("SELECT data FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()[0])["callback_token"]
+        return f"{self.url}/api/calendly/events/{token}"
+
     def redeliver(self) -> dict:
         done = subprocess.run([sys.executable, "-m", "shared", "redeliver"], cwd=ROOT, env=self.env, capture_output=True,
                               text=True, timeout=600)

@@ -61,7 +61,7 @@ def ingest(events: int = 2000, memory_events: int = 10000) -> dict:
             results["calendly_calls_per_subscribe"] = per_subscribe
             sub = subs[0]
             key = host.signing_key(sub["id"])
-            callback = f"{host.url}/api/calendly/events/{sub['id']}"
+            callback = host.callback_url(sub["id"])
             log_before_events = len(sandbox.app.requests_log())
             for concurrency in (1, 16):
                 floor_bodies = [b for b, _ in signed_events(events, key)]

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.harness import ROOT, azurite
 from devtools.sandbox import Sandbox
-from shared.models import HttpEndpoint, Subscription, SubscriptionState
+from shared.models import HttpEndpoint, Subscription, SubscriptionState, new_callback_token
 from shared.settings import Settings
 from shared.store import open_store
 from shared.subscriptions import new_signing_key
@@ -51,13 +51,14 @@ def _seed(sandbox: Sandbox, store_env: dict, n: int, disabled_every: int | None)
     def one(i: int) -> bool:
         sub_id = f"{i:032x}"
         off = bool(disabled_every) and i % disabled_every == disabled_every // 2
-        hook = app.add_hook(f"{PUBLIC_URL}/api/calendly/events/{sub_id}", ["invitee.created", "invitee.canceled"],
+        token = new_callback_token()
+        hook = app.add_hook(f"{PUBLIC_URL}/api/calendly/events/{token}", ["invitee.created", "invitee.canceled"],
                             signing_key="k", state="disabled" if off else "active")
         store.create_subscription(Subscription(
             id=sub_id, target=HttpEndpoint(f"https://prod-00.westeurope.logic.azure.com/workflows/{i}/triggers/manual"),
             events=["invitee.canceled", "invitee.created"], scope="organization", organization=app.organization_uri,
             user=None, group=None, signing_key=new_signing_key(), generation="g", state=SubscriptionState.ACTIVE,
-            calendly_webhook=hook["uri"]))
+            calendly_webhook=hook["uri"], callback_token=token))
         return off
 
     try:

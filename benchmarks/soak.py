@@ -26,6 +26,7 @@ def soak(events: int = 2000, concurrency: int = 16, fail_ratio: float = 0.2) -> 
             sub = requests.post(f"{host.url}/api/subscriptions", timeout=30,
                                 json={"url": f"{target.url}/flow", "events": ["invitee.created"]}).json()
             key = host.signing_key(sub["id"])
+            callback = host.callback_url(sub["id"])
             bodies = signed_events(events, key)
             statuses: Counter[int] = Counter()
             session_local = __import__("threading").local()
@@ -34,7 +35,7 @@ def soak(events: int = 2000, concurrency: int = 16, fail_ratio: float = 0.2) -> 
                 body, signing_key = item
                 session = getattr(session_local, "s", None) or requests.Session()
                 session_local.s = session
-                response = session.post(f"{host.url}/api/calendly/events/{sub['id']}", data=body,
+                response = session.post(callback, data=body,
                                         headers=sign_headers(body, signing_key), timeout=30)
                 return response.status_code
 

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from .errors import BridgeError, SettingsError, StoreUnavailable
 from .http import Request, Response
-from .models import DeliveryStatus
+from .models import CALLBACK_TOKEN, DeliveryStatus
 
 if TYPE_CHECKING:
     from .composition import Bridge
@@ -148,10 +148,12 @@ def unsubscribe_by_callback(bridge: Bridge, req: Request) -> Response:
 # Calendly's callback -----------------------------------------------------------
 @handler
 def calendly_event(bridge: Bridge, req: Request) -> Response:
-    sub_id = req.route_params.get("id", "")
-    if not SUBSCRIPTION_ID.match(sub_id):
+    # The path carries the subscription's random callback token (or, until reconcile moves a
+    # record made before tokens, its id); any other shape is unknown without a store read.
+    path_token = req.route_params.get("id", "")
+    if not (CALLBACK_TOKEN.fullmatch(path_token) or SUBSCRIPTION_ID.match(path_token)):
         raise BridgeError(404, "subscription_not_found", "no such subscription")
-    return bridge.callbacks.receive(sub_id, req.headers, req.body)
+    return bridge.callbacks.receive(path_token, req.headers, req.body)
 
 
 @handler

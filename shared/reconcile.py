@@ -8,6 +8,10 @@ records. Only what differs costs a call:
 - ``active`` whose hook is missing or ``disabled`` (after 24 h of failed deliveries): a new
   signing key, then a new hook (``recreated``); one still calling an outdated URL is moved: a new
   hook with the same key first, then the old one deleted;
+- ``active`` made before callback tokens (its hook calls the id path): given a random callback
+  token and moved the same gapless way (``moved``): the record first notes the old hook (so the
+  id path keeps answering), then the new hook on the token URL, then the old hook goes and the
+  id path answers 404 from then on;
 - ``creating`` older than the grace (a subscribe that crashed): finished like a missing hook
   (``completed``); younger ones may be in flight and are left alone;
 - ``deleting``: its hook, when listed, is deleted, then the record (``deleted``);
@@ -37,7 +41,7 @@ from typing import Callable
 from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict
-from .models import Clock, Subscription, SubscriptionState, isotime, utcnow
+from .models import Clock, Subscription, SubscriptionState, isotime, new_callback_token, utcnow
 from .settings import Settings
 from .store.base import Store
 from .subscriptions import SubscriptionService, new_signing_key
@@ -89,11 +93,12 @@ class Repair:
     Calendly answer 409), whether to create its hook, hooks to delete once the new one exists."""
 
     sub: Subscription
-    outcome: str  # the summary counter it moves: recreated | completed | deleted
+    outcome: str  # the summary counter it moves: recreated | completed | deleted | moved
     delete_first: list[dict] = field(default_factory=list)
     create: bool = False
     delete_after: list[dict] = field(default_factory=list)
     renew_key: bool = False
+    new_token: bool = False  # a record made before callback tokens: give it one, move gaplessly
     reason: str = ""
 
     @property
@@ -124,14 +129,14 @@ class Reconciler:
 
     def hook_url(self, sub: Subscription) -> str:
         """The callback URL the record's Calendly hook must have (the one place reconcile asks)."""
-        return self.subscriptions.callback_url(sub.id)
+        return self.subscriptions.callback_url(sub)
 
     # The run ------------------------------------------------------------------------------
     def reconcile(self) -> dict:
         calls_before = self.calendly.calls_in_this_thread
         budget = CallBudget(self.calendly, self.settings.reconcile_rate_share / 100, max_wait=self.max_wait,
                             sleep=self.sleep)
-        summary: dict = {"checked": 0, "healthy": 0, "recreated": 0, "completed": 0, "deleted": 0,
+        summary: dict = {"checked": 0, "healthy": 0, "recreated": 0, "completed": 0, "deleted": 0, "moved": 0,
                          "orphans_deleted": 0, "leftover": 0, "scopes": 0, "list_pages": 0, "calendly_calls": 0,
                          "waited_seconds": 0.0, "leftover_reason": "", "errors": []}
         records = self._all_subscriptions()
@@ -223,22 +228,30 @@ class Reconciler:
         url = self.hook_url(sub)
         own = listing.by_uri.get(sub.calendly_webhook) if sub.calendly_webhook else None
         same_url = [h for h in listing.by_url.get(url, ()) if h is not own]
-        handled.update(h["uri"] for h in ([own] if own else []) + same_url)
-        both = ([own] if own else []) + same_url
+        # The hook still calling the id path while the record moves to its token URL.
+        old = listing.by_uri.get(sub.legacy_webhook) if sub.legacy_webhook and sub.legacy_webhook != sub.calendly_webhook else None
+        handled.update(h["uri"] for h in ([own] if own else []) + same_url + ([old] if old else []))
+        both = ([own] if own else []) + same_url + ([old] if old else [])
         if sub.state == DELETING:
             return Repair(sub, "deleted", delete_first=both)
         if sub.state == RETIRED:
-            return Repair(sub, "deleted", delete_first=both) if (sub.calendly_webhook or same_url) else None
+            return Repair(sub, "deleted", delete_first=both) if (sub.calendly_webhook or sub.legacy_webhook or same_url) else None
         if sub.state == CREATING:
             if sub.updated_at > isotime(now, -CREATING_GRACE_SECONDS):
                 return None  # a subscribe may still be making its hook
             return Repair(sub, "completed", delete_first=both, create=True, renew_key=True, reason="left creating")
         if own is not None and own.get("state") == "active":
+            if sub.callback_token is None:
+                # Made before callback tokens: Calendly calls its (computable) id. Same gapless move.
+                return Repair(sub, "moved", delete_first=same_url, create=True, delete_after=[own], new_token=True,
+                              reason="calls its id path (made before callback tokens)")
             if own.get("callback_url") == url:
+                if sub.legacy_webhook:  # moved, but the old hook was not deleted yet
+                    return Repair(sub, "moved", delete_after=[old] if old else [], reason="old hook left")
                 return None
             # Calling an outdated URL: move it without a gap (both sign with the same key meanwhile).
-            return Repair(sub, "recreated", delete_first=same_url, create=True, delete_after=[own],
-                          reason="calls an outdated URL")
+            return Repair(sub, "moved" if sub.legacy_webhook else "recreated", delete_first=same_url, create=True,
+                          delete_after=[own] + ([old] if old else []), reason="calls an outdated URL")
         why = "missing" if own is None else f"state {own.get('state')}"
         return Repair(sub, "recreated", delete_first=both, create=True, renew_key=True, reason=why)
 
@@ -252,8 +265,10 @@ class Reconciler:
                 self._finish_delete(repair)
             elif repair.sub.state == RETIRED:
                 self._clear_retired(repair)
-            else:
+            elif repair.create:
                 self._recreate(repair)
+            else:
+                self._drop_old_hook(repair.sub, repair.delete_after)
         except ConcurrencyConflict:
             log.info("subscription %s changed during reconciliation; the next run looks again", repair.sub.id)
             return
@@ -270,42 +285,57 @@ class Reconciler:
         sub = repair.sub
         if repair.renew_key:
             log.warning("subscription %s: Calendly hook %s; recreating it", sub.id, repair.reason)
-            # New signing key first, so the new hook signs with a key only the record holds. A
-            # 'creating' record keeps its age: if this run stops here, the next one finishes it.
+            # New signing key first, so the new hook signs with a key only the record holds (and a
+            # callback token, for a record made before them). A 'creating' record keeps its age:
+            # if this run stops here, the next one finishes it.
             sub = self.store.update_subscription(sub.replace(
-                signing_key=new_signing_key(), calendly_webhook=None,
+                signing_key=new_signing_key(), calendly_webhook=None, legacy_webhook=None,
+                callback_token=sub.callback_token or new_callback_token(),
                 updated_at=sub.updated_at if sub.state == CREATING else isotime(self.clock())))
+        elif repair.new_token:
+            log.warning("subscription %s: Calendly hook %s; moving it to a callback token", sub.id, repair.reason)
+            # The token and the old hook first: the id path keeps answering until that hook is gone.
+            sub = self.store.update_subscription(sub.replace(
+                callback_token=new_callback_token(), legacy_webhook=sub.calendly_webhook, updated_at=isotime(self.clock())))
         else:
             log.warning("subscription %s: Calendly hook %s; moving it", sub.id, repair.reason)
         for hook in repair.delete_first:
             self.calendly.delete_webhook(hook["uri"])
         created = self.subscriptions.create_hook(sub)
         try:
-            self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
-                                                       updated_at=isotime(self.clock())))
+            sub = self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
+                                                             updated_at=isotime(self.clock())))
         except ConcurrencyConflict:
             # The record changed meanwhile (an unsubscribe, a subscribe): the hook just made is nobody's.
             self.calendly.delete_webhook(created["uri"])
             raise
-        for hook in repair.delete_after:
+        self._drop_old_hook(sub, repair.delete_after)
+
+    def _drop_old_hook(self, sub: Subscription, hooks: list[dict]) -> None:
+        """Delete the hooks the record has moved away from; then the id path stops answering."""
+        for hook in hooks:
             self.calendly.delete_webhook(hook["uri"])
+        if sub.legacy_webhook:
+            sub = self.store.update_subscription(sub.replace(legacy_webhook=None, updated_at=isotime(self.clock())))
+            log.info("subscription outcome=moved subscription=%s hook=%s", sub.id, sub.calendly_webhook)
 
     def _finish_delete(self, repair: Repair) -> None:
         for hook in repair.delete_first:
             self.calendly.delete_webhook(hook["uri"])
-        self.store.delete_subscription(repair.sub.id)
+        self.subscriptions.forget(repair.sub)
         log.info("subscription outcome=deleted subscription=%s", repair.sub.id)
 
     def _clear_retired(self, repair: Repair) -> None:
         for hook in repair.delete_first:
             self.calendly.delete_webhook(hook["uri"])
-        self.store.update_subscription(repair.sub.replace(calendly_webhook=None, updated_at=isotime(self.clock())))
+        self.store.update_subscription(repair.sub.replace(calendly_webhook=None, legacy_webhook=None,
+                                                          updated_at=isotime(self.clock())))
 
     def _delete_orphans(self, unowned: list[dict], budget: CallBudget, summary: dict) -> None:
         """Delete hooks calling this bridge's callback route that no record owns."""
         if not self.settings.public_url:
             return
-        prefix = f"{self.settings.public_url}/api/calendly/events/"
+        prefix = self.subscriptions.callback_prefix()
         candidates = [h for h in unowned if str(h.get("callback_url") or "").startswith(prefix)]
         if not candidates:
             return
@@ -313,8 +343,8 @@ class Reconciler:
         # the first read but before its scope was listed.
         owned_uris, owned_urls = set(), set()
         for sub in self._all_subscriptions():
-            owned_uris.add(sub.calendly_webhook)
-            owned_urls.add((self.hook_url(sub), scope_of(sub)))
+            owned_uris.update((sub.calendly_webhook, sub.legacy_webhook))
+            owned_urls.update((url, scope_of(sub)) for url in self.subscriptions.callback_urls(sub))
         for hook in candidates:
             if hook["uri"] in owned_uris or (hook.get("callback_url"), hook_scope(hook)) in owned_urls:
                 continue

@@ -3,6 +3,16 @@
 Crash safety: the record (with its signing key) is written *before* the Calendly hook is
 created, and marked ``deleting`` before the hook is deleted, so any crash leaves a record
 that reconciliation can finish, never an unknown hook.
+
+Races: every state change is a compare-and-set on the record's ETag (``creating`` -> ``active``,
+-> ``deleting``, deleting a known version), and whoever loses takes back what it made. A subscribe
+that finds its record deleted (or taken over) after creating its hook deletes that hook and answers
+409; an unsubscribe that meets a subscribe in flight marks the record ``deleting`` and the
+subscribe's final write then fails. So once both requests have answered, the subscription either
+exists with its hook or neither does.
+
+Calendly calls a subscription on ``/api/calendly/events/<callback token>``: a random token, not
+the management id (which is derived from the target, so anyone could compute it).
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ from cachetools import TTLCache
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
 from .models import (Clock, Endpoint, HttpEndpoint, ServiceBusEntity, Subscription, SubscriptionState, isotime,
-                     target_hash, utcnow)
+                     new_callback_token, target_hash, utcnow)
 from .settings import Settings
 from .store.base import Store
 from .targets.policy import check_target_url
@@ -32,6 +42,7 @@ log = logging.getLogger("shared.subscriptions")
 
 ACTIVE, DELETING, RETIRED = SubscriptionState.ACTIVE, SubscriptionState.DELETING, SubscriptionState.RETIRED
 IDENTITY_TTL_SECONDS = 3600.0
+CAS_ATTEMPTS = 5  # compare-and-set retries of one unsubscribe before it answers 409 (retry)
 
 
 def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None) -> str:
@@ -66,8 +77,22 @@ class SubscriptionService:
                 identity = self._identity["me"] = {"user": me["uri"], "organization": me["current_organization"]}
             return identity
 
-    def callback_url(self, sub_id: str) -> str:
-        return f"{self.settings.require_public_url()}/api/calendly/events/{sub_id}"
+    def callback_prefix(self) -> str:
+        """Every callback URL of this bridge starts with this."""
+        return f"{self.settings.require_public_url()}/api/calendly/events/"
+
+    def callback_url(self, sub: Subscription) -> str:
+        """The URL Calendly calls for ``sub`` (the one place it is made): its random token's path,
+        or, for a record made before tokens, its id's path until reconcile moves it."""
+        return self.callback_prefix() + (sub.callback_token or sub.id)
+
+    def callback_urls(self, sub: Subscription) -> set[str]:
+        """Every URL on which a hook may call ``sub`` right now: its own, plus the old id path
+        while reconcile is moving its hook to the token path (both answer meanwhile)."""
+        urls = {self.callback_url(sub)}
+        if sub.answers_legacy_path:
+            urls.add(self.callback_prefix() + sub.id)
+        return urls
 
     def location(self, sub_id: str) -> str:
         return f"{self.settings.require_public_url()}/api/subscriptions/{sub_id}"
@@ -82,7 +107,7 @@ class SubscriptionService:
         draft = Subscription(id=subscription_id(target, events, body.scope, user, group), target=target, events=events,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=new_signing_key(), generation=secrets.token_hex(8),
-                             created_at=self.now(), updated_at=self.now())
+                             callback_token=new_callback_token(), created_at=self.now(), updated_at=self.now())
         record, is_new = self._claim_record(draft)
         if record.state == ACTIVE:
             return record, False
@@ -120,23 +145,47 @@ class SubscriptionService:
                                   {"Retry-After": "2"}) from None
         if existing.state == ACTIVE:
             return existing, False
-        return self.store.update_subscription(existing.replace(signing_key=new_signing_key(), updated_at=self.now())), False
+        return self.store.update_subscription(existing.replace(
+            signing_key=new_signing_key(), callback_token=existing.callback_token or new_callback_token(),
+            updated_at=self.now())), False
 
     def _activate(self, record: Subscription, is_new: bool) -> Subscription:
         try:
             hook = self.create_hook(record)
         except BridgeError:
             if is_new:
-                self.store.delete_subscription(record.id)
+                self._discard(record)
             raise
-        record = self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook["uri"],
-                                                               updated_at=self.now()))
+        try:
+            record = self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook["uri"],
+                                                                   updated_at=self.now()))
+        except ConcurrencyConflict:
+            raise self._lost_activation(record, hook["uri"]) from None
         log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
                  record.target.describe(), ",".join(record.events), record.scope, hook["uri"])
         return record
 
+    def _discard(self, record: Subscription) -> None:
+        """Delete the record this subscribe made, unless someone else changed it meanwhile."""
+        try:
+            self.store.delete_subscription(record.id, etag=record.etag)
+        except ConcurrencyConflict:
+            pass
+
+    def _lost_activation(self, record: Subscription, hook_uri: str) -> BridgeError:
+        """The record changed while its hook was being made (an unsubscribe, or another subscribe
+        took it over): take the hook back, so nothing calls a record that will not use it."""
+        self.calendly.delete_webhook(hook_uri)
+        current = self.store.get_subscription(record.id)
+        if current is None or current.state in (DELETING, RETIRED) or current.generation != record.generation:
+            log.info("subscription outcome=abandoned subscription=%s reason=unsubscribed_meanwhile hook=%s", record.id, hook_uri)
+            return BridgeError(409, "subscription_deleted",
+                               "the subscription was unsubscribed while it was being created; nothing was kept")
+        return BridgeError(409, "subscription_in_progress", "the same subscription is being created right now; retry",
+                           {"Retry-After": "2"})
+
     def create_hook(self, sub: Subscription) -> dict:
-        kwargs = dict(url=self.callback_url(sub.id), events=sub.events, organization=sub.organization,
+        kwargs = dict(url=self.callback_url(sub), events=sub.events, organization=sub.organization,
                       scope=sub.scope, user=sub.user, group=sub.group, signing_key=sub.signing_key)
         try:
             return self.calendly.create_webhook(**kwargs)
@@ -153,20 +202,40 @@ class SubscriptionService:
 
     # Unsubscribe ----------------------------------------------------------------
     def unsubscribe(self, sub_id: str) -> bool:
-        """Delete the Calendly hook, then the record. False when there was nothing to delete."""
-        sub = self.store.get_subscription(sub_id)
-        if sub is None:
-            return False
-        if sub.state != DELETING:
-            sub = self.store.update_subscription(sub.replace(state=DELETING, updated_at=self.now()))
-        self._finish_delete(sub)
-        log.info("subscription outcome=deleted subscription=%s", sub_id)
-        return True
+        """Mark the record deleting (compare-and-set), delete its Calendly hook(s), its deliveries,
+        then the record. False when there was nothing to delete."""
+        for _ in range(CAS_ATTEMPTS):
+            sub = self.store.get_subscription(sub_id)
+            if sub is None:
+                return False
+            if sub.state != DELETING:
+                try:
+                    sub = self.store.update_subscription(sub.replace(state=DELETING, updated_at=self.now()))
+                except ConcurrencyConflict:
+                    continue  # a subscribe (or reconcile) moved it meanwhile: look again
+            self._finish_delete(sub)
+            log.info("subscription outcome=deleted subscription=%s", sub_id)
+            return True
+        raise ConcurrencyConflict(f"subscription {sub_id} kept changing while being deleted; retry")
 
     def _finish_delete(self, sub: Subscription) -> None:
-        if sub.calendly_webhook:
-            self.calendly.delete_webhook(sub.calendly_webhook)
-        self.store.delete_subscription(sub.id)
+        """Delete the hooks of this version of the record, then forget it."""
+        for hook in dict.fromkeys(h for h in (sub.calendly_webhook, sub.legacy_webhook) if h):
+            self.calendly.delete_webhook(hook)
+        self.forget(sub)
+
+    def forget(self, sub: Subscription) -> bool:
+        """Delete the deliveries and the record, in this version only: when another request
+        finished it first, or a new subscribe already took the id, nothing is touched."""
+        current = self.store.get_subscription(sub.id)
+        if current is None or current.etag != sub.etag:
+            return False
+        self.store.delete_deliveries(sub.id)
+        try:
+            self.store.delete_subscription(sub.id, etag=sub.etag)
+        except ConcurrencyConflict:
+            return False
+        return True
 
     def unsubscribe_target(self, url: str) -> int:
         subs = self.store.find_subscriptions_by_target(target_hash(HttpEndpoint(url=url.strip())))
@@ -175,7 +244,8 @@ class SubscriptionService:
         return len(subs)
 
     def retire(self, sub: Subscription, reason: str) -> None:
-        """The target is gone (404/410): stop Calendly calling; keep the record for the log."""
+        """The target is gone (404/410): stop Calendly calling and delete the deliveries (the
+        record stays, retired, so Calendly's calls answer 410 and an operator sees why)."""
         current = self.store.get_subscription(sub.id)
         if current is None or current.state == RETIRED:
             return
@@ -184,10 +254,11 @@ class SubscriptionService:
         except ConcurrencyConflict:
             return
         try:
-            if current.calendly_webhook:
-                self.calendly.delete_webhook(current.calendly_webhook)
+            for hook in dict.fromkeys(h for h in (current.calendly_webhook, current.legacy_webhook) if h):
+                self.calendly.delete_webhook(hook)
         except BridgeError as exc:
             log.warning("subscription %s retired but its Calendly hook could not be deleted yet: %s", sub.id, exc.code)
+        self.store.delete_deliveries(sub.id)
         log.warning("subscription outcome=retired subscription=%s reason=%r", sub.id, reason)
 
     # Read -----------------------------------------------------------------------

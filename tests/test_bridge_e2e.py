@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -19,18 +20,28 @@ def subscribe(bridge, target, events=("invitee.created",), path="/flow", field="
     return bridge.api("POST", "/subscriptions", json=body)
 
 
-def signing_key(bridge, sub_id: str, sandbox) -> str:
+def callback_url(bridge, sub: dict) -> str:
+    """The URL Calendly calls for the subscription: its hook's, as the sandbox (Calendly) knows it."""
+    hooks = requests.get(f"{bridge.env['CALENDLY_API_BASE']}/_sandbox/hooks", timeout=5).json()["hooks"]
+    [url] = [h["callback_url"] for h in hooks if h["uri"] == sub["calendly_webhook"]]
+    return url
+
+
+def signing_key(bridge, sub: dict, sandbox) -> str:
     """The key Calendly holds for the subscription's hook: the test signs as Calendly would."""
-    return sandbox.app.signing_key(f"{bridge.url}/api/calendly/events/{sub_id}")
+    return sandbox.app.signing_key(callback_url(bridge, sub))
 
 
-def post_event(bridge, sub_id, body: bytes, key: str | None = None, header: str | None = None, **kwargs):
+def post_event(bridge, sub: dict | str, body: bytes, key: str | None = None, header: str | None = None, **kwargs):
+    """POST an event as Calendly would to the subscription's callback URL (or to the path segment ``sub``)."""
+    url = callback_url(bridge, sub) if isinstance(sub, dict) else f"{bridge.url}/api/calendly/events/{sub}"
     headers = {"Content-Type": "application/json"}
     if header is not None:
         headers[signatures.HEADER] = header
     elif key is not None:
         headers[signatures.HEADER] = signatures.sign(body, key)
-    return bridge.api("POST", f"/calendly/events/{sub_id}", data=body, headers=headers, **kwargs)
+    kwargs.setdefault("timeout", 30)
+    return requests.post(url, data=body, headers=headers, **kwargs)
 
 
 def envelope(event="invitee.created", uri="https://api.calendly.com/scheduled_events/E1/invitees/I1", **payload) -> bytes:
@@ -64,7 +75,9 @@ def test_subscribe_creates_a_calendly_hook_and_answers_201_with_location(bridge,
     assert "LOGICSECRET123" not in response.text and "sig=REDACTED" in sub["target"]["url"]
     [hook] = sandbox_hooks(sandbox)
     assert hook["uri"] == sub["calendly_webhook"]
-    assert hook["callback_url"] == f"{bridge.url}/api/calendly/events/{sub['id']}"
+    # Calendly calls a random token's path, never the (computable) management id's.
+    assert re.fullmatch(rf"{re.escape(bridge.url)}/api/calendly/events/[A-Za-z0-9_-]{{43}}", hook["callback_url"])
+    assert sub["id"] not in hook["callback_url"]
     assert hook["has_signing_key"] is True and hook["scope"] == "organization"
     created = [r for r in sandbox_requests(sandbox) if r["method"] == "POST" and r["path"] == "/webhook_subscriptions"]
     assert created[0]["body"]["organization"] == hook["organization"]
@@ -122,24 +135,30 @@ def test_calendly_failing_on_create_leaves_no_half_made_subscription(bridge, san
     assert len(sandbox_hooks(sandbox)) == 1
 
 
-def test_leftover_hook_409_is_replaced_following_every_page(make_host, sandbox, target, tmp_path):
-    bridge = make_host()
+def test_leftover_hook_409_is_replaced_following_every_page(bridge, sandbox, target):
+    from shared.models import SubscriptionState
+    from shared.store.sqlite import SqliteStore
+
     first = subscribe(bridge, target).json()
+    url = callback_url(bridge, first)
     # Fill the scope past one page so the leftover hook is not on the first page.
     org = sandbox_hooks(sandbox)[0]["organization"]
     for i in range(105):
         requests.post(f"{sandbox.url}/webhook_subscriptions", headers={"Authorization": "Bearer test-pat"}, timeout=5,
                       json={"url": f"https://other.example/{i:03d}", "events": ["invitee.created"], "organization": org,
                             "scope": "organization"}).raise_for_status()
-    # A crash lost the record but not the hook (here: the same bridge with an empty store):
-    # Calendly will answer 409 for the same URL.
-    bridge.stop()
-    bridge = make_host(port=bridge.port, BRIDGE_SQLITE_PATH=str(tmp_path / "lost.sqlite3"))
+    # A crash after Calendly made the hook but before the record said so: the record is still
+    # 'creating' and knows no hook, and Calendly will answer 409 for the same callback URL.
+    store = SqliteStore(bridge.env["BRIDGE_SQLITE_PATH"])
+    record = store.get_subscription(first["id"])
+    store.update_subscription(record.replace(state=SubscriptionState.CREATING, calendly_webhook=None))
+    store.close()
     again = subscribe(bridge, target)
     assert again.status_code == 201, again.text
     assert again.json()["id"] == first["id"]
-    ours = [h for h in sandbox_hooks(sandbox) if h["callback_url"].endswith(first["id"])]
+    ours = [h for h in sandbox_hooks(sandbox) if h["callback_url"] == url]
     assert len(ours) == 1 and ours[0]["uri"] != first["calendly_webhook"]
+    assert [h["uri"] for h in sandbox_hooks(sandbox) if h["callback_url"].startswith(bridge.url)] == [ours[0]["uri"]]
     # The replaced hook signs with the new key the bridge holds: events verify.
     result = simulate(sandbox, "invitee.created", webhook=ours[0]["uri"].rsplit("/", 1)[1])
     assert [d["status"] for d in result["deliveries"]] == [200]
@@ -231,21 +250,21 @@ def test_same_event_twice_is_forwarded_once(bridge, sandbox, target):
 
 def test_event_type_not_subscribed_is_200_and_not_forwarded(bridge, sandbox, target):
     sub = subscribe(bridge, target).json()
-    response = post_event(bridge, sub["id"], envelope("invitee.canceled"), key=signing_key(bridge, sub["id"], sandbox))
+    response = post_event(bridge, sub, envelope("invitee.canceled"), key=signing_key(bridge, sub, sandbox))
     assert response.status_code == 200 and response.json()["status"] == "ignored"
     assert target.received == []
 
 
 def test_signature_problems_are_401(bridge, sandbox, target):
     sub = subscribe(bridge, target).json()
-    key = signing_key(bridge, sub["id"], sandbox)
+    key = signing_key(bridge, sub, sandbox)
     body = envelope()
-    assert_error(post_event(bridge, sub["id"], body), 401, "invalid_signature")
-    assert_error(post_event(bridge, sub["id"], body, key="wrong-key"), 401)
-    assert_error(post_event(bridge, sub["id"], body, header=signatures.sign(body, key, int(time.time()) - 1000)), 401)
-    assert_error(post_event(bridge, sub["id"], body, header="t=abc,v1=zz"), 401)
+    assert_error(post_event(bridge, sub, body), 401, "invalid_signature")
+    assert_error(post_event(bridge, sub, body, key="wrong-key"), 401)
+    assert_error(post_event(bridge, sub, body, header=signatures.sign(body, key, int(time.time()) - 1000)), 401)
+    assert_error(post_event(bridge, sub, body, header="t=abc,v1=zz"), 401)
     tampered = body.replace(b"zoe@", b"eve@")
-    assert_error(post_event(bridge, sub["id"], tampered, header=signatures.sign(body, key)), 401)
+    assert_error(post_event(bridge, sub, tampered, header=signatures.sign(body, key)), 401)
     assert target.received == []
 
 
@@ -258,13 +277,13 @@ def test_unknown_subscription_is_404(bridge):
 @pytest.mark.parametrize("body", [b"not json", b"[1,2,3]", b'{"payload": {}}', b'{"event": 7}', b"\xff\xfe\xfd"])
 def test_malformed_event_bodies_are_400(bridge, sandbox, target, body):
     sub = subscribe(bridge, target).json()
-    assert_error(post_event(bridge, sub["id"], body, key=signing_key(bridge, sub["id"], sandbox)), 400, "invalid_event")
+    assert_error(post_event(bridge, sub, body, key=signing_key(bridge, sub, sandbox)), 400, "invalid_event")
 
 
 def test_oversized_event_is_413(bridge, sandbox, target):
     sub = subscribe(bridge, target).json()
     body = envelope(notes="x" * (256 * 1024))
-    assert_error(post_event(bridge, sub["id"], body, key=signing_key(bridge, sub["id"], sandbox)), 413)
+    assert_error(post_event(bridge, sub, body, key=signing_key(bridge, sub, sandbox)), 413)
 
 
 def test_failing_target_leaves_a_pending_delivery_then_redeliver_sends_it_once(bridge, sandbox, target):

@@ -26,7 +26,7 @@ def test_huge_header_value_is_refused_with_a_4xx(bridge):
 
 def test_huge_signature_header_is_a_401(bridge, target):
     sub = subscribe(bridge, target).json()
-    assert post_event(bridge, sub["id"], envelope(), header="t=1,v1=" + "a" * 50_000).status_code == 401
+    assert post_event(bridge, sub, envelope(), header="t=1,v1=" + "a" * 50_000).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/api/subscriptions/../../etc/passwd", "/api/subscriptions/%2e%2e%2f%2e%2e%2fetc",
@@ -54,5 +54,5 @@ def test_management_body_over_64_kib_is_a_413(bridge):
 
 def test_non_utf8_event_body_with_a_valid_signature_is_a_400(bridge, sandbox, target):
     sub = subscribe(bridge, target).json()
-    response = post_event(bridge, sub["id"], b'{"event": "invitee.created", "x": "\xff"}', key=signing_key(bridge, sub["id"], sandbox))
+    response = post_event(bridge, sub, b'{"event": "invitee.created", "x": "\xff"}', key=signing_key(bridge, sub, sandbox))
     assert response.status_code == 400

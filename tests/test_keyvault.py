@@ -186,10 +186,10 @@ def test_in_process_management_is_503_json_health_stays_quiet_and_events_flow_wh
     asked = vault.requests
     event = json.dumps({"event": "invitee.created", "created_at": "2026-01-01T00:00:00.000000Z",
                         "payload": {"uri": "https://api.calendly.com/scheduled_events/E/invitees/I"}}).encode()
-    key = bridge.store.get_subscription(sub_id).signing_key
-    accepted = api.calendly_event(lambda: bridge, Request("POST", f"http://127.0.0.1:7071/api/calendly/events/{sub_id}",
-                                          headers={signatures.HEADER: signatures.sign(event, key)},
-                                          route_params={"id": sub_id}, body=event))
+    record = bridge.store.get_subscription(sub_id)
+    url = bridge.subscriptions.callback_url(record)
+    accepted = api.calendly_event(lambda: bridge, Request("POST", url, headers={signatures.HEADER: signatures.sign(event, record.signing_key)},
+                                                          route_params={"id": url.rsplit("/", 1)[1]}, body=event))
     assert accepted.status == 200 and json.loads(accepted.body)["status"] == "delivered"
     assert target.wait_for(1)[0]["body"] == event and vault.requests == asked  # the callback never asked for the PAT
     bridge.close()

@@ -17,7 +17,7 @@ import requests
 from shared.calendly import CalendlyClient
 from shared.composition import compose
 from shared.secrets import EnvironmentPat
-from shared.models import HttpEndpoint, Subscription, SubscriptionState, isotime
+from shared.models import HttpEndpoint, Subscription, SubscriptionState, isotime, new_callback_token
 from shared.settings import Settings
 from shared.subscriptions import new_signing_key
 from tests.conftest import clean_env
@@ -94,7 +94,7 @@ def seed(bridge, sandbox, n, *, scope="organization", start=0, state=Subscriptio
         sub = Subscription(id=f"{scope[:3]}{i:029d}", target=HttpEndpoint(f"https://flow.example/{scope}/{i}"),
                            events=["invitee.created"], scope=scope, organization=app.organization_uri, user=user,
                            group=group, signing_key=new_signing_key(), generation="g", state=state,
-                           updated_at=updated_at or isotime(bridge.clock()))
+                           callback_token=new_callback_token(), updated_at=updated_at or isotime(bridge.clock()))
         if hook is not None:
             made = app.add_hook(bridge.reconciler.hook_url(sub), sub.events, scope=scope, user=user, group=group,
                                 signing_key=sub.signing_key, state=hook)
@@ -238,7 +238,7 @@ def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(make_bridge, sand
     bridge = make_bridge()
     [sub] = seed(bridge, sandbox, 1)
     old_url = bridge.reconciler.hook_url(sub)
-    monkeypatch.setattr(bridge.subscriptions, "callback_url", lambda sub_id: f"{PUBLIC_URL}/api/calendly/events/t-{sub_id}")
+    monkeypatch.setattr(bridge.subscriptions, "callback_url", lambda sub: f"{PUBLIC_URL}/api/calendly/events/t-{sub.id}")
     sandbox.app.reset(keep_hooks=True)
     summary = bridge.reconciler.reconcile()
     assert (summary["recreated"], summary["orphans_deleted"]) == (1, 0)

@@ -8,7 +8,7 @@ import sqlite3
 import requests
 
 from tests.conftest import simulate
-from tests.test_bridge_e2e import LOGIC_APP_URL_QS, subscribe
+from tests.test_bridge_e2e import LOGIC_APP_URL_QS, callback_url, subscribe
 
 PAT = "test-pat"
 
@@ -36,7 +36,7 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     redeliver = bridge.run("redeliver")
     reconcile = bridge.run("reconcile")
     keep(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries"))
-    keep(bridge.api("POST", f"/calendly/events/{sub['id']}", data=b"{}", headers={"Calendly-Webhook-Signature": "t=1,v1=00"}))
+    keep(requests.post(callback_url(bridge, sub), data=b"{}", headers={"Calendly-Webhook-Signature": "t=1,v1=00"}, timeout=10))
     requests.post(f"{sandbox.url}/_sandbox/token", json={"pat": "rotated"}, timeout=5)
     keep(subscribe(bridge, target, path="/other"))         # Calendly 401
     keep(bridge.api("DELETE", "/subscriptions", params={"callbackUrl": f"{target.url}/flow{LOGIC_APP_URL_QS}"}))
