@@ -83,6 +83,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 # The host resolves %SETTING% from app settings at startup (defaults: local.settings.sample.json, Bicep).
 @app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def reconcile(timer: func.TimerRequest) -> None:
+    bridge().retention.purge()  # expired deliveries first: bounded, and independent of Calendly
     bridge().reconciler.run_timer()
 
 

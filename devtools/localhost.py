@@ -192,7 +192,8 @@ def make_app(module: ModuleType) -> FunctionsWsgiApp:
 
 class BackgroundWork(threading.Thread):
     """The local stand-in for the queue-triggered retry worker and the reconcile timer:
-    retries due deliveries every ``redeliver_interval`` s, reconciles every ``reconcile_interval`` s."""
+    retries due deliveries every ``redeliver_interval`` s; every ``reconcile_interval`` s purges
+    expired deliveries and reconciles, as the timer does."""
 
     def __init__(self, bridge: Callable[[], Any], redeliver_interval: float = 5.0, reconcile_interval: float = 900.0):
         super().__init__(name="background-work", daemon=True)
@@ -217,6 +218,7 @@ class BackgroundWork(threading.Thread):
                         log.info("redelivery: %s", summary)
                 if self.reconcile_interval > 0 and now >= next_reconcile:
                     next_reconcile = now + self.reconcile_interval
+                    self.bridge().retention.purge()
                     self.bridge().reconciler.reconcile()
             except (BridgeError, SettingsError) as exc:
                 log.warning("background work: %s", exc)

@@ -180,6 +180,8 @@ module bridge 'app/function.bicep' = {
       ALLOWED_TARGET_HOSTS: allowedTargetHosts
       DELIVERY_QUEUE: deliveryQueue
       DELIVERY_MAX_ATTEMPTS: string(deliveryMaxAttempts)
+      DELIVERY_RETENTION_HOURS: '72'
+      DEAD_DELIVERY_RETENTION_DAYS: '14'
       RECONCILE_SCHEDULE: reconcileSchedule
       RECONCILE_RATE_SHARE_PERCENT: string(reconcileRateSharePercent)
       SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: messaging.outputs.fullyQualifiedNamespace

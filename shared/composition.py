@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
     from .reconcile import Reconciler
+    from .retention import RetentionService
     from .secrets import PatProvider
     from .settings import Settings
     from .store.base import Store
@@ -38,6 +39,7 @@ class Bridge:
     deliveries: DeliveryService
     callbacks: CallbackService
     reconciler: Reconciler
+    retention: RetentionService
 
     def close(self) -> None:
         self.targets.close()
@@ -80,6 +82,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .delivery import DeliveryPolicy, DeliveryService
     from .reconcile import Reconciler
     from .redaction import install_log_redaction
+    from .retention import RetentionService
     from .secrets import pat_provider
     from .store import open_store
     from .subscriptions import SubscriptionService
@@ -99,7 +102,9 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     return Bridge(settings=settings, store=store, pat=pat, calendly=calendly, targets=targets,
                   subscriptions=subscriptions, deliveries=deliveries,
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance),
-                  reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock))
+                  reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock),
+                  retention=RetentionService(store, settings.delivery_retention_hours,
+                                             settings.dead_delivery_retention_days, clock))
 
 
 class BridgeProvider:

@@ -50,6 +50,12 @@ def _matching(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _retention_hours(value: int) -> int:
+    if value < 25:
+        raise ValueError("must be at least 25 hours, so duplicate detection still covers Calendly's 24-hour retry window")
+    return value
+
+
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 OptionalBaseUrl = Annotated[str | None, AfterValidator(_base_url)]
 HostSuffixes = Annotated[tuple[str, ...], BeforeValidator(_host_list)]
@@ -97,6 +103,13 @@ class Settings(BaseModel):
     delivery_max_attempts: int = setting(
         "DELIVERY_MAX_ATTEMPTS", 8, "Delivery attempts (in-request and durable retries) before a delivery is dead.",
         ge=1, le=100)
+    delivery_retention_hours: Annotated[int, AfterValidator(_retention_hours)] = setting(
+        "DELIVERY_RETENTION_HOURS", 72,
+        "Hours a delivered (or discarded) event's record and payload are kept after its last attempt, then purged; "
+        "at least 25, so duplicate detection covers Calendly's 24-hour retry window.", le=24 * 366)
+    dead_delivery_retention_days: int = setting(
+        "DEAD_DELIVERY_RETENTION_DAYS", 14, "Days a dead delivery keeps its payload for replay, then it is purged.",
+        ge=1, le=366)
     servicebus_namespace: str | None = setting(
         "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", None,
         "Service Bus namespace (<name>.servicebus.windows.net) for servicebus targets, with managed identity.")
@@ -118,7 +131,8 @@ class Settings(BaseModel):
         "AzureWebJobsStorage__clientId", None,
         "Identity-based storage: the user-assigned identity's client id (used when AZURE_CLIENT_ID is not set).")
     table_prefix: Annotated[str, _matching(r"[A-Za-z][A-Za-z0-9]{0,40}", "letters and digits, starting with a letter")] = \
-        setting("BRIDGE_TABLE_PREFIX", "calendlybridge", "Prefix of the bridge's tables (subscriptions, targets, deliveries).")
+        setting("BRIDGE_TABLE_PREFIX", "calendlybridge",
+                "Prefix of the bridge's tables (subscriptions, targets, callbacks, deliveries).")
     delivery_queue: Annotated[str, _matching(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]",
                                              "a Storage queue name: 3-63 lower-case letters, digits and single hyphens")] = \
         setting("DELIVERY_QUEUE", "calendly-deliveries", "Storage queue of deliveries awaiting a retry (the queue trigger's queueName).")
