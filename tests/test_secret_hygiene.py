@@ -37,12 +37,13 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     reconcile = bridge.run("reconcile")
     keep(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries"))
     keep(requests.post(callback_url(bridge, sub), data=b"{}", headers={"Calendly-Webhook-Signature": "t=1,v1=00"}, timeout=10))
+    with sqlite3.connect(bridge.env["BRIDGE_SQLITE_PATH"]) as db:
+        records = [json.loads(row[0]) for row in db.execute("SELECT data FROM subscriptions")]
+    keys = [secret for record in records for secret in (record["signing_key"], record.get("callback_token"))]
     requests.post(f"{sandbox.url}/_sandbox/token", json={"pat": "rotated"}, timeout=5)
     keep(subscribe(bridge, target, path="/other"))         # Calendly 401
     keep(bridge.api("DELETE", "/subscriptions", params={"callbackUrl": f"{target.url}/flow{LOGIC_APP_URL_QS}"}))
 
-    with sqlite3.connect(bridge.env["BRIDGE_SQLITE_PATH"]) as db:
-        keys = [json.loads(row[0])["signing_key"] for row in db.execute("SELECT data FROM subscriptions")]
     bridge.stop()
     everything = "\n".join([bridge.logs(), redeliver.stdout, redeliver.stderr, reconcile.stdout, reconcile.stderr, *responses])
     assert "DEBUG" in bridge.logs(), "the run must have logged at DEBUG to prove anything"
