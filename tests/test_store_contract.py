@@ -83,9 +83,10 @@ def test_unknown_subscription_is_none(store):
 
 
 def test_duplicate_create_is_a_conflict(store):
-    store.create_subscription(sub(2))
+    store.create_subscription(sub(2, callback_token="W" * 43))
     with pytest.raises(ConcurrencyConflict):
-        store.create_subscription(sub(2, url="https://flow.example/other"))
+        store.create_subscription(sub(2, url="https://flow.example/other", callback_token="L" * 43))
+    assert store.callback_subscription_id("W" * 43) == f"{2:032x}" and store.callback_subscription_id("L" * 43) is None
     assert store.get_subscription(f"{2:032x}").target == HttpEndpoint("https://flow.example/a")
     assert store.find_subscriptions_by_target(hash_of("https://flow.example/other")) == []
 

@@ -67,13 +67,17 @@ class SqliteStore:
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
             try:
+                added = set()
                 for table, columns in ADDED_COLUMNS.items():
                     present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                     for column in columns:
                         if column not in present:
                             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-                for delivery_id, data in db.execute("SELECT id, data FROM deliveries WHERE updated_at IS NULL").fetchall():
-                    db.execute("UPDATE deliveries SET updated_at = ? WHERE id = ?", (json.loads(data).get("updated_at", ""), delivery_id))
+                            added.add(column)
+                if "updated_at" in added:  # older rows kept it only in their JSON
+                    for delivery_id, data in db.execute("SELECT id, data FROM deliveries").fetchall():
+                        db.execute("UPDATE deliveries SET updated_at = ? WHERE id = ?",
+                                   (json.loads(data).get("updated_at", ""), delivery_id))
             except BaseException:
                 db.execute("ROLLBACK")
                 raise

@@ -135,6 +135,7 @@ class TableStore:
         try:
             result = self._call(self._table("subscriptions").create_entity, self._sub_entity(sub))
         except self._exists:
+            self._unindex_callback(sub.callback_token)  # the token of a record that was not made
             raise ConcurrencyConflict(f"subscription {sub.id} already exists") from None
         return sub.replace(etag=self._etag(result))
 
