@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from .errors import BridgeError
 from .models import Clock, DeliveryStatus, isotime, utcnow
 from .store.base import Store
 
@@ -40,8 +41,14 @@ class RetentionService:
                 DeliveryStatus.DEAD: isotime(now - self.dead)}
 
     def purge(self) -> dict[str, int]:
-        """Delete a bounded batch of expired deliveries per status; returns how many of each."""
-        purged = {str(status): self.store.purge_deliveries(status, cutoff, self.batch)
-                  for status, cutoff in self.cutoffs().items()}
+        """Delete a bounded batch of expired deliveries per status; returns how many of each. A
+        store failure is logged, not raised: the timer's reconcile still runs, the next run purges."""
+        purged: dict[str, int] = {}
+        try:
+            for status, cutoff in self.cutoffs().items():
+                purged[str(status)] = self.store.purge_deliveries(status, cutoff, self.batch)
+        except BridgeError as exc:
+            log.error("retention outcome=failed error=%s %s", exc.code, " ".join(f"{s}={n}" for s, n in purged.items()))
+            return purged
         log.info("retention outcome=purged %s", " ".join(f"{status}={count}" for status, count in purged.items()))
         return purged

@@ -150,6 +150,19 @@ def test_each_run_purges_a_bounded_batch(make, target):
     assert stored(caller, sub["id"]) == []
 
 
+def test_a_store_failure_during_the_purge_is_logged_and_the_timer_goes_on(make, target, monkeypatch, caplog):
+    from shared.errors import StoreUnavailable
+
+    caller, clock = make()
+
+    def store_down(*args):
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(caller.bridge.store, "purge_deliveries", store_down)
+    assert caller.bridge.retention.purge() == {}
+    assert "retention outcome=failed error=store_unavailable" in caplog.text
+
+
 # Unsubscribe, retire, subscribe again -----------------------------------------------------------
 def test_unsubscribe_deletes_the_deliveries_and_subscribing_again_starts_with_an_empty_log(make, target):
     caller, clock = make(DELIVERY_MAX_ATTEMPTS="1")
