@@ -1,6 +1,6 @@
 """A local stand-in for the part of Calendly API v2 the bridge uses (``/users/me``,
-``/webhook_subscriptions``, ``/sample_webhook_data``), with Calendly's shapes and errors
-(checked against Calendly's OpenAPI export by tests/test_sandbox.py).
+``/webhook_subscriptions``, ``/sample_webhook_data``, ``/organization_memberships``), with
+Calendly's shapes and errors (checked against Calendly's OpenAPI export by tests/test_sandbox.py).
 
 Control endpoints, no auth:
     POST   /_sandbox/simulate    {"event", "webhook"?, "payload"?, "envelope"?, "repeat"?} -> deliveries
@@ -15,6 +15,7 @@ Control endpoints, no auth:
     POST   /_sandbox/ratelimit   {"limit"?, "window"?, "enforce"?}: Calendly's per-minute rate limit
                                  (every API answer carries X-RateLimit-Limit/-Remaining/-Reset;
                                  enforced, a request past the limit is a 429 until the window resets)
+    POST   /_sandbox/members     {"email", "name"?, "role"?}: another member of the organization
 
     python -m shared sandbox [--port 7080] [--pat sandbox-pat]   (devtools.cli)
     python -m shared simulate invitee.created [--sandbox-url http://127.0.0.1:7080]
@@ -153,12 +154,14 @@ class SandboxApp:
         self._lock = threading.Lock()
         self._user_id, self._organization_id = str(uuid.uuid4()), str(uuid.uuid4())
         self._hooks = _Hooks()
+        self._owner_membership_id = str(uuid.uuid4())
         self._seq = itertools.count()
         self._log: list[dict] = []
         self._faults: list[dict] = []
         self._epoch = 0  # bumped by reset(): a create that began before it leaves nothing behind
         self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
         self._window_start, self._window_used = 0.0, 0
+        self._members: dict[str, dict] = {}  # lower-cased email -> membership, besides the PAT's owner
 
     @property
     def user_uri(self) -> str:
@@ -180,6 +183,24 @@ class SandboxApp:
             self._faults.clear()
             self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
             self._window_start, self._window_used = 0.0, 0
+            self._members.clear()
+
+    def add_member(self, email: str, name: str | None = None, role: str = "user") -> dict:
+        """Another user of the organization (the PAT's owner is always one); returns the membership."""
+        if not isinstance(email, str) or "@" not in email:
+            raise ValueError("email must be an email address")
+        if role not in ("user", "admin", "owner"):
+            raise ValueError("role must be user, admin or owner")
+        user_id, membership_id, now = str(uuid.uuid4()), str(uuid.uuid4()), _now()
+        slug = email.split("@", 1)[0].lower()
+        user = {"uri": f"{self.base_url}/users/{user_id}", "name": name or slug, "slug": slug, "email": email,
+                "scheduling_url": f"https://calendly.com/{slug}", "timezone": "Europe/Copenhagen", "avatar_url": None,
+                "created_at": now, "updated_at": now}
+        membership = {"uri": f"{self.base_url}/organization_memberships/{membership_id}", "role": role, "user": user,
+                      "organization": self.organization_uri, "updated_at": now, "created_at": now}
+        with self._lock:
+            self._members[email.lower()] = membership
+        return membership
 
     def hooks(self) -> list[dict]:
         """Every hook as Calendly shows it, plus ``has_signing_key`` (never the key)."""
@@ -384,6 +405,9 @@ class SandboxApp:
                 if unknown:
                     raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
                 return 200, self.set_rate_limit(**spec)
+            case ("POST", "members"):
+                spec = self._json(raw)
+                return 201, {"resource": self.add_member(spec.get("email"), spec.get("name"), spec.get("role", "user"))}
             case ("POST", "token"):
                 pat = self._json(raw).get("pat")
                 if not isinstance(pat, str) or not pat:
@@ -441,6 +465,8 @@ class SandboxApp:
                 return lambda: self._get_or_delete(method, hook_id)
             case ("GET", "sample_webhook_data"):
                 return lambda: (200, self._sample(query))
+            case ("GET", "organization_memberships"):
+                return lambda: (200, self._memberships(query))
         return None
 
     def _get_or_delete(self, method: str, hook_id: str) -> tuple[int, dict | None]:
@@ -470,6 +496,36 @@ class SandboxApp:
                 "email": sample_events.HOST_EMAIL, "scheduling_url": "https://calendly.com/soren-kierkegaard",
                 "timezone": "Europe/Copenhagen", "avatar_url": None, "created_at": "2024-01-02T03:04:05.678123Z",
                 "updated_at": "2026-11-01T08:09:10.111213Z", "current_organization": self.organization_uri}
+
+    def _memberships(self, query: dict) -> dict:
+        """``GET /organization_memberships?organization=…[&email=…][&user=…]``: one page (keyset tokens as for hooks)."""
+        organization, user, email = query.get("organization"), query.get("user"), query.get("email")
+        if not organization and not user:
+            raise _invalid("organization", "organization or user is required")
+        if organization and organization != self.organization_uri:
+            raise _error(403, message="This user is not in your organization")
+        count = query.get("count", "20")
+        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 100:
+            raise _invalid("count", "must be between 1 and 100")
+        owner = {"uri": f"{self.base_url}/organization_memberships/{self._owner_membership_id}", "role": "owner",
+                 "user": {k: v for k, v in self._me().items() if k != "current_organization"},
+                 "organization": self.organization_uri,
+                 "updated_at": "2026-11-01T08:09:10.111213Z", "created_at": "2024-01-02T03:04:05.678123Z"}
+        with self._lock:
+            members = [owner, *self._members.values()]
+        matching = [m for m in members if (not email or m["user"]["email"].lower() == email.lower())
+                    and (not user or m["user"]["uri"] == user)]
+        direction, position = _read_token(query.get("page_token"))
+        indexed = list(enumerate(matching))
+        window = ([pair for pair in indexed if pair[0] > position][:int(count)] if direction == "after"
+                  else [pair for pair in indexed if pair[0] < position][-int(count):])
+        next_token = _token("after", window[-1][0]) if window and window[-1][0] < len(matching) - 1 else None
+        link = (f"{self.base_url}/organization_memberships?"
+                f"{urlencode({k: v for k, v in query.items() if k != 'page_token'} | {'count': count, 'page_token': next_token})}"
+                if next_token else None)
+        return {"collection": [m for _, m in window],
+                "pagination": {"count": len(window), "next_page": link, "previous_page": None,
+                               "next_page_token": next_token, "previous_page_token": None}}
 
     def _scope(self, data: dict) -> tuple[str, str, str | None, str | None]:
         """organization, scope, user, group of a create body or a list/sample query."""

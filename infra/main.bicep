@@ -61,6 +61,32 @@ param alertEmail string = ''
 @minValue(1)
 param unauthorizedBurstThreshold int = 10
 
+// Management API authentication (README "Who can do what"; docs/deploy.md "Microsoft Entra ID").
+@description('Who may call the management API: function_key (function keys, checked by the host), entra (Entra ID tokens, checked by the app) or both.')
+@allowed(['function_key', 'entra', 'both'])
+param managementAuth string = 'function_key'
+
+@description('entra/both: application (client) id of the bridge\'s app registration (docs/deploy.md shows how to create it).')
+param entraClientId string = ''
+
+@description('entra/both: tenant of the app registration (default: this deployment\'s tenant).')
+param entraTenantId string = tenant().tenantId
+
+@description('entra/both: application ID URI of the app registration; empty: api://<entraClientId>.')
+param entraAppIdUri string = ''
+
+@description('entra/both: further tenant ids (comma-separated) whose tokens are accepted.')
+param entraAllowedTenants string = ''
+
+@description('App role of admins, who see and manage every subscription.')
+param entraAdminRole string = 'Bridge.Admin'
+
+@description('App role needed for organization and group scope.')
+param entraOrganizationRole string = 'Calendly.Organization'
+
+@description('both: name of the Key Vault secret holding the management key (create it before switching to both).')
+param managementKeySecretName string = 'bridge-management-key'
+
 var abbrs = loadJsonContent('abbreviations.json')
 // The resource group is part of the token: two resource groups in one subscription can hold the
 // same environment name and region without their globally unique names (storage, vault) colliding.
@@ -185,6 +211,17 @@ module bridge 'app/function.bicep' = {
       RECONCILE_SCHEDULE: reconcileSchedule
       RECONCILE_RATE_SHARE_PERCENT: string(reconcileRateSharePercent)
       SERVICEBUS_FULLY_QUALIFIED_NAMESPACE: messaging.outputs.fullyQualifiedNamespace
+      MANAGEMENT_AUTH: managementAuth
+      // A Key Vault reference, resolved by the platform with the app's identity (function.bicep keyVaultReferenceIdentity).
+      MANAGEMENT_KEY: managementAuth == 'both' ? '@Microsoft.KeyVault(VaultName=${vault.outputs.name};SecretName=${managementKeySecretName})' : ''
+      ENTRA_TENANT_ID: managementAuth == 'function_key' ? '' : entraTenantId
+      ENTRA_ALLOWED_TENANTS: entraAllowedTenants
+      ENTRA_CLIENT_ID: entraClientId
+      ENTRA_APP_ID_URI: entraAppIdUri
+      ENTRA_ISSUERS: '${environment().authentication.loginEndpoint}{tenant}/v2.0,https://sts.windows.net/{tenant}/'
+      ENTRA_JWKS_URL: '${environment().authentication.loginEndpoint}common/discovery/v2.0/keys'
+      ENTRA_ADMIN_ROLE: entraAdminRole
+      ENTRA_ORGANIZATION_ROLE: entraOrganizationRole
     }
   }
   // The host starts as soon as the settings land: its identity must already hold its roles.

@@ -19,12 +19,15 @@ from .http import Request, Response
 from .models import CALLBACK_TOKEN, DeliveryStatus
 
 if TYPE_CHECKING:
+    from .auth import Caller
     from .composition import Bridge
+    from .models import Subscription
 
 log = logging.getLogger("shared.api")
 
 SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{32}$")
 DELIVERY_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{24}$")
+OWNER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_MANAGEMENT_BODY = 64 * 1024
 
 
@@ -48,6 +51,70 @@ def handler(fn: Callable[["Bridge", Request], Response]) -> Callable[[Provider, 
             return Response.json(500, {"error": {"code": "internal_error", "message": "the bridge failed unexpectedly; see its logs"}})
 
     return wrapped
+
+
+class Call:
+    """One management call: who made it (once authenticated) and which subscriptions it touched."""
+
+    def __init__(self, action: str):
+        self.action = action
+        self.caller: Caller | None = None
+        self.subjects: list[str] = []
+
+    def touch(self, *subscription_ids: str) -> None:
+        self.subjects.extend(subscription_ids)
+
+    def audit(self, status: int) -> None:
+        """Who (kind and object id, never a token or key) did what to which subscription, and the answer."""
+        caller = self.caller
+        log.info("audit action=%s caller=%s tenant=%s subscription=%s status=%s", self.action,
+                 caller.describe() if caller else "unauthenticated", (caller.tenant_id if caller else None) or "-",
+                 ",".join(self.subjects) or "-", status)
+
+
+def management(action: str):
+    """Authenticate the caller (MANAGEMENT_AUTH), run ``fn(bridge, request, call)``, audit the call."""
+
+    def wrap(fn: Callable[["Bridge", Request, Call], Response]) -> Callable[["Bridge", Request], Response]:
+        @functools.wraps(fn)
+        def wrapped(bridge: Bridge, req: Request) -> Response:
+            call = Call(action)
+            try:
+                call.caller = bridge.auth.authenticate(req)
+                response = fn(bridge, req, call)
+            except BridgeError as exc:
+                call.audit(exc.status)
+                raise
+            except Exception:
+                call.audit(500)
+                raise
+            call.audit(response.status)
+            return response
+
+        return wrapped
+
+    return wrap
+
+
+def _manageable(bridge: Bridge, call: Call, sub_id: str) -> Subscription:
+    """The subscription, if the caller may see it; another owner's answers 404 like a missing one."""
+    sub = bridge.subscriptions.get(sub_id)
+    call.touch(sub_id)
+    if sub is None or not call.caller.may_manage(sub):
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
+    return sub
+
+
+def _owner_filter(req: Request, caller: Caller) -> str | None:
+    """``?owner=<object id>``: admins list anyone's; everyone else lists only their own."""
+    owner = (req.params.get("owner") or "").strip().lower() or None
+    if owner is not None and not OWNER_ID.match(owner):
+        raise BridgeError(400, "invalid_owner", "owner must be an Entra ID object id (a GUID)")
+    if caller.admin:
+        return owner
+    if owner not in (None, caller.object_id):
+        raise BridgeError(403, "forbidden", "only admins can list another owner's subscriptions")
+    return caller.object_id
 
 
 def _json_body(req: Request, required: bool = True) -> Any:
@@ -79,17 +146,20 @@ def _limit(req: Request, default: int = 50) -> int:
 
 # Subscriptions -----------------------------------------------------------------
 @handler
-def subscribe(bridge: Bridge, req: Request) -> Response:
+@management("subscribe")
+def subscribe(bridge: Bridge, req: Request, call: Call) -> Response:
     from .schemas import parse_subscribe
 
     body = parse_subscribe(_json_body(req))
-    sub, created = bridge.subscriptions.subscribe(body)
+    sub, created = bridge.subscriptions.subscribe(body, call.caller)
+    call.touch(sub.id)
     location = bridge.subscriptions.location(sub.id)
     return Response.json(201 if created else 200, sub.public(), {"Location": location})
 
 
 @handler
-def subscribe_trigger(bridge: Bridge, req: Request) -> Response:
+@management("subscribe_trigger")
+def subscribe_trigger(bridge: Bridge, req: Request, call: Call) -> Response:
     """The custom connector's subscribe. Always 201 + Location, also when the subscription existed
     (same id, same Calendly hook): Power Automate reads Location from a 201 only."""
     from .events import TRIGGER_EVENTS
@@ -98,42 +168,51 @@ def subscribe_trigger(bridge: Bridge, req: Request) -> Response:
     trigger = req.route_params.get("trigger", "")
     if trigger not in TRIGGER_EVENTS:
         raise BridgeError(404, "unknown_trigger", f"no such trigger; the triggers are {', '.join(TRIGGER_EVENTS)}")
-    sub, _created = bridge.subscriptions.subscribe(parse_trigger(trigger, _json_body(req)))
+    sub, _created = bridge.subscriptions.subscribe(parse_trigger(trigger, _json_body(req)), call.caller)
+    call.touch(sub.id)
     return Response.json(201, sub.public(), {"Location": bridge.subscriptions.location(sub.id)})
 
 
 @handler
-def list_subscriptions(bridge: Bridge, req: Request) -> Response:
+@management("list")
+def list_subscriptions(bridge: Bridge, req: Request, call: Call) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not SUBSCRIPTION_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
     limit = _limit(req)
-    subs, next_cursor = bridge.subscriptions.list(limit, cursor)
+    owner = _owner_filter(req, call.caller)
+    subs, next_cursor = bridge.subscriptions.list(limit, cursor, owner)
     next_link = None
     if next_cursor:
-        next_link = f"{bridge.settings.require_public_url()}/api/subscriptions?{urlencode({'limit': limit, 'cursor': next_cursor})}"
-    return Response.json(200, {"value": [s.public() for s in subs], "next_cursor": next_cursor, "nextLink": next_link})
+        query = {"limit": limit, "cursor": next_cursor, **({"owner": req.params["owner"]} if req.params.get("owner") else {})}
+        next_link = f"{bridge.settings.require_public_url()}/api/subscriptions?{urlencode(query)}"
+    value = [s.public() for s in subs if call.caller.may_manage(s)]
+    return Response.json(200, {"value": value, "next_cursor": next_cursor, "nextLink": next_link})
 
 
 @handler
-def get_subscription(bridge: Bridge, req: Request) -> Response:
-    sub = bridge.subscriptions.get(_subscription_id(req))
-    if sub is None:
-        raise BridgeError(404, "subscription_not_found", "no such subscription")
-    return Response.json(200, sub.public())
+@management("get")
+def get_subscription(bridge: Bridge, req: Request, call: Call) -> Response:
+    return Response.json(200, _manageable(bridge, call, _subscription_id(req)).public())
 
 
 @handler
-def unsubscribe(bridge: Bridge, req: Request) -> Response:
+@management("unsubscribe")
+def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
     sub_id = req.route_params.get("id", "")
     if SUBSCRIPTION_ID.match(sub_id):
-        bridge.subscriptions.unsubscribe(sub_id)
-    # An id that is gone (or never was) is deleted already: platforms retry deletes.
+        call.touch(sub_id)
+        sub = bridge.subscriptions.get(sub_id)
+        if sub is not None and call.caller.may_manage(sub):
+            bridge.subscriptions.unsubscribe(sub_id)
+    # An id that is gone (or never was, or is another owner's: no existence oracle) is deleted
+    # already, as far as this caller can tell: platforms retry deletes.
     return Response.empty(204)
 
 
 @handler
-def unsubscribe_by_callback(bridge: Bridge, req: Request) -> Response:
+@management("unsubscribe_by_callback")
+def unsubscribe_by_callback(bridge: Bridge, req: Request, call: Call) -> Response:
     url = req.params.get("callbackUrl") or req.params.get("url")
     if not url:
         body = _json_body(req, required=False)
@@ -141,7 +220,7 @@ def unsubscribe_by_callback(bridge: Bridge, req: Request) -> Response:
             url = body.get("callbackUrl") or body.get("url") or body.get("notificationUrl")
     if not isinstance(url, str) or not url.strip():
         raise BridgeError(400, "missing_callback_url", "give the callback URL as ?callbackUrl=<url-encoded> or in a JSON body")
-    bridge.subscriptions.unsubscribe_target(url)
+    call.touch(*bridge.subscriptions.unsubscribe_target(url, call.caller))
     return Response.empty(204)
 
 
@@ -157,20 +236,21 @@ def calendly_event(bridge: Bridge, req: Request) -> Response:
 
 
 @handler
-def send_test_event(bridge: Bridge, req: Request) -> Response:
+@management("test")
+def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
+    sub = _manageable(bridge, call, _subscription_id(req))
     body = _json_body(req, required=False)
     event = body.get("event") if isinstance(body, dict) else None
     if event is not None and not isinstance(event, str):
         raise BridgeError(400, "invalid_body", "'event' must be a Calendly event name")
-    return bridge.callbacks.send_test_event(_subscription_id(req), event)
+    return bridge.callbacks.send_test_event(sub.id, event)
 
 
 # Deliveries ------------------------------------------------------------------------
 @handler
-def list_deliveries(bridge: Bridge, req: Request) -> Response:
-    sub_id = _subscription_id(req)
-    if bridge.subscriptions.get(sub_id) is None:
-        raise BridgeError(404, "subscription_not_found", "no such subscription")
+@management("deliveries")
+def list_deliveries(bridge: Bridge, req: Request, call: Call) -> Response:
+    sub_id = _manageable(bridge, call, _subscription_id(req)).id
     cursor = req.params.get("cursor") or None
     if cursor is not None and not DELIVERY_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
@@ -180,10 +260,17 @@ def list_deliveries(bridge: Bridge, req: Request) -> Response:
 
 
 @handler
-def replay_delivery(bridge: Bridge, req: Request) -> Response:
+@management("replay")
+def replay_delivery(bridge: Bridge, req: Request, call: Call) -> Response:
     delivery_id = req.route_params.get("delivery_id", "")
     if not DELIVERY_ID.match(delivery_id):
         raise BridgeError(404, "delivery_not_found", "no such delivery")
+    sub_id = delivery_id.split("-", 1)[0]  # a delivery id starts with its subscription's id
+    call.touch(sub_id)
+    if not call.caller.admin:
+        sub = bridge.subscriptions.get(sub_id)
+        if sub is None or not call.caller.may_manage(sub):
+            raise BridgeError(404, "delivery_not_found", "no such delivery")
     delivery = bridge.deliveries.replay(delivery_id)
     return Response.json(200 if delivery.status == DeliveryStatus.DELIVERED else 202, delivery.public())
 

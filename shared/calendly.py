@@ -249,6 +249,15 @@ class CalendlyClient:
             raise _error_from(response)
         return True
 
+    def membership_by_email(self, *, organization: str, email: str) -> dict | None:
+        """The organization's membership of the user with ``email`` (``GET /organization_memberships``), or None."""
+        page = self._json("GET", "/organization_memberships", (200,),
+                          params={"organization": organization, "email": email, "count": 1})
+        for item in page.get("collection") or []:
+            if isinstance(item, dict) and isinstance(item.get("user"), dict) and item["user"].get("uri"):
+                return item
+        return None
+
     def sample_webhook_data(self, *, event: str, organization: str, scope: str, user: str | None = None, group: str | None = None) -> dict:
         params: dict[str, Any] = {"event": event, "organization": organization, **scope_params(scope, user, group)}
         return self._json("GET", "/sample_webhook_data", (200,), params=params)

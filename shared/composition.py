@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .models import Clock, utcnow
 
 if TYPE_CHECKING:
+    from .auth import Authenticator
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
@@ -31,6 +32,7 @@ class Bridge:
     """Everything a trigger or command may use, composed once."""
 
     settings: Settings
+    auth: Authenticator
     store: Store
     pat: PatProvider
     calendly: CalendlyClient
@@ -76,7 +78,8 @@ def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> Retry
 
 def compose(settings: Settings, *, store: Store | None = None, calendly: CalendlyClient | None = None,
             pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None, policy: DeliveryPolicy | None = None,
-            clock: Clock = utcnow) -> Bridge:
+            clock: Clock = utcnow, auth: Authenticator | None = None) -> Bridge:
+    from .auth import Authenticator
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService
@@ -89,6 +92,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .targets import Targets
 
     install_log_redaction()
+    auth = auth or Authenticator.from_settings(settings)  # first: a missing Entra setting is named before any I/O
     if credential is None and _needs_credential(settings):
         credential = azure_credential(settings)
     store = store or open_store(settings, credential)
@@ -99,7 +103,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
     deliveries = DeliveryService(store, targets.for_subscription, subscriptions.retire, policy,
                                  scheduler or _retry_scheduler(settings, store, credential), clock)
-    return Bridge(settings=settings, store=store, pat=pat, calendly=calendly, targets=targets,
+    return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
                   subscriptions=subscriptions, deliveries=deliveries,
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance),
                   reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock),

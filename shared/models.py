@@ -106,6 +106,18 @@ def target_hash(target: Endpoint) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who subscribed, when it was a Microsoft Entra ID caller (function-key subscriptions have none)."""
+
+    tenant_id: str
+    object_id: str
+    name: str | None = None
+
+    def public(self) -> dict:
+        return {"tenant_id": self.tenant_id, "object_id": self.object_id, "name": self.name}
+
+
 @dataclass
 class Subscription:
     id: str
@@ -126,11 +138,25 @@ class Subscription:
     callback_token: str | None = None
     # A hook still calling the old id path while reconcile moves the record to its token path.
     legacy_webhook: str | None = None
+    owner_tenant: str | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
     etag: str | None = None
 
     @property
     def target_hash(self) -> str:
         return target_hash(self.target)
+
+    @property
+    def owner(self) -> Owner | None:
+        return Owner(self.owner_tenant, self.owner_id, self.owner_name) if self.owner_tenant and self.owner_id else None
+
+    def owned_by(self, owner: Owner | None) -> bool:
+        """Same owner (tenant and object id; the name may change), or both owner-less."""
+        mine = self.owner
+        if mine is None or owner is None:
+            return mine is None and owner is None
+        return (mine.tenant_id, mine.object_id) == (owner.tenant_id, owner.object_id)
 
     def public(self) -> dict:
         """The subscription as callers see it: no signing key, target secrets redacted."""
@@ -144,6 +170,7 @@ class Subscription:
             "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
             "state": str(self.state),
+            "owner": self.owner.public() if self.owner else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }

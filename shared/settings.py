@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -56,9 +56,33 @@ def _retention_hours(value: int) -> int:
     return value
 
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _guid(value: str | None) -> str | None:
+    if value is not None and not _GUID.fullmatch(value):
+        raise ValueError("must be a GUID (00000000-0000-0000-0000-000000000000)")
+    return value.lower() if value else value
+
+
+def _guid_list(value: Any) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value or ()) if v.strip())
+    return tuple(_guid(v) for v in items)
+
+
+def _issuer_list(value: Any) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value or ()) if v.strip())
+    for item in items:
+        if "{tenant}" not in item or not item.startswith(("https://", "http://")):
+            raise ValueError("each issuer must be an http(s) URL containing {tenant}")
+    return items
+
+
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
 OptionalBaseUrl = Annotated[str | None, AfterValidator(_base_url)]
 HostSuffixes = Annotated[tuple[str, ...], BeforeValidator(_host_list)]
+Guids = Annotated[tuple[str, ...], BeforeValidator(_guid_list)]
+Issuers = Annotated[tuple[str, ...], BeforeValidator(_issuer_list)]
 
 
 def setting(name: str, default: Any, description: str, *, platform: bool = False, local_only: bool = False,
@@ -148,6 +172,36 @@ class Settings(BaseModel):
         "makes at most that many repair calls (recreates, deletes) per run; the remainder waits for the next run.",
         ge=1, le=100)
 
+    # Who may call the management API (docs: README "Who can do what") ------------------
+    management_auth: Literal["function_key", "entra", "both"] = setting(
+        "MANAGEMENT_AUTH", "function_key",
+        "Management API authentication: function_key (the host checks function keys), entra (Microsoft Entra ID "
+        "bearer tokens, checked by the app) or both (either a token or MANAGEMENT_KEY). Chosen when the app starts.")
+    management_key: str | None = setting(
+        "MANAGEMENT_KEY", None,
+        "MANAGEMENT_AUTH=both only: the key callers without a token send as x-functions-key (or ?code=); "
+        "on Azure a Key Vault reference.", min_length=32)
+    entra_tenant_id: Annotated[str | None, AfterValidator(_guid)] = setting(
+        "ENTRA_TENANT_ID", None, "Directory (tenant) id of the bridge's app registration; its tokens are accepted.")
+    entra_allowed_tenants: Guids = setting(
+        "ENTRA_ALLOWED_TENANTS", (), "Optional comma-separated further tenant ids whose tokens are accepted.")
+    entra_client_id: Annotated[str | None, AfterValidator(_guid)] = setting(
+        "ENTRA_CLIENT_ID", None, "Application (client) id of the bridge's app registration: the audience of v2 tokens.")
+    entra_app_id_uri: str | None = setting(
+        "ENTRA_APP_ID_URI", None, "Application ID URI of the registration, the audience of v1 tokens (default api://<ENTRA_CLIENT_ID>).")
+    entra_issuers: Issuers = setting(
+        "ENTRA_ISSUERS", ("https://login.microsoftonline.com/{tenant}/v2.0", "https://sts.windows.net/{tenant}/"),
+        "Comma-separated issuer templates ({tenant} = each accepted tenant id); the default covers v2 and v1 tokens "
+        "of the public cloud.")
+    entra_jwks_url: BaseUrl = setting(
+        "ENTRA_JWKS_URL", "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+        "Where Entra ID publishes its token signing keys (JWKS).")
+    entra_admin_role: str = setting(
+        "ENTRA_ADMIN_ROLE", "Bridge.Admin", "App role whose holders see and manage every subscription.", min_length=1)
+    entra_organization_role: str = setting(
+        "ENTRA_ORGANIZATION_ROLE", "Calendly.Organization",
+        "App role needed to subscribe at organization or group scope.", min_length=1)
+
     # Loading ------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -193,6 +247,40 @@ class Settings(BaseModel):
     @property
     def managed_identity_client_id(self) -> str | None:
         return self.azure_client_id or self.storage_client_id
+
+    # Management API authentication --------------------------------------------------------
+    @classmethod
+    def management_host_auth_level(cls, env: Mapping[str, str] | None = None) -> str:
+        """The Functions auth level of the management routes, read when function_app is indexed:
+        FUNCTION (the host checks keys) unless MANAGEMENT_AUTH is entra or both, which the app checks
+        itself (the host's key check would refuse a caller holding only a token). An unknown value
+        keeps FUNCTION; composing the bridge then names the bad setting."""
+        source = os.environ if env is None else env
+        mode = (source.get("MANAGEMENT_AUTH") or "").strip()
+        return "ANONYMOUS" if mode in ("entra", "both") else "FUNCTION"
+
+    @property
+    def entra_tenants(self) -> tuple[str, ...]:
+        """Tenant ids whose tokens are accepted: the bridge's own, then the allow-list."""
+        own = (self.entra_tenant_id,) if self.entra_tenant_id else ()
+        return tuple(dict.fromkeys(own + self.entra_allowed_tenants))
+
+    @property
+    def entra_audiences(self) -> tuple[str, ...]:
+        """Accepted ``aud`` values: the client id (v2 tokens) and the application ID URI (v1 tokens)."""
+        if not self.entra_client_id:
+            return ()
+        return tuple(dict.fromkeys((self.entra_client_id, self.entra_app_id_uri or f"api://{self.entra_client_id}")))
+
+    def require_entra(self) -> None:
+        """MANAGEMENT_AUTH=entra|both needs the app registration, and both needs the key."""
+        if self.management_auth == "function_key":
+            return
+        for name, value in (("ENTRA_TENANT_ID", self.entra_tenant_id), ("ENTRA_CLIENT_ID", self.entra_client_id)):
+            if not value:
+                raise SettingsError(name, f"is required when MANAGEMENT_AUTH={self.management_auth}")
+        if self.management_auth == "both" and not self.management_key:
+            raise SettingsError("MANAGEMENT_KEY", "is required when MANAGEMENT_AUTH=both (callers without a token send it)")
 
 
 def local_environment(defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> dict[str, str]:

@@ -28,7 +28,8 @@ from cachetools import TTLCache
 
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
-from .models import (Clock, Endpoint, HttpEndpoint, ServiceBusEntity, Subscription, SubscriptionState, isotime,
+from .auth import FUNCTION_KEY_CALLER, Caller
+from .models import (Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime,
                      new_callback_token, target_hash, utcnow)
 from .settings import Settings
 from .store.base import Store
@@ -43,12 +44,18 @@ log = logging.getLogger("shared.subscriptions")
 ACTIVE, DELETING, RETIRED = SubscriptionState.ACTIVE, SubscriptionState.DELETING, SubscriptionState.RETIRED
 IDENTITY_TTL_SECONDS = 3600.0
 CAS_ATTEMPTS = 5  # compare-and-set retries of one unsubscribe before it answers 409 (retry)
+MEMBERSHIP_TTL_SECONDS = 300.0
 
 
-def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None) -> str:
-    """Same target + events + scope -> same id, so repeating a subscribe is idempotent
-    (and two concurrent identical subscribes collide on one insert)."""
-    canonical = json.dumps([target.as_dict(), sorted(events), scope, user, group], sort_keys=True, separators=(",", ":"))
+def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None,
+                    owner: Owner | None = None) -> str:
+    """Same target + events + scope (+ owner) -> same id, so repeating a subscribe is idempotent
+    (and two concurrent identical subscribes collide on one insert). Owner-less (function-key)
+    subscriptions hash exactly as before owners existed; two owners of one target get two ids."""
+    parts: list = [target.as_dict(), sorted(events), scope, user, group]
+    if owner is not None:
+        parts.append({"tenant": owner.tenant_id, "object_id": owner.object_id})
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
@@ -64,6 +71,8 @@ class SubscriptionService:
         self.clock = clock
         self._identity: TTLCache = TTLCache(maxsize=1, ttl=IDENTITY_TTL_SECONDS, timer=time.monotonic)
         self._identity_lock = threading.Lock()  # held while asking: concurrent subscribes share one call
+        self._members: TTLCache = TTLCache(maxsize=1024, ttl=MEMBERSHIP_TTL_SECONDS, timer=time.monotonic)
+        self._members_lock = threading.Lock()
 
     def now(self) -> str:
         return isotime(self.clock())
@@ -98,16 +107,19 @@ class SubscriptionService:
         return f"{self.settings.require_public_url()}/api/subscriptions/{sub_id}"
 
     # Subscribe ------------------------------------------------------------------
-    def subscribe(self, body: "SubscribeBody") -> tuple[Subscription, bool]:
-        """Return (subscription, created). Raises BridgeError on bad input or Calendly refusal."""
+    def subscribe(self, body: "SubscribeBody", caller: Caller = FUNCTION_KEY_CALLER) -> tuple[Subscription, bool]:
+        """Return (subscription, created). Raises BridgeError on bad input, a scope the caller may not
+        take, or Calendly refusal."""
         target = self.endpoint_for(body)
         self.settings.require_public_url()
-        organization, user, group = self._scope_of(body)
-        events = sorted(body.events)
-        draft = Subscription(id=subscription_id(target, events, body.scope, user, group), target=target, events=events,
+        organization, user, group = self._scope_of(body, caller)
+        events, owner = sorted(body.events), caller.owner
+        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner), target=target, events=events,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=new_signing_key(), generation=secrets.token_hex(8),
-                             callback_token=new_callback_token(), created_at=self.now(), updated_at=self.now())
+                             callback_token=new_callback_token(),
+                             owner_tenant=owner.tenant_id if owner else None, owner_id=owner.object_id if owner else None,
+                             owner_name=owner.name if owner else None, created_at=self.now(), updated_at=self.now())
         record, is_new = self._claim_record(draft)
         if record.state == ACTIVE:
             return record, False
@@ -122,12 +134,42 @@ class SubscriptionService:
             return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic)
         return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings))
 
-    def _scope_of(self, body: "SubscribeBody") -> tuple[str, str | None, str | None]:
-        """organization, user, group of the hook; user scope without a user means the PAT's owner."""
+    def _scope_of(self, body: "SubscribeBody", caller: Caller) -> tuple[str, str | None, str | None]:
+        """organization, user, group of the hook. User scope without a user means the PAT's owner, or
+        for a caller limited to their own Calendly user, that user."""
         identity = self.identity()
-        user = (body.user or identity["user"]) if body.scope == "user" else None
-        group = body.group if body.scope == "group" else None
-        return identity["organization"], user, group
+        if body.scope != "user":
+            if not caller.organization_scope:
+                raise BridgeError(403, "scope_forbidden",
+                                  f"{body.scope} scope needs the app role '{self.settings.entra_organization_role}'; "
+                                  "without it you may subscribe at user scope to your own Calendly user")
+            return identity["organization"], None, body.group if body.scope == "group" else None
+        if caller.organization_scope:
+            return identity["organization"], body.user or identity["user"], None
+        own = self.calendly_user_of(caller, identity["organization"])
+        if body.user and body.user != own:
+            raise BridgeError(403, "scope_forbidden",
+                              f"user scope is limited to your own Calendly user ({own}); another user's events need "
+                              f"the app role '{self.settings.entra_organization_role}'")
+        return identity["organization"], own, None
+
+    def calendly_user_of(self, caller: Caller, organization: str) -> str:
+        """The caller's Calendly user URI: the organization member whose email is the token's UPN/email (cached)."""
+        if not caller.email:
+            raise BridgeError(403, "scope_forbidden",
+                              "your token carries no UPN or email to match a Calendly user by, so user scope is not "
+                              f"possible; organization scope needs the app role '{self.settings.entra_organization_role}'")
+        key = (organization, caller.email)
+        with self._members_lock:
+            if key not in self._members:
+                membership = self.calendly.membership_by_email(organization=organization, email=caller.email)
+                self._members[key] = membership["user"]["uri"] if membership else None
+            user = self._members[key]
+        if user is None:
+            raise BridgeError(403, "scope_forbidden",
+                              f"no member of the Calendly organization has the email {caller.email} (your UPN or email); "
+                              "user scope is limited to your own Calendly user")
+        return user
 
     def _claim_record(self, draft: Subscription) -> tuple[Subscription, bool]:
         """The record for ``draft.id`` to activate, and whether this call created it. An active
@@ -237,11 +279,13 @@ class SubscriptionService:
             return False
         return True
 
-    def unsubscribe_target(self, url: str) -> int:
-        subs = self.store.find_subscriptions_by_target(target_hash(HttpEndpoint(url=url.strip())))
+    def unsubscribe_target(self, url: str, caller: Caller = FUNCTION_KEY_CALLER) -> list[str]:
+        """Unsubscribe every subscription with this target URL that the caller may manage; their ids."""
+        subs = [s for s in self.store.find_subscriptions_by_target(target_hash(HttpEndpoint(url=url.strip())))
+                if caller.may_manage(s)]
         for sub in subs:
             self.unsubscribe(sub.id)
-        return len(subs)
+        return [sub.id for sub in subs]
 
     def retire(self, sub: Subscription, reason: str) -> None:
         """The target is gone (404/410): stop Calendly calling and delete the deliveries (the
@@ -265,5 +309,5 @@ class SubscriptionService:
     def get(self, sub_id: str) -> Subscription | None:
         return self.store.get_subscription(sub_id)
 
-    def list(self, limit: int, cursor: str | None) -> tuple[list[Subscription], str | None]:
-        return self.store.list_subscriptions(limit, cursor)
+    def list(self, limit: int, cursor: str | None, owner_id: str | None = None) -> tuple[list[Subscription], str | None]:
+        return self.store.list_subscriptions(limit, cursor, owner_id)

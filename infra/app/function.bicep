@@ -60,6 +60,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
   properties: {
     serverFarmId: plan.id
+    keyVaultReferenceIdentity: identityId // Key Vault references in app settings (MANAGEMENT_KEY) resolve with the app's identity
     httpsOnly: true
     clientCertEnabled: false
     siteConfig: {

@@ -35,7 +35,9 @@ class Store(Protocol):
         """Delete; no error when already gone. With ``etag``: only that version of the record,
         else ConcurrencyConflict (it changed, or a new subscribe took the id)."""
 
-    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]: ...
+    def list_subscriptions(self, limit: int, cursor: str | None = None,
+                           owner_id: str | None = None) -> tuple[list[Subscription], str | None]:
+        """A page in id order; ``owner_id``: only subscriptions of that owner (an Entra object id)."""
 
     def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]: ...
 

@@ -43,6 +43,8 @@ def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str |
         scope=record["scope"], organization=record["organization"], user=_present(record, "user"),
         group=_present(record, "group"), signing_key=record["signing_key"], generation=record["generation"],
         state=SubscriptionState(record["state"]), calendly_webhook=_present(record, "calendly_webhook"),
+        owner_tenant=_present(record, "owner_tenant"), owner_id=_present(record, "owner_id"),
+        owner_name=_present(record, "owner_name"),
         created_at=record["created_at"], updated_at=record["updated_at"],
         callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"))
 

@@ -169,8 +169,13 @@ class SqliteStore:
             if not deleted and db.execute("SELECT 1 FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone():
                 raise ConcurrencyConflict(f"subscription {subscription_id} changed")
 
-    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
-        rows = self._read("SELECT id, data, version FROM subscriptions WHERE id > ? ORDER BY id LIMIT ?", (cursor or "", limit + 1))
+    def list_subscriptions(self, limit: int, cursor: str | None = None,
+                           owner_id: str | None = None) -> tuple[list[Subscription], str | None]:
+        if owner_id is None:
+            rows = self._read("SELECT id, data, version FROM subscriptions WHERE id > ? ORDER BY id LIMIT ?", (cursor or "", limit + 1))
+        else:  # management path only: a scan of the JSON column is fine at this scale
+            rows = self._read("SELECT id, data, version FROM subscriptions WHERE id > ? AND json_extract(data, '$.owner_id') = ? "
+                              "ORDER BY id LIMIT ?", (cursor or "", owner_id, limit + 1))
         subs = [self._sub(r) for r in rows[:limit]]
         return subs, (subs[-1].id if len(rows) > limit else None)
 

@@ -194,9 +194,13 @@ class TableStore:
             self._delete_if_present(self._table("targets"), sub.target_hash, subscription_id, index_etag)
         self._unindex_callback(sub.callback_token)
 
-    def list_subscriptions(self, limit: int, cursor: str | None = None) -> tuple[list[Subscription], str | None]:
+    def list_subscriptions(self, limit: int, cursor: str | None = None,
+                           owner_id: str | None = None) -> tuple[list[Subscription], str | None]:
+        query, parameters = "PartitionKey gt @c", {"c": cursor or ""}
+        if owner_id is not None:  # a filtered scan, on the management path only
+            query, parameters = f"{query} and owner_id eq @o", {**parameters, "o": owner_id}
         rows = self._call(lambda: self._iter(self._table("subscriptions").query_entities(
-            "PartitionKey gt @c", parameters={"c": cursor or ""}, results_per_page=min(limit + 1, 1000)), limit + 1))
+            query, parameters=parameters, results_per_page=min(limit + 1, 1000)), limit + 1))
         subs = [self._sub(entity) for entity in rows]
         page = subs[:limit]
         return page, (page[-1].id if len(subs) > limit else None)
