@@ -158,3 +158,26 @@ def test_a_reconcile_run_waits_for_calendly_far_less_than_the_function_timeout()
 
     hours, minutes, seconds = (int(x) for x in json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(":"))
     assert MAX_RUN_WAIT_SECONDS <= (hours * 3600 + minutes * 60 + seconds) / 2
+
+
+def test_entra_modes_declare_the_management_routes_anonymous_for_the_app_to_check_tokens():
+    """MANAGEMENT_AUTH=entra|both: the host's key check would refuse a caller holding only a token, so the
+    management routes are indexed anonymous and shared/auth.py checks every call; the rest is unchanged."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    script = ("import json, function_app\n"
+              "print(json.dumps({f'{m} {f.get_trigger().route}': str(f.get_trigger().auth_level.name)"
+              " for f in function_app.app.get_functions() if getattr(f.get_trigger(), 'route', None)"
+              " for m in f.get_trigger().methods}))")
+    for mode, management in (("entra", "ANONYMOUS"), ("both", "ANONYMOUS"), ("function_key", "FUNCTION"), ("", "FUNCTION")):
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**clean_env(), "MANAGEMENT_AUTH": mode})
+        assert done.returncode == 0, done.stderr
+        levels = json.loads(done.stdout)
+        for (method, route), level in EXPECTED.items():
+            expected = level if level == "ANONYMOUS" else management
+            assert levels[f"{method} {route}"] == expected, (mode, method, route)

@@ -451,3 +451,30 @@ def test_use_development_storage_true_works_against_azurite(dev_storage_azurite)
     [message] = reader.receive_messages()
     assert recorded.id in message.content
     store.close()
+
+
+# Owners (Microsoft Entra ID makers) ---------------------------------------------------------------
+ALICE_ID, BOB_ID, TENANT_ID = "aaaaaaaa-1111-4111-8111-111111111111", "bbbbbbbb-2222-4222-8222-222222222222", "6f1f7a9e-2c3b-4d5e-8f90-a1b2c3d4e5f6"
+
+
+def test_owner_fields_round_trip_and_owner_less_rows_stay_owner_less(store):
+    store.create_subscription(sub(1, owner_tenant=TENANT_ID, owner_id=ALICE_ID, owner_name="alice@contoso.com"))
+    store.create_subscription(sub(2))
+    owned, plain = store.get_subscription(f"{1:032x}"), store.get_subscription(f"{2:032x}")
+    assert (owned.owner_tenant, owned.owner_id, owned.owner_name) == (TENANT_ID, ALICE_ID, "alice@contoso.com")
+    assert plain.owner is None
+
+
+def test_listing_by_owner_pages_through_only_that_owners_subscriptions(store):
+    for n in range(1, 8):
+        store.create_subscription(sub(n, url=f"https://flow.example/{n}", owner_tenant=TENANT_ID if n % 3 else None,
+                                      owner_id=(ALICE_ID if n % 2 else BOB_ID) if n % 3 else None))
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list_subscriptions(2, cursor, owner_id=ALICE_ID)
+        seen += [s.id for s in page]
+        if cursor is None:
+            break
+    assert seen == [f"{n:032x}" for n in (1, 5, 7)]
+    assert [s.id for s in store.list_subscriptions(10, owner_id=BOB_ID)[0]] == [f"{n:032x}" for n in (2, 4)]
+    assert len(store.list_subscriptions(10)[0]) == 7

@@ -1,0 +1,197 @@
+"""Owners and roles end to end over real sockets: the local host (``python -m shared serve``) with
+MANAGEMENT_AUTH=entra, the Calendly sandbox (with organization memberships), a recording target,
+and a local Entra ID issuer whose JWKS the bridge fetches. Two makers, an admin, an organization-role
+holder, each with real RS256 tokens."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from shared import signatures
+from tests.conftest import sandbox_hooks, sandbox_requests
+from tests.entra_issuer import TENANT, LocalIssuer
+
+ALICE = "aaaaaaaa-1111-4111-8111-111111111111"
+BOB = "bbbbbbbb-2222-4222-8222-222222222222"
+ADMIN = "cccccccc-3333-4333-8333-333333333333"
+OLGA = "dddddddd-4444-4444-8444-444444444444"
+STRANGER = "eeeeeeee-5555-4555-8555-555555555555"
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    with LocalIssuer() as running:
+        yield running
+
+
+@pytest.fixture
+def people(issuer, sandbox):
+    """Bearer tokens for each person; Alice and Bob are Calendly users of the sandbox's organization."""
+    members = {who: sandbox.app.add_member(f"{who}@contoso.com", who.title())["user"]["uri"] for who in ("alice", "bob")}
+    tokens = {
+        "alice": issuer.token(oid=ALICE, upn="alice@contoso.com"),
+        "bob": issuer.token(oid=BOB, upn="Bob@Contoso.com", version="1.0"),
+        "admin": issuer.token(oid=ADMIN, upn="admin@contoso.com", roles=["Bridge.Admin"]),
+        "olga": issuer.token(oid=OLGA, upn="olga@contoso.com", roles=["Calendly.Organization"]),
+        "stranger": issuer.token(oid=STRANGER, upn="stranger@contoso.com"),
+        "robot": issuer.token(oid=STRANGER, scp=None, roles=["Bridge.Maker"]),  # a Logic App's managed identity
+    }
+    return {"tokens": tokens, "calendly": members}
+
+
+@pytest.fixture
+def bridge(make_host, issuer):
+    return make_host(**issuer.settings())
+
+
+def call(bridge, people, who, method, path, **kwargs):
+    headers = dict(kwargs.pop("headers", {}))
+    if who is not None:
+        headers["Authorization"] = f"Bearer {people['tokens'][who]}"
+    return bridge.api(method, path, headers=headers, **kwargs)
+
+
+def subscribe(bridge, people, who, target, path="/flow", **body):
+    body = {"url": f"{target.url}{path}?sig=SECRET{who}", "events": ["invitee.created"], "scope": "user", **body}
+    return call(bridge, people, who, "POST", "/subscriptions", json=body)
+
+
+def ids(response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {s["id"] for s in response.json()["value"]}
+
+
+def error(response, status, code):
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    return response.json()["error"]["message"]
+
+
+# Authentication on the wire ---------------------------------------------------------------
+def test_without_a_token_management_is_401_json_and_the_callback_and_health_stay_anonymous(bridge, people):
+    response = bridge.api("GET", "/subscriptions")
+    assert error(response, 401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert bridge.api("GET", "/health").status_code == 200
+    assert bridge.api("POST", "/calendly/events/" + "0" * 32, data=b"{}").status_code == 404  # reached the app: no such sub
+    forged = bridge.api("GET", "/subscriptions", headers={"X-MS-CLIENT-PRINCIPAL-ID": ADMIN,
+                                                         "X-MS-CLIENT-PRINCIPAL-NAME": "admin@contoso.com"})
+    assert forged.status_code == 401
+
+
+def test_a_forged_or_expired_token_is_401_over_the_wire(bridge, people, issuer):
+    for token in (issuer.unsigned(oid=ADMIN, roles=["Bridge.Admin"]), issuer.hs256_with_public_key(oid=ADMIN),
+                  issuer.token(oid=ADMIN, expires_in=-3600), issuer.token(oid=ADMIN, aud="api://other")):
+        response = bridge.api("GET", "/subscriptions", headers={"Authorization": f"Bearer {token}"})
+        assert error(response, 401, "unauthenticated")
+        assert token not in bridge.logs()
+
+
+# Ownership --------------------------------------------------------------------------------
+def test_each_maker_sees_only_their_own_and_the_admin_sees_all(bridge, people, target, sandbox):
+    alice = subscribe(bridge, people, "alice", target)
+    bob = subscribe(bridge, people, "bob", target)
+    assert (alice.status_code, bob.status_code) == (201, 201), (alice.text, bob.text)
+    a, b = alice.json(), bob.json()
+    assert a["owner"] == {"tenant_id": TENANT, "object_id": ALICE, "name": "alice@contoso.com"}
+    assert b["owner"]["object_id"] == BOB and a["user"] == people["calendly"]["alice"] and b["user"] == people["calendly"]["bob"]
+    assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == {a["id"]}
+    assert ids(call(bridge, people, "bob", "GET", "/subscriptions")) == {b["id"]}
+    assert ids(call(bridge, people, "admin", "GET", "/subscriptions")) == {a["id"], b["id"]}
+    assert ids(call(bridge, people, "admin", "GET", f"/subscriptions?owner={ALICE}")) == {a["id"]}
+    assert ids(call(bridge, people, "stranger", "GET", "/subscriptions")) == set()
+    error(call(bridge, people, "bob", "GET", f"/subscriptions?owner={ALICE}"), 403, "forbidden")
+    error(call(bridge, people, "admin", "GET", "/subscriptions?owner=alice"), 400, "invalid_owner")
+    assert call(bridge, people, "alice", "GET", f"/subscriptions?owner={ALICE}").status_code == 200
+
+
+def test_another_owners_subscription_is_404_for_reads_tests_and_replays_and_untouched_by_deletes(bridge, people, target, sandbox):
+    sub = subscribe(bridge, people, "alice", target).json()
+    path = f"/subscriptions/{sub['id']}"
+    error(call(bridge, people, "bob", "GET", path), 404, "subscription_not_found")
+    error(call(bridge, people, "bob", "GET", f"{path}/deliveries"), 404, "subscription_not_found")
+    error(call(bridge, people, "bob", "POST", f"{path}/test", json={}), 404, "subscription_not_found")
+    # Calendly delivers an event to Alice's flow; Bob cannot replay it.
+    assert call(bridge, people, "alice", "POST", f"{path}/test", json={}).status_code == 200
+    [delivery] = call(bridge, people, "alice", "GET", f"{path}/deliveries").json()["value"]
+    error(call(bridge, people, "bob", "POST", f"/deliveries/{delivery['id']}/replay"), 404, "delivery_not_found")
+    assert call(bridge, people, "alice", "POST", f"/deliveries/{delivery['id']}/replay").status_code == 200
+    # Deleting someone else's: as for an id that is not there (204, no existence oracle), and nothing happens.
+    assert call(bridge, people, "bob", "DELETE", path).status_code == 204
+    assert call(bridge, people, "bob", "DELETE", "/subscriptions", params={"callbackUrl": f"{target.url}/flow?sig=SECRETalice"}).status_code == 204
+    assert call(bridge, people, "alice", "GET", path).status_code == 200 and len(sandbox_hooks(sandbox)) == 1
+    # The admin manages everyone's.
+    assert call(bridge, people, "admin", "GET", path).status_code == 200
+    assert call(bridge, people, "admin", "DELETE", path).status_code == 204
+    assert call(bridge, people, "alice", "GET", path).status_code == 404 and sandbox_hooks(sandbox) == []
+
+
+def test_subscribe_is_idempotent_per_owner_and_two_owners_of_one_target_get_two(bridge, people, target, sandbox):
+    first = subscribe(bridge, people, "olga", target, scope="organization")
+    again = subscribe(bridge, people, "olga", target, scope="organization")
+    admin = subscribe(bridge, people, "admin", target, scope="organization")
+    assert (first.status_code, again.status_code, admin.status_code) == (201, 200, 201)
+    assert first.headers["Location"] == again.headers["Location"] != admin.headers["Location"]
+    assert len(sandbox_hooks(sandbox)) == 2
+    # Each owner's Calendly hook signs with its own key and reaches the same flow.
+    for sub in (first.json(), admin.json()):
+        url = f"{bridge.url}/api/calendly/events/{sub['id']}"
+        body = json.dumps({"event": "invitee.created", "payload": {"uri": f"https://api.calendly.com/x/{sub['id']}"}}).encode()
+        headers = {"Content-Type": "application/json", signatures.HEADER: signatures.sign(body, sandbox.app.signing_key(url))}
+        assert bridge.api("POST", f"/calendly/events/{sub['id']}", data=body, headers=headers).status_code == 200
+    assert len(target.wait_for(2)) == 2
+
+
+def test_unsubscribe_by_callback_url_removes_only_the_callers_own(bridge, people, target, sandbox):
+    url = f"{target.url}/shared-flow?sig=S"
+    for who in ("alice", "bob"):
+        assert call(bridge, people, who, "POST", "/subscriptions", json={"url": url, "events": ["invitee.created"], "scope": "user"}).status_code == 201
+    assert call(bridge, people, "alice", "DELETE", "/subscriptions", params={"callbackUrl": url}).status_code == 204
+    assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == set()
+    assert len(ids(call(bridge, people, "bob", "GET", "/subscriptions"))) == 1 and len(sandbox_hooks(sandbox)) == 1
+
+
+# Scope rules ------------------------------------------------------------------------------
+def test_a_maker_cannot_take_organization_or_group_scope(bridge, people, target):
+    message = error(subscribe(bridge, people, "alice", target, scope="organization"), 403, "scope_forbidden")
+    assert "Calendly.Organization" in message
+    error(subscribe(bridge, people, "alice", target, scope="group", group="https://api.calendly.com/groups/G1"), 403, "scope_forbidden")
+    assert subscribe(bridge, people, "olga", target, scope="organization").status_code == 201
+    assert subscribe(bridge, people, "admin", target, scope="group", group="https://api.calendly.com/groups/G1").status_code == 201
+
+
+def test_a_maker_cannot_take_another_calendly_users_scope(bridge, people, target):
+    message = error(subscribe(bridge, people, "alice", target, user=people["calendly"]["bob"]), 403, "scope_forbidden")
+    assert people["calendly"]["alice"] in message
+    own = subscribe(bridge, people, "alice", target, user=people["calendly"]["alice"])
+    assert own.status_code == 201 and own.json()["user"] == people["calendly"]["alice"]
+    assert subscribe(bridge, people, "olga", target, user=people["calendly"]["bob"]).status_code == 201
+
+
+def test_a_caller_without_a_calendly_user_gets_403_saying_why(bridge, people, target):
+    assert "stranger@contoso.com" in error(subscribe(bridge, people, "stranger", target), 403, "scope_forbidden")
+    assert "no UPN or email" in error(subscribe(bridge, people, "robot", target), 403, "scope_forbidden")
+
+
+def test_the_calendly_user_lookup_is_cached(bridge, people, target, sandbox):
+    for path in ("/one", "/two", "/three"):
+        assert subscribe(bridge, people, "alice", target, path=path).status_code == 201
+    lookups = [r for r in sandbox_requests(sandbox) if r["path"] == "/organization_memberships"]
+    assert len(lookups) == 1 and "email=alice%40contoso.com" in lookups[0]["query"]
+
+
+# Audit --------------------------------------------------------------------------------------
+def test_every_management_call_is_audited_with_who_what_and_which_never_the_token(bridge, people, target):
+    sub = subscribe(bridge, people, "alice", target).json()
+    call(bridge, people, "bob", "GET", f"/subscriptions/{sub['id']}")
+    call(bridge, people, "admin", "DELETE", f"/subscriptions/{sub['id']}")
+    bridge.api("GET", "/subscriptions")
+    logs = bridge.logs()
+    assert re.search(rf"audit action=subscribe caller=entra:{ALICE} tenant={TENANT} subscription={sub['id']} status=201", logs)
+    assert re.search(rf"audit action=get caller=entra:{BOB} tenant={TENANT} subscription={sub['id']} status=404", logs)
+    assert re.search(rf"audit action=unsubscribe caller=entra:{ADMIN} tenant={TENANT} subscription={sub['id']} status=204", logs)
+    assert re.search(r"audit action=list caller=unauthenticated tenant=- subscription=- status=401", logs)
+    for token in people["tokens"].values():
+        assert token not in logs and token.split(".")[2] not in logs
