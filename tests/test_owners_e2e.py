@@ -195,3 +195,18 @@ def test_every_management_call_is_audited_with_who_what_and_which_never_the_toke
     assert re.search(r"audit action=list caller=unauthenticated tenant=- subscription=- status=401", logs)
     for token in people["tokens"].values():
         assert token not in logs and token.split(".")[2] not in logs
+
+
+# MANAGEMENT_AUTH=both ---------------------------------------------------------------------------
+def test_both_mode_takes_the_management_key_as_the_admin_and_tokens_as_makers(make_host, issuer, people, target):
+    key = "management-key-" + "x" * 24
+    bridge = make_host(**issuer.settings(MANAGEMENT_AUTH="both", MANAGEMENT_KEY=key))
+    alice = subscribe(bridge, people, "alice", target).json()
+    by_key = bridge.api("POST", "/subscriptions", headers={"x-functions-key": key},
+                        json={"url": f"{target.url}/keyed?sig=K", "events": ["invitee.created"]})
+    assert by_key.status_code == 201 and by_key.json()["owner"] is None and by_key.json()["scope"] == "organization"
+    listed = bridge.api("GET", "/subscriptions", params={"code": key})
+    assert ids(listed) == {alice["id"], by_key.json()["id"]}
+    assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == {alice["id"]}
+    error(bridge.api("GET", "/subscriptions", headers={"x-functions-key": key + "!"}), 401, "unauthenticated")
+    assert key not in bridge.logs()
