@@ -113,3 +113,25 @@ def test_the_client_finds_a_member_by_email_and_says_none_when_there_is_none(san
 @pytest.mark.parametrize("bad", ["not-an-email", ""])
 def test_sandbox_refuses_members_without_an_email(sandbox, bad):
     assert requests.post(f"{sandbox.url}/_sandbox/members", json={"email": bad}, timeout=5).status_code == 400
+
+
+def test_the_app_registration_files_define_the_roles_the_settings_name_and_the_scope_the_cli_is_preauthorized_for():
+    import json
+    import uuid
+
+    from shared.settings import Settings
+    from tests.conftest import ROOT
+
+    roles = json.loads((ROOT / "infra" / "entra" / "app-roles.json").read_text())
+    declared = Settings.declared()
+    values = {r["value"] for r in roles}
+    assert {declared["ENTRA_ADMIN_ROLE"]["default"], declared["ENTRA_ORGANIZATION_ROLE"]["default"], "Bridge.Maker"} == values
+    assert len({uuid.UUID(r["id"]) for r in roles}) == len(roles)
+    for role in roles:
+        assert set(role["allowedMemberTypes"]) == {"User", "Application"} and role["isEnabled"] is True
+    api = json.loads((ROOT / "infra" / "entra" / "api.json").read_text())["api"]
+    [scope] = api["oauth2PermissionScopes"]
+    assert scope["value"] == "user_impersonation" and scope["id"] not in {r["id"] for r in roles}
+    [cli] = api["preAuthorizedApplications"]
+    assert cli["appId"] == "04b07795-8ddb-461a-bbee-02f9e1bf7b46" and cli["delegatedPermissionIds"] == [scope["id"]]
+    assert api["requestedAccessTokenVersion"] == 2
