@@ -86,11 +86,12 @@ Issuers = Annotated[tuple[str, ...], BeforeValidator(_issuer_list)]
 
 
 def setting(name: str, default: Any, description: str, *, platform: bool = False, local_only: bool = False,
-            **constraints: Any) -> Any:
+            secret: bool = False, **constraints: Any) -> Any:
     """Declare one setting: its app-setting name, default and what it does.
-    ``platform``: set by Azure itself; ``local_only``: never set in Azure (Bicep leaves it out)."""
+    ``platform``: set by Azure itself; ``local_only``: never set in Azure (Bicep leaves it out);
+    ``secret``: an invalid value is named, never echoed."""
     return Field(default, validation_alias=name, description=description,
-                 json_schema_extra={"platform": platform, "local_only": local_only}, **constraints)
+                 json_schema_extra={"platform": platform, "local_only": local_only, "secret": secret}, **constraints)
 
 
 class Settings(BaseModel):
@@ -180,7 +181,7 @@ class Settings(BaseModel):
     management_key: str | None = setting(
         "MANAGEMENT_KEY", None,
         "MANAGEMENT_AUTH=both only: the key callers without a token send as x-functions-key (or ?code=); "
-        "on Azure a Key Vault reference.", min_length=32)
+        "on Azure a Key Vault reference.", secret=True, min_length=32)
     entra_tenant_id: Annotated[str | None, AfterValidator(_guid)] = setting(
         "ENTRA_TENANT_ID", None, "Directory (tenant) id of the bridge's app registration; its tokens are accepted.")
     entra_allowed_tenants: Guids = setting(
@@ -214,7 +215,10 @@ class Settings(BaseModel):
             first = exc.errors(include_url=False)[0]
             name = str(first["loc"][0]) if first.get("loc") else "settings"
             reason = first["msg"].removeprefix("Value error, ")
-            raise SettingsError(name, f"is invalid: {reason} (got {values.get(name)!r})") from None
+            field = next((f for f in cls.model_fields.values() if f.validation_alias == name), None)
+            secret = bool(field and (field.json_schema_extra or {}).get("secret"))
+            got = "" if secret else f" (got {values.get(name)!r})"
+            raise SettingsError(name, f"is invalid: {reason}{got}") from None
 
     @classmethod
     def local(cls, defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> "Settings":

@@ -239,6 +239,8 @@ def test_invalid_entra_settings_are_named(name, value):
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({name: value})
     assert caught.value.setting == name
+    if name == "MANAGEMENT_KEY":  # a secret is named, never echoed
+        assert value not in str(caught.value)
 
 
 def test_the_host_auth_level_follows_the_mode_and_fails_closed():
