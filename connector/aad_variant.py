@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def properties(api_key_properties: dict, client_id: str, resource: str, tenant: 
                   if p.get("type") not in ("securestring", "oauthSetting") and name != "bridgeHost"}
     parameters["token"] = {
         "type": "oauthSetting",
+        "uiDefinition": {"displayName": "Sign in with your work account",
+                         "description": "Microsoft Entra ID sign-in to your Calendly trigger bridge",
+                         "tooltip": "Your own account: you see and manage only your own triggers",
+                         "constraints": {"required": "true"}},
         "oAuthSettings": {
             "identityProvider": "aad",
             "clientId": client_id,
@@ -101,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "apiDefinition.swagger.json").write_text(json.dumps(swagger, indent=2, ensure_ascii=False) + "\n", "utf-8")
     (out / "apiProperties.json").write_text(json.dumps(api_properties, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    print(f"wrote {out}/apiDefinition.swagger.json and {out}/apiProperties.json")
+    if (HERE / "icon.png").exists():
+        shutil.copyfile(HERE / "icon.png", out / "icon.png")
+    print(f"wrote {out}/apiDefinition.swagger.json, apiProperties.json and icon.png")
     return 0
 
 

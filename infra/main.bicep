@@ -84,6 +84,12 @@ param entraAdminRole string = 'Bridge.Admin'
 @description('App role needed for organization and group scope.')
 param entraOrganizationRole string = 'Calendly.Organization'
 
+@description('entra/both: accepted issuer templates, {tenant} standing for each tenant id; empty: the app\'s default, Entra ID\'s public cloud (v2 and v1 issuers). Sovereign clouds: their login hosts.')
+param entraIssuers string = ''
+
+@description('entra/both: Entra ID\'s signing keys (JWKS); empty: the app\'s default, the public cloud\'s. Sovereign clouds: their login host.')
+param entraJwksUrl string = ''
+
 @description('both: name of the Key Vault secret holding the management key (create it before switching to both).')
 param managementKeySecretName string = 'bridge-management-key'
 
@@ -218,8 +224,8 @@ module bridge 'app/function.bicep' = {
       ENTRA_ALLOWED_TENANTS: entraAllowedTenants
       ENTRA_CLIENT_ID: entraClientId
       ENTRA_APP_ID_URI: entraAppIdUri
-      ENTRA_ISSUERS: '${environment().authentication.loginEndpoint}{tenant}/v2.0,https://sts.windows.net/{tenant}/'
-      ENTRA_JWKS_URL: '${environment().authentication.loginEndpoint}common/discovery/v2.0/keys'
+      ENTRA_ISSUERS: entraIssuers
+      ENTRA_JWKS_URL: entraJwksUrl
       ENTRA_ADMIN_ROLE: entraAdminRole
       ENTRA_ORGANIZATION_ROLE: entraOrganizationRole
     }

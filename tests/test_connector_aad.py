@@ -87,3 +87,15 @@ def test_the_script_writes_both_files(tmp_path):
     written = json.loads((tmp_path / "apiProperties.json").read_text("utf-8"))
     assert written["properties"]["connectionParameters"]["token"]["oAuthSettings"]["customParameters"]["tenantId"] == {"value": "common"}
     validate(json.loads((tmp_path / "apiDefinition.swagger.json").read_text("utf-8")))
+
+
+def test_the_variant_obeys_the_validator_rules_the_api_key_connector_is_held_to(variant):
+    """Every statically checkable rule of Microsoft's connector validator (tests/test_connector_definition.py),
+    except the two about the API-key sign-in and the per-connection host, which the variant replaces."""
+    from tests import test_connector_definition as rules
+
+    swagger, api_properties = variant
+    connector = rules.Connector(swagger, api_properties, (ROOT / "connector" / "icon.png").read_bytes())
+    replaced = {"API key connection", "dynamichosturl from the bridgeHost connection parameter"}
+    failing = {name: found for name, check in rules.RULES.items() if name not in replaced and (found := check(connector))}
+    assert failing == {}

@@ -135,3 +135,23 @@ def test_the_app_registration_files_define_the_roles_the_settings_name_and_the_s
     [cli] = api["preAuthorizedApplications"]
     assert cli["appId"] == "04b07795-8ddb-461a-bbee-02f9e1bf7b46" and cli["delegatedPermissionIds"] == [scope["id"]]
     assert api["requestedAccessTokenVersion"] == 2
+
+
+def test_sandbox_memberships_and_the_clients_query_match_the_projects_calendly_contract(sandbox):
+    """Checked against tests/contracts/calendly_v2.json (GET /organization_memberships, OrganizationMembership)."""
+    from tests.contracts import calendly as contract
+
+    sandbox.app.add_member("alice@contoso.com", "Alice", role="admin")
+    page = memberships(sandbox, organization=sandbox.app.organization_uri, count=1).json()
+    contract.check(contract.response_schema("/organization_memberships", "get", 200), page)
+    found = memberships(sandbox, organization=sandbox.app.organization_uri, email="alice@contoso.com").json()
+    contract.check(contract.response_schema("/organization_memberships", "get", 200), found)
+    other = memberships(sandbox, organization="https://api.calendly.com/organizations/OTHER")
+    contract.check(contract.response_schema("/organization_memberships", "get", 403), other.json())
+    client = CalendlyClient(sandbox.url, EnvironmentPat("test-pat"))
+    try:
+        client.membership_by_email(organization=sandbox.app.organization_uri, email="alice@contoso.com")
+    finally:
+        client.close()
+    [sent] = [r for r in sandbox.app.requests_log() if r["path"] == "/organization_memberships"][-1:]
+    assert contract.query_errors("/organization_memberships", "get", sent["query"]) == []
