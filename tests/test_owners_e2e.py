@@ -210,3 +210,17 @@ def test_both_mode_takes_the_management_key_as_the_admin_and_tokens_as_makers(ma
     assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == {alice["id"]}
     error(bridge.api("GET", "/subscriptions", headers={"x-functions-key": key + "!"}), 401, "unauthenticated")
     assert key not in bridge.logs()
+
+
+def test_the_connectors_trigger_route_records_the_maker_and_applies_the_scope_rules(bridge, people, target):
+    """POST /api/triggers/{trigger} (the custom connector's subscribe) with an Entra ID connection."""
+    url = f"{target.url}/connector-flow?sig=C"
+    made = call(bridge, people, "alice", "POST", "/triggers/invitee-created", json={"url": url, "scope": "user"})
+    assert made.status_code == 201 and made.json()["owner"]["object_id"] == ALICE
+    assert made.json()["user"] == people["calendly"]["alice"]
+    error(call(bridge, people, "alice", "POST", "/triggers/invitee-created", json={"url": url, "scope": "organization"}),
+          403, "scope_forbidden")
+    error(bridge.api("POST", "/triggers/invitee-created", json={"url": url, "scope": "user"}), 401, "unauthenticated")
+    # The connector deletes on the Location with the same connection: the maker's own subscription.
+    assert call(bridge, people, "alice", "DELETE", made.headers["Location"].split("/api", 1)[1]).status_code == 204
+    assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == set()
