@@ -53,6 +53,9 @@ def handler(fn: Callable[["Bridge", Request], Response]) -> Callable[[Provider, 
     return wrapped
 
 
+_OUTCOMES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
+
+
 class Call:
     """One management call: who made it (once authenticated) and which subscriptions it touched."""
 
@@ -60,16 +63,21 @@ class Call:
         self.action = action
         self.caller: Caller | None = None
         self.subjects: list[str] = []
+        self.refused: list[str] = []  # another owner's: the caller was answered as if they did not exist
 
     def touch(self, *subscription_ids: str) -> None:
         self.subjects.extend(subscription_ids)
 
+    def refuse(self, subscription_id: str) -> None:
+        self.refused.append(subscription_id)
+
     def audit(self, status: int) -> None:
         """Who (kind and object id, never a token or key) did what to which subscription, and the answer."""
         caller = self.caller
-        log.info("audit action=%s caller=%s tenant=%s subscription=%s status=%s", self.action,
+        outcome = "ok" if status < 400 else _OUTCOMES.get(status, "rejected" if status < 500 else "failed")
+        log.info("audit outcome=%s action=%s caller=%s tenant=%s subscription=%s status=%s%s", outcome, self.action,
                  caller.describe() if caller else "unauthenticated", (caller.tenant_id if caller else None) or "-",
-                 ",".join(self.subjects) or "-", status)
+                 ",".join(self.subjects) or "-", status, f" refused={','.join(self.refused)}" if self.refused else "")
 
 
 def management(action: str):
@@ -100,6 +108,8 @@ def _manageable(bridge: Bridge, call: Call, sub_id: str) -> Subscription:
     """The subscription, if the caller may see it; another owner's answers 404 like a missing one."""
     sub = bridge.subscriptions.get(sub_id)
     call.touch(sub_id)
+    if sub is not None and not call.caller.may_manage(sub):
+        call.refuse(sub_id)
     if sub is None or not call.caller.may_manage(sub):
         raise BridgeError(404, "subscription_not_found", "no such subscription")
     return sub
@@ -205,6 +215,8 @@ def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
         sub = bridge.subscriptions.get(sub_id)
         if sub is not None and call.caller.may_manage(sub):
             bridge.subscriptions.unsubscribe(sub_id)
+        elif sub is not None:
+            call.refuse(sub_id)
     # An id that is gone (or never was, or is another owner's: no existence oracle) is deleted
     # already, as far as this caller can tell: platforms retry deletes.
     return Response.empty(204)
@@ -269,6 +281,8 @@ def replay_delivery(bridge: Bridge, req: Request, call: Call) -> Response:
     call.touch(sub_id)
     if not call.caller.admin:
         sub = bridge.subscriptions.get(sub_id)
+        if sub is not None and not call.caller.may_manage(sub):
+            call.refuse(sub_id)
         if sub is None or not call.caller.may_manage(sub):
             raise BridgeError(404, "delivery_not_found", "no such delivery")
     delivery = bridge.deliveries.replay(delivery_id)
