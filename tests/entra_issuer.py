@@ -82,18 +82,11 @@ class LocalIssuer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.url}/common/discovery/v2.0/keys"
-
-    @property
-    def issuer_templates(self) -> str:
-        """ENTRA_ISSUERS for this issuer: a v2 and a v1 shape, as Entra ID has."""
-        return f"{self.url}/{{tenant}}/v2.0,{self.url}/sts/{{tenant}}/"
-
     def settings(self, **extra: str) -> dict[str, str]:
+        """The bridge's Entra settings for this issuer: ENTRA_ISSUERS in a v2 and a v1 shape, as Entra ID has."""
+        issuers = f"{self.url}/{{tenant}}/v2.0,{self.url}/sts/{{tenant}}/"
         return {"MANAGEMENT_AUTH": "entra", "ENTRA_TENANT_ID": TENANT, "ENTRA_CLIENT_ID": CLIENT_ID,
-                "ENTRA_ISSUERS": self.issuer_templates, "ENTRA_JWKS_URL": self.jwks_url, **extra}
+                "ENTRA_ISSUERS": issuers, "ENTRA_JWKS_URL": f"{self.url}/common/discovery/v2.0/keys", **extra}
 
     def rotate(self, keep_old: bool = False) -> SigningKey:
         """Publish a new signing key; the old one is withdrawn unless ``keep_old``."""

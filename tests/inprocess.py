@@ -50,6 +50,13 @@ class Caller:
     def subscribe(self, url: str, events=("invitee.created",)) -> Response:
         return self.call(api.subscribe, "POST", "/subscriptions", {"url": url, "events": list(events)})
 
+    def subscribed(self, target, path: str = "/flow") -> tuple[dict, str]:
+        """Subscribe ``target``+``path``; the subscription and the callback URL Calendly was given."""
+        response = self.subscribe(f"{target.url}{path}")
+        assert response.status == 201, response.body
+        sub = json.loads(response.body)
+        return sub, self.hook(sub)["callback_url"]
+
     def unsubscribe(self, sub_id: str) -> Response:
         return self.call(api.unsubscribe, "DELETE", f"/subscriptions/{sub_id}", id=sub_id)
 

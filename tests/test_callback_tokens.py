@@ -27,27 +27,21 @@ def caller(request, tmp_path, sandbox):
     bridge.close()
 
 
-def subscribed(caller: Caller, target, path="/flow") -> tuple[dict, str]:
-    response = caller.subscribe(f"{target.url}{path}")
-    assert response.status == 201, response.body
-    sub = json.loads(response.body)
-    return sub, caller.hook(sub)["callback_url"]
-
 
 def test_calendly_calls_a_random_token_path_unrelated_to_the_management_id(caller, target):
-    first, first_url = subscribed(caller, target, "/a")
-    second, second_url = subscribed(caller, target, "/b")
+    first, first_url = caller.subscribed(target, "/a")
+    second, second_url = caller.subscribed(target, "/b")
     tokens = [TOKEN_URL.fullmatch(url).group(1) for url in (first_url, second_url)]
     assert len(set(tokens)) == 2 and all(len(base64.urlsafe_b64decode(t + "=")) == 32 for t in tokens)  # 256 bits
     assert first["id"] not in first_url and second["id"] not in second_url
     # The same target subscribed again after an unsubscribe: the same management id, a new token.
     assert caller.unsubscribe(first["id"]).status == 204
-    again, again_url = subscribed(caller, target, "/a")
+    again, again_url = caller.subscribed(target, "/a")
     assert again["id"] == first["id"] and again_url != first_url and TOKEN_URL.fullmatch(again_url)
 
 
 def test_the_management_id_path_is_a_plain_404_even_signed_with_the_right_key(caller, target):
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     key = caller.sandbox.app.signing_key(url)
     by_id = caller.post_event(f"{PUBLIC_URL}/api/calendly/events/{sub['id']}", event(1), key=key)
     unknown_id = caller.post_event(f"{PUBLIC_URL}/api/calendly/events/{secrets.token_hex(16)}", event(1), key=key)
@@ -60,19 +54,19 @@ def test_the_management_id_path_is_a_plain_404_even_signed_with_the_right_key(ca
 
 
 def test_a_wrong_signature_on_the_token_path_is_still_401(caller, target):
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(2), key="not-the-key").status == 401
 
 
 def test_a_deleted_subscriptions_token_is_404(caller, target):
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     key = caller.sandbox.app.signing_key(url)
     assert caller.unsubscribe(sub["id"]).status == 204
     assert caller.post_event(url, event(3), key=key).status == 404
 
 
 def test_the_token_is_never_shown_by_the_management_api(caller, target):
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     token = url.rsplit("/", 1)[1]
     shown = [caller.call(api.get_subscription, "GET", f"/subscriptions/{sub['id']}", id=sub["id"]),
              caller.call(api.list_subscriptions, "GET", "/subscriptions"), caller.subscribe(f"{target.url}/flow")]
@@ -171,7 +165,7 @@ def test_the_callback_path_on_table_storage_is_point_operations_only(azurite, sa
     bridge = compose_on("tables", request, tmp_path, sandbox, store=store)
     caller = Caller(bridge, sandbox)
     try:
-        sub, url = subscribed(caller, target)
+        sub, url = caller.subscribed(target)
         token = url.rsplit("/", 1)[1]
         sent.clear()
         assert caller.post_event(url, event(9)).status == 200

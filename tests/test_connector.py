@@ -12,7 +12,6 @@ The one liberty taken: the local host speaks http, so the template's ``https://`
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import jsonschema
@@ -21,24 +20,13 @@ import requests
 
 from shared.events import EVENT_TYPES, TRIGGER_EVENTS
 from tests.conftest import ROOT, sandbox_hooks, simulate
+from tests.swagger import to_json_schema
 
 SWAGGER = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text("utf-8"))
 PROPERTIES = json.loads((ROOT / "connector" / "apiProperties.json").read_text("utf-8"))["properties"]
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
-def to_json_schema(schema):
-    """A Swagger 2.0 schema of the definition as JSON Schema: refs inlined, x-nullable as 'or null'."""
-    if isinstance(schema, dict):
-        if "$ref" in schema:
-            return to_json_schema(copy.deepcopy(SWAGGER["definitions"][schema["$ref"].rsplit("/", 1)[1]]))
-        out = {k: to_json_schema(v) for k, v in schema.items() if not k.startswith("x-")}
-        if schema.get("x-nullable") and "type" in out:
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(schema, list):
-        return [to_json_schema(v) for v in schema]
-    return schema
 
 
 class PowerAutomate:
@@ -106,7 +94,7 @@ def test_power_automate_flow_lifecycle_against_the_local_host(platform, sandbox,
 
     subscribed = platform.subscribe(operation_id, callback, **maker)
     assert subscribed.status_code == 201, subscribed.text
-    jsonschema.validate(subscribed.json(), to_json_schema(op["responses"]["201"]["schema"]))
+    jsonschema.validate(subscribed.json(), to_json_schema(op["responses"]["201"]["schema"], SWAGGER["definitions"]))
     location = subscribed.headers["Location"]
     # The Location is the connector's internal unsubscribe operation on this connection's host.
     delete_path, delete_op, _ = platform.operation("DeleteSubscription")
@@ -117,7 +105,7 @@ def test_power_automate_flow_lifecycle_against_the_local_host(platform, sandbox,
 
     simulate(sandbox, event)
     [got] = target.wait_for(1)
-    jsonschema.validate(json.loads(got["body"]), to_json_schema(item["x-ms-notification-content"]["schema"]))
+    jsonschema.validate(json.loads(got["body"]), to_json_schema(item["x-ms-notification-content"]["schema"], SWAGGER["definitions"]))
     assert got["query"].endswith("sig=PASECRET")
 
     # Saving the flow again subscribes again: 201, same Location, still one Calendly hook.

@@ -24,6 +24,8 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
+from tests.swagger import to_json_schema
+
 CONNECTOR_DIR = Path(__file__).resolve().parent.parent / "connector"
 
 # Calendly API v2 webhook event names (developer.calendly.com).
@@ -449,41 +451,30 @@ def dynamic_content_labels_are_unique(c: Connector) -> list[str]:
     return out
 
 
+def objects_in(node, where: str = "#") -> Iterator[tuple[dict, str]]:
+    """Every JSON object in ``node`` with its JSON pointer, depth first."""
+    if isinstance(node, dict):
+        yield node, where
+        for key, value in node.items():
+            yield from objects_in(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from objects_in(value, f"{where}/{i}")
+
+
 def refs_stand_alone(c: Connector) -> list[str]:
     """Beside a $ref nothing else may be written (the validator ignores or refuses it)."""
-    out = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            if "$ref" in node and len(node) > 1:
-                out.append(where)
-            for key, value in node.items():
-                walk(value, f"{where}/{key}")
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}/{i}")
-
-    walk(c.swagger, "#")
-    return out
+    return [where for node, where in objects_in(c.swagger) if "$ref" in node and len(node) > 1]
 
 
 def enum_display_names_match_the_enum(c: Connector) -> list[str]:
     out = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            if "x-ms-enum-values" in node:
-                values = [v.get("value") for v in node["x-ms-enum-values"]]
-                if sorted(values) != sorted(node.get("enum", [])) or len(set(values)) != len(values) \
-                        or not all(v.get("displayName") for v in node["x-ms-enum-values"]):
-                    out.append(where)
-            for key, value in node.items():
-                walk(value, f"{where}/{key}")
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}/{i}")
-
-    walk(c.swagger, "#")
+    for node, where in objects_in(c.swagger):
+        if "x-ms-enum-values" in node:
+            values = [v.get("value") for v in node["x-ms-enum-values"]]
+            if sorted(values) != sorted(node.get("enum", [])) or len(set(values)) != len(values) \
+                    or not all(v.get("displayName") for v in node["x-ms-enum-values"]):
+                out.append(where)
     return out
 
 
@@ -890,16 +881,6 @@ def notification_schema(path: str) -> dict:
     return resolve_refs(SWAGGER, SWAGGER["paths"][path]["x-ms-notification-content"]["schema"])
 
 
-def as_json_schema(schema):
-    """Swagger 2.0 schema -> JSON Schema: drop extensions, turn x-nullable into 'or null'."""
-    if isinstance(schema, dict):
-        out = {k: as_json_schema(v) for k, v in schema.items() if not k.startswith("x-")}
-        if schema.get("x-nullable") and "type" in out:
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(schema, list):
-        return [as_json_schema(v) for v in schema]
-    return schema
 
 
 def test_makers_get_dynamic_content_for_the_envelope_and_the_invitee():
@@ -974,9 +955,9 @@ def _envelope(event: str) -> dict:
 
 @pytest.mark.parametrize("path, event", sorted(FAMILY_TRIGGERS.items()))
 def test_notification_schema_accepts_calendlys_payload(path, event):
-    jsonschema.validate(_envelope(event), as_json_schema(notification_schema(path)))
+    jsonschema.validate(_envelope(event), to_json_schema(notification_schema(path)))
 
 
 @pytest.mark.parametrize("event", sorted(EXAMPLES))
 def test_the_event_triggers_notification_schema_accepts_every_familys_payload(event):
-    jsonschema.validate(_envelope(event), as_json_schema(notification_schema(EVENT_TRIGGER)))
+    jsonschema.validate(_envelope(event), to_json_schema(notification_schema(EVENT_TRIGGER)))

@@ -36,12 +36,6 @@ def make(request, tmp_path, sandbox):
         bridge.close()
 
 
-def subscribed(caller: Caller, target, path="/flow") -> tuple[dict, str]:
-    response = caller.subscribe(f"{target.url}{path}")
-    assert response.status == 201, response.body
-    sub = json.loads(response.body)
-    return sub, caller.hook(sub)["callback_url"]
-
 
 def stored(caller: Caller, sub_id: str) -> list:
     """Every delivery the store holds for the subscription, read from the store itself."""
@@ -73,7 +67,7 @@ def test_retention_settings_accept_the_smallest_allowed_values_and_refuse_no_dea
 # Purge ----------------------------------------------------------------------------------------
 def test_a_delivered_event_is_kept_for_the_retention_window_then_purged(make, target):
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(1)).status == 200
     clock.advance(72 * HOUR - 60)
     assert caller.bridge.retention.purge()["delivered"] == 0
@@ -89,7 +83,7 @@ def test_a_delivered_event_is_kept_for_the_retention_window_then_purged(make, ta
 
 def test_the_retention_window_is_the_setting(make, target):
     caller, clock = make(DELIVERY_RETENTION_HOURS="30")
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(2)).status == 200
     clock.advance(29 * HOUR)
     assert caller.bridge.retention.purge()["delivered"] == 0
@@ -99,7 +93,7 @@ def test_the_retention_window_is_the_setting(make, target):
 
 def test_a_dead_delivery_keeps_its_payload_for_replay_until_the_dead_retention(make, target):
     caller, clock = make(DELIVERY_MAX_ATTEMPTS="1")
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     target.respond(default=503)
     assert json.loads(caller.post_event(url, event(3)).body)["status"] == "dead"
     clock.advance(13 * DAY)
@@ -115,7 +109,7 @@ def test_a_replayed_dead_delivery_is_kept_from_its_new_delivery(make, target):
     from shared import api
 
     caller, clock = make(DELIVERY_MAX_ATTEMPTS="1")
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     target.respond(default=503)
     delivery_id = json.loads(caller.post_event(url, event(4)).body)["delivery_id"]
     clock.advance(10 * DAY)
@@ -130,7 +124,7 @@ def test_a_replayed_dead_delivery_is_kept_from_its_new_delivery(make, target):
 
 def test_pending_deliveries_are_never_purged(make, target):
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     target.respond(default=503)
     assert caller.post_event(url, event(5)).status == 202
     clock.advance(60 * DAY)
@@ -141,7 +135,7 @@ def test_pending_deliveries_are_never_purged(make, target):
 
 def test_each_run_purges_a_bounded_batch(make, target):
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     for n in range(5):
         assert caller.post_event(url, event(10 + n)).status == 200
     clock.advance(73 * HOUR)
@@ -166,14 +160,14 @@ def test_a_store_failure_during_the_purge_is_logged_and_the_timer_goes_on(make, 
 # Unsubscribe, retire, subscribe again -----------------------------------------------------------
 def test_unsubscribe_deletes_the_deliveries_and_subscribing_again_starts_with_an_empty_log(make, target):
     caller, clock = make(DELIVERY_MAX_ATTEMPTS="1")
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(20)).status == 200
     target.respond(default=503)
     assert json.loads(caller.post_event(url, event(21)).body)["status"] == "dead"
     assert len(caller.deliveries(sub["id"])) == 2
     assert caller.unsubscribe(sub["id"]).status == 204
     assert stored(caller, sub["id"]) == []
-    again, _ = subscribed(caller, target)
+    again, _ = caller.subscribed(target)
     assert again["id"] == sub["id"]  # the id is derived from the target: the same again
     assert caller.deliveries(again["id"]) == [] and stored(caller, again["id"]) == []
 
@@ -182,7 +176,7 @@ def test_unsubscribe_by_callback_url_deletes_the_deliveries(make, target):
     from shared import api
 
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(22)).status == 200
     response = caller.call(api.unsubscribe_by_callback, "DELETE", "/subscriptions", params={"callbackUrl": f"{target.url}/flow"})
     assert response.status == 204 and stored(caller, sub["id"]) == []
@@ -190,7 +184,7 @@ def test_unsubscribe_by_callback_url_deletes_the_deliveries(make, target):
 
 def test_a_retired_subscription_keeps_no_deliveries(make, target):
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(23)).status == 200
     target.respond(410)  # the flow was deleted without unsubscribing
     answer = caller.post_event(url, event(24))
@@ -205,7 +199,7 @@ def test_the_timer_function_purges(make, target, monkeypatch):
     from tests.conftest import declared_functions
 
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(30)).status == 200
     clock.advance(73 * HOUR)
     [timer] = [f for f in declared_functions() if f.get_function_name() == "reconcile"]
@@ -219,7 +213,7 @@ def test_the_local_hosts_background_loop_purges(make, target):
     from devtools.localhost import BackgroundWork
 
     caller, clock = make()
-    sub, url = subscribed(caller, target)
+    sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(31)).status == 200
     clock.advance(73 * HOUR)
     loop = BackgroundWork(lambda: caller.bridge, redeliver_interval=0, reconcile_interval=0.05)
