@@ -147,8 +147,19 @@ class Reconciler:
         deferred: set[ScopeKey] = set()  # not listed (whole) for want of budget: the next run lists them
         listings = {key: self._list(key, budget, summary, deferred) for key in sorted(scopes, key=str)}
 
+        repairs, handled = self._plan(by_scope, listings, deferred, summary)
+        # Restore event flow first; clean-ups after.
+        repairs.sort(key=lambda r: r.outcome == "deleted")
+        for repair in repairs:
+            self._run_repair(repair, budget, summary)
+        self._delete_orphans([h for listing in listings.values() if listing for h in listing.hooks
+                              if h.get("uri") not in handled], budget, summary)
+        return self._report(summary, budget, calls_before)
+
+    def _plan(self, by_scope: dict, listings: dict, deferred: set, summary: dict) -> tuple[list[Repair], set[str]]:
+        """The repairs the records need against the listed hooks, and the hooks some record accounts for."""
         repairs: list[Repair] = []
-        handled: set[str] = set()  # hooks some record accounts for
+        handled: set[str] = set()
         now = self.clock()
         for key, subs in by_scope.items():
             listing = listings.get(key)
@@ -162,14 +173,10 @@ class Reconciler:
                     summary["healthy"] += sub.state == ACTIVE
                 else:
                     repairs.append(repair)
+        return repairs, handled
 
-        # Restore event flow first; clean-ups after.
-        repairs.sort(key=lambda r: r.outcome == "deleted")
-        for repair in repairs:
-            self._run_repair(repair, budget, summary)
-        self._delete_orphans([h for listing in listings.values() if listing for h in listing.hooks
-                              if h.get("uri") not in handled], budget, summary)
-
+    def _report(self, summary: dict, budget: CallBudget, calls_before: int) -> dict:
+        """Finish the JSON summary and log it as one ``reconcile outcome=…`` line."""
         summary["calendly_calls"] = self.calendly.calls_in_this_thread - calls_before
         summary["waited_seconds"] = round(budget.waited, 1)
         summary["leftover_reason"] = (budget.stopped or budget.deferred or "") if summary["leftover"] else ""
