@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 from requests.structures import CaseInsensitiveDict
 
-Headers = CaseInsensitiveDict  # header names match case-insensitively, however they were set
 
 
 @dataclass

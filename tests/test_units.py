@@ -3,6 +3,7 @@ import pytest
 
 from shared.errors import BridgeError
 from shared.events import delivery_id, event_key, scope_conflicts
+from shared.http import Request
 from shared.redaction import redact_url
 from shared.schemas import parse_subscribe
 from shared.settings import Settings, SettingsError
@@ -146,3 +147,12 @@ def test_limit_with_unicode_digits_is_a_400_not_a_crash():
     with pytest.raises(BridgeError) as info:
         api._limit(Request("GET", "http://x/api/subscriptions", params={"limit": "²"}))
     assert info.value.status == 400
+
+
+def test_request_header_names_match_in_any_case_however_they_were_set():
+    req = Request("POST", "http://127.0.0.1/api/x", {"Calendly-Webhook-Signature": "t=1,v1=a"})
+    req.headers.update({"X-Functions-Key": "k"})
+    req.headers.setdefault("content-type", "application/json")
+    assert req.headers.get("calendly-webhook-signature") == "t=1,v1=a"
+    assert req.headers["x-functions-key"] == "k" and req.headers["Content-Type"] == "application/json"
+    assert req.headers.setdefault("CONTENT-TYPE", "text/plain") == "application/json"
