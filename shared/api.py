@@ -8,12 +8,12 @@ as ``handler(provider, request)``: the provider hands over the composed bridge, 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
+from . import jsonbody
 from .errors import BridgeError, SettingsError, StoreUnavailable
 from .http import Request, Response
 from .models import CALLBACK_TOKEN, DeliveryStatus
@@ -134,10 +134,7 @@ def _json_body(req: Request, required: bool = True) -> Any:
         if required:
             raise BridgeError(400, "invalid_body", "the body must be a JSON object")
         return None
-    try:
-        return json.loads(req.body)
-    except (ValueError, UnicodeDecodeError):
-        raise BridgeError(400, "invalid_body", "the body is not valid UTF-8 JSON") from None
+    return jsonbody.loads(req.body, jsonbody.MANAGEMENT_MAX_DEPTH, "invalid_body", "the body")
 
 
 def _subscription_id(req: Request) -> str:

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Mapping
 
-from . import signatures
+from . import jsonbody, signatures
 from .calendly import CalendlyClient
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
@@ -104,10 +104,7 @@ class CallbackService:
 
 
 def _parse(body: bytes) -> dict:
-    try:
-        envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BridgeError(400, "invalid_event", "the event body is not JSON") from None
+    envelope = jsonbody.loads(body, jsonbody.EVENT_MAX_DEPTH, "invalid_event", "the event body")
     if not isinstance(envelope, dict) or not isinstance(envelope.get("event"), str) or not envelope["event"]:
         raise BridgeError(400, "invalid_event", "the event body must be a JSON object with an 'event' name")
     return envelope

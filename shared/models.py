@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Callable, Literal, Union
 
-from .redaction import redact_url
+from .redaction import fingerprint, render_url
 
 Clock = Callable[[], datetime]
 
@@ -63,11 +63,16 @@ class HttpEndpoint:
     def as_dict(self) -> dict:
         return {"type": "http", "url": self.url}
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.url)
+
     def public(self) -> dict:
-        return {"type": "http", "url": redact_url(self.url)}
+        """Never the URL itself: it is a bearer credential (see shared.redaction)."""
+        return {"type": "http", "url": render_url(self.url), "fingerprint": self.fingerprint}
 
     def describe(self) -> str:
-        return redact_url(self.url)
+        return f"{render_url(self.url)} fingerprint={self.fingerprint}"
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,15 @@ class ServiceBusEntity:
     def as_dict(self) -> dict:
         return {"type": "servicebus", "entity": self.entity, "name": self.name}
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(f"servicebus\n{self.entity}\n{self.name}")
+
     def public(self) -> dict:
-        return {"type": "servicebus", self.entity: self.name}
+        return {"type": "servicebus", self.entity: self.name, "fingerprint": self.fingerprint}
 
     def describe(self) -> str:
-        return f"servicebus:{self.entity}:{self.name}"
+        return f"servicebus:{self.entity}:{self.name} fingerprint={self.fingerprint}"
 
 
 Endpoint = Union[HttpEndpoint, ServiceBusEntity]

@@ -1,45 +1,125 @@
-"""Strip secrets from URLs before they reach a response or a log line."""
+"""How a target URL is shown: never its secrets, always the same way.
+
+A Logic Apps / Power Automate callback URL is a bearer credential (its ``sig``), and other
+targets carry theirs anywhere: ``api_key``/``client_secret``/``auth``/``access-token`` query
+values, tokens in the path (Slack's ``/services/T…/B…/…``), userinfo. Rather than guess which
+parts are secret, the bridge shows only what is never secret: the scheme, the host (and port),
+the first path segment and the query's parameter names. Every query value and every path
+segment past the first is ``REDACTED``. A fingerprint (the first 16 hex digits of the SHA-256 of
+the full URL) tells two targets apart without showing either. Responses, errors and log lines
+all use ``render_url``/``fingerprint``; ``install_log_redaction`` scrubs every log record.
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
-SECRET_PARAMS = frozenset({"sig", "code", "key", "token", "access_token", "api-key", "apikey", "signature", "secret", "password"})
 REDACTED = "REDACTED"
+FINGERPRINT_DIGITS = 16
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with secret query values and any userinfo password replaced."""
+def fingerprint(material: str) -> str:
+    """A stable short id of a target: the same URL always gives the same fingerprint."""
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:FINGERPRINT_DIGITS]
+
+
+def redact_path(path_and_query: str) -> str:
+    """``/first/REDACTED/REDACTED?name=REDACTED&…``: the path and query of a URL, shown safely."""
+    path, _, query = path_and_query.partition("?")
+    path = path.split("#", 1)[0]
+    segments = path.split("/")
+    # segments[0] is "" (the path starts with /); keep the first real segment only.
+    shown = segments[:2] + [REDACTED if s else s for s in segments[2:]]
+    rendered = "/".join(shown)
+    if query:
+        names = [name for name, _ in parse_qsl(query.split("#", 1)[0], keep_blank_values=True)]
+        rendered += "?" + "&".join(f"{quote(name, safe='-._~')}={REDACTED}" for name in names)
+    return rendered
+
+
+def render_url(url: str) -> str:
+    """The URL as responses and logs show it: scheme://host[:port] plus ``redact_path``."""
     try:
         parts = urlsplit(url)
-        query = [(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/,"), ""))
+        host = parts.hostname or ""
+        port = parts.port
     except ValueError:
         return REDACTED
+    if not parts.scheme or not host:
+        return REDACTED
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{port}" if port else host
+    tail = redact_path(parts.path + (f"?{parts.query}" if parts.query else ""))
+    return f"{parts.scheme}://{netloc}{tail}"
 
 
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS)) + r")=([^&\s\"']+)")
+# Secrets that may be quoted in free text (a library's message): key=value pairs with a secret-ish
+# key, and connection-string keys.
+_SECRET_KEY = r"(?:sig|code|key|token|access[_-]?token|api[_-]?key|apikey|signature|secret|client[_-]?secret|password|auth|" \
+              r"SharedAccessKey|SharedAccessSignature|AccountKey)"
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(" + _SECRET_KEY + r")=([^&;\s\"']+)")
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
 
 
-class RedactingFilter(logging.Filter):
-    """Scrubs ``sig=...``-style query secrets from log records (urllib3 logs request lines at DEBUG)."""
+# Bare request paths in text: after an HTTP method (request lines) or ``url:`` (urllib3's errors).
+_REQUEST_PATH_IN_TEXT = re.compile(r"(\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) |\burl: )(/[^\s\"'<>]*)")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        return True
+
+def scrub_text(text: str) -> str:
+    """Free text with every URL and request path rendered safely and secret-looking
+    ``key=value`` values redacted."""
+    text = _URL_IN_TEXT.sub(lambda m: render_url(m.group(0)), text)
+    text = _REQUEST_PATH_IN_TEXT.sub(lambda m: m.group(1) + redact_path(m.group(2)), text)
+    return scrub_secrets(text)
+
+
+def scrub_secrets(text: str) -> str:
+    """Only the values of secret-looking ``key=value`` pairs redacted."""
+    return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+
+
+def scrub_library_arg(arg: str) -> str:
+    """An argument of a library's log line: a bare path (urllib3 passes the request path and its
+    query as an argument of its own) by ``redact_path``, anything else by ``scrub_text``."""
+    return redact_path(arg) if arg.startswith("/") else scrub_text(arg)
+
+
+def _scrub_args(args: tuple, scrub) -> tuple:
+    return tuple(scrub(a) if isinstance(a, str) else scrub(str(a)) if isinstance(a, BaseException) else a for a in args)
+
+
+def scrub_record(record: logging.LogRecord, own: bool = False) -> logging.LogRecord:
+    """The record with its arguments, its message (when it has no arguments: a template's own
+    ``secret=%s`` is left alone) and its traceback rendered safely. The bridge's own lines
+    (``own``) render targets themselves with ``describe()`` and name Calendly's resource URIs on
+    purpose (not secrets): only secret-looking ``key=value`` values are redacted there."""
+    scrub = scrub_secrets if own else scrub_library_arg
+    if isinstance(record.args, tuple) and record.args:
+        record.args = _scrub_args(record.args, scrub)
+    elif isinstance(record.msg, (str, BaseException)) and not record.args:
+        record.msg = (scrub_secrets if own else scrub_text)(str(record.msg))
+    if record.exc_info and record.exc_info[1] is not None:
+        # Formatters print record.exc_text when set: pre-format the traceback, scrubbed.
+        record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
+    return record
+
+
+OWN_LOGGERS = ("shared", "devtools")
 
 
 def install_log_redaction() -> None:
-    """Attach the filter to the loggers that may print target URLs (idempotent)."""
-    for name in ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager", "urllib3.response",
-                 "azure.core.pipeline.policies.http_logging_policy"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+    """Scrub every log record (urllib3 logs the request path and query at DEBUG, its retry
+    messages quote them, Azure SDKs quote endpoints, exception messages quote URLs), whichever
+    logger or handler it reaches: a record factory sees them all, child loggers included. Idempotent."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "bridge_redacting", False):
+        return
+
+    def factory(name, *args, **kwargs):
+        record = current(name, *args, **kwargs)
+        return scrub_record(record, own=name.split(".", 1)[0] in OWN_LOGGERS)
+
+    factory.bridge_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -1,6 +1,7 @@
 """Request bodies of the management API, validated with pydantic."""
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -9,7 +10,22 @@ from pydantic_core import PydanticCustomError
 from .errors import BridgeError
 from .events import EVENT_TYPES, SCOPES, TRIGGER_EVENTS, scope_conflicts
 
-_ENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}$"
+# Azure's rules for Service Bus queue and topic names (the entity path relative to the namespace):
+# 1-260 characters of letters, digits, '.', '-', '_' and '/', starting and ending with a letter or
+# digit; '/' separates path segments, so no empty segment ('//') and no '.' or '..' segment.
+_ENTITY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._\-/]{0,258}[A-Za-z0-9])?")
+
+
+def entity_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid Service Bus queue/topic name, or None when it is."""
+    if not 1 <= len(name) <= 260:
+        return "must be 1 to 260 characters long"
+    if not _ENTITY_NAME.fullmatch(name):
+        return ("may contain only letters, digits, '.', '-', '_' and '/', "
+                "and must start and end with a letter or digit")
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        return "must not contain '//' or a '.' or '..' path segment"
+    return None
 
 
 class ServiceBusBody(BaseModel):
@@ -17,8 +33,16 @@ class ServiceBusBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["servicebus"]
-    queue: str | None = Field(default=None, pattern=_ENTITY_NAME)
-    topic: str | None = Field(default=None, pattern=_ENTITY_NAME)
+    queue: str | None = Field(default=None, max_length=260)
+    topic: str | None = Field(default=None, max_length=260)
+
+    @field_validator("queue", "topic")
+    @classmethod
+    def _entity_name(cls, name: str | None) -> str | None:
+        problem = None if name is None else entity_name_problem(name)
+        if problem:
+            raise ValueError(f"a Service Bus entity name {problem}")
+        return name
 
     @model_validator(mode="after")
     def _one_entity(self) -> "ServiceBusBody":

@@ -56,3 +56,33 @@ def test_non_utf8_event_body_with_a_valid_signature_is_a_400(bridge, sandbox, ta
     sub = subscribe(bridge, target).json()
     response = post_event(bridge, sub, b'{"event": "invitee.created", "x": "\xff"}', key=signing_key(bridge, sub, sandbox))
     assert response.status_code == 400
+
+
+DEEP = [b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b'{"url": "https://example.com/x", "events": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"]
+
+
+@pytest.mark.parametrize("body", DEEP, ids=["arrays", "objects", "inside-a-subscribe-body"])
+def test_deeply_nested_json_is_a_400_on_every_body_reading_route(bridge, sandbox, target, body):
+    sub = subscribe(bridge, target).json()
+    for method, path in (("POST", "/subscriptions"), ("POST", "/triggers/invitee-created"), ("DELETE", "/subscriptions"),
+                         ("POST", f"/subscriptions/{sub['id']}/test")):
+        response = bridge.api(method, path, data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, (path, response.status_code, response.text[:200])
+        assert response.json()["error"]["code"] == "invalid_body" and "nests deeper" in response.json()["error"]["message"]
+    # Calendly's side: even correctly signed (only Calendly and the bridge hold the key), it is a 400.
+    response = post_event(bridge, sub, body, key=signing_key(bridge, sub, sandbox))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_event"
+    assert bridge.api("GET", "/health").status_code == 200
+
+
+def test_json_nested_just_within_the_limit_is_still_read(bridge, target):
+    from shared.jsonbody import MANAGEMENT_MAX_DEPTH
+    body = {"url": f"{target.url}/flow", "events": ["invitee.created"], "extra": None}
+    extra = 1
+    for _ in range(MANAGEMENT_MAX_DEPTH - 1):  # the body object itself is the first level
+        extra = [extra]
+    body["extra"] = extra
+    assert bridge.api("POST", "/subscriptions", json=body).status_code == 201
+    body["extra"] = [extra]
+    assert bridge.api("POST", "/subscriptions", json=body).status_code == 400

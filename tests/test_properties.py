@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from shared import signatures
 from shared.events import TRIGGER_EVENTS
 from shared.http import Request
-from shared.redaction import redact_url
+from shared.redaction import render_url, scrub_text
 from shared.signatures import SignatureError
 
 KEY = "property-key"
@@ -65,7 +65,7 @@ def test_any_change_to_the_signature_is_rejected(body, position, char):
 
 @given(st.text(max_size=500))
 def test_redaction_never_raises(url):
-    assert isinstance(redact_url(url), str)
+    assert isinstance(render_url(url), str) and isinstance(scrub_text(url), str)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,17 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                            max_leaves=20)
 
 
+def nested(depth: int, kind: str) -> bytes:
+    """``depth`` levels of arrays or objects, alone or inside a subscribe-shaped body."""
+    inner = b"[" * depth + b"]" * depth if kind != "object" else b'{"a":' * depth + b"1" + b"}" * depth
+    return inner if kind != "in-body" else b'{"url": "https://example.com/x", "events": ' + inner + b', "event": ' + inner + b"}"
+
+
+deep_bodies = st.builds(nested, st.integers(min_value=1, max_value=200_000), st.sampled_from(["array", "object", "in-body"]))
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=300)),
+@given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=300), deep_bodies),
        st.dictionaries(st.sampled_from(["limit", "cursor", "callbackUrl", "url", "include"]), st.text(max_size=40)),
        st.text(max_size=40), st.sampled_from([*TRIGGER_EVENTS, "invitee-rescheduled", ""]))
 def test_management_handlers_answer_json_4xx_or_success_never_5xx_for_bad_input(in_process_bridge, body, params, route_id,
@@ -98,7 +107,8 @@ def test_management_handlers_answer_json_4xx_or_success_never_5xx_for_bad_input(
 
     for handler, method in ((api.subscribe, "POST"), (api.subscribe_trigger, "POST"), (api.list_subscriptions, "GET"),
                             (api.get_subscription, "GET"), (api.unsubscribe_by_callback, "DELETE"),
-                            (api.list_deliveries, "GET"), (api.replay_delivery, "POST"), (api.calendly_event, "POST")):
+                            (api.list_deliveries, "GET"), (api.replay_delivery, "POST"), (api.calendly_event, "POST"),
+                            (api.send_test_event, "POST")):
         request = Request(method, "http://127.0.0.1/api/x", {}, params,
                           {"id": route_id, "delivery_id": route_id, "trigger": trigger}, body)
         response = handler(in_process_bridge, request)

@@ -1,5 +1,5 @@
-"""A full run with DEBUG logging: no PAT, signing key or callback-URL ``sig`` value appears in
-any log line or any response."""
+"""A full run with DEBUG logging: no PAT, signing key, Service Bus key or secret of a target URL
+(``sig``, other query values, path tokens) appears in any log line or any response."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,20 @@ import sqlite3
 
 import requests
 
-from tests.conftest import simulate
+from tests.conftest import free_port, simulate
 from tests.test_bridge_e2e import LOGIC_APP_URL_QS, callback_url, subscribe
 
 PAT = "test-pat"
+# Secrets in the shapes real targets carry them: Slack-style path tokens, assorted query names.
+SHAPED_PATH = ("/services/T0SLACKTEAM/B0SLACKBOT/SLACKTOKEN9"
+               "?api_key=APIKEY9&client_secret=CLIENTSEC9&auth=AUTHSEC9&access-token=ACCESSTOK9&x-api-key=XAPIKEY9")
+SHAPED_SECRETS = ["T0SLACKTEAM", "B0SLACKBOT", "SLACKTOKEN9", "APIKEY9", "CLIENTSEC9", "AUTHSEC9", "ACCESSTOK9", "XAPIKEY9"]
+SB_KEY = "SBKEYSECRET9"
 
 
 def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
-    bridge = make_host(BRIDGE_LOG_LEVEL="DEBUG")
+    bridge = make_host(BRIDGE_LOG_LEVEL="DEBUG", SERVICEBUS_CONNECTION=(
+        f"Endpoint=sb://127.0.0.1:{free_port()};SharedAccessKeyName=send;SharedAccessKey={SB_KEY};UseDevelopmentEmulator=true"))
     responses: list[str] = []
 
     def keep(response):
@@ -24,6 +30,9 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     sub = keep(subscribe(bridge, target)).json()
     keep(subscribe(bridge, target))                       # idempotent repeat
     keep(subscribe(bridge, target, events=("invitee.canceled",), scope="user"))
+    shaped = keep(bridge.api("POST", "/subscriptions", json={"url": f"{target.url}{SHAPED_PATH}", "events": ["invitee.created"]}))
+    keep(bridge.api("POST", "/subscriptions", json={"target": {"type": "servicebus", "queue": "bookings"},
+                                                    "events": ["invitee.created"]}))
     keep(bridge.api("GET", "/subscriptions"))
     keep(bridge.api("GET", f"/subscriptions/{sub['id']}"))
     keep(bridge.api("GET", "/health"))
@@ -36,6 +45,9 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     redeliver = bridge.run("redeliver")
     reconcile = bridge.run("reconcile")
     keep(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries"))
+    shaped_deliveries = keep(bridge.api("GET", f"/subscriptions/{shaped.json()['id']}/deliveries")).json()["value"]
+    for item in shaped_deliveries:
+        keep(bridge.api("POST", f"/deliveries/{item['id']}/replay"))
     keep(requests.post(callback_url(bridge, sub), data=b"{}", headers={"Calendly-Webhook-Signature": "t=1,v1=00"}, timeout=10))
     with sqlite3.connect(bridge.env["BRIDGE_SQLITE_PATH"]) as db:
         records = [json.loads(row[0]) for row in db.execute("SELECT data FROM subscriptions")]
@@ -48,7 +60,8 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     everything = "\n".join([bridge.logs(), redeliver.stdout, redeliver.stderr, reconcile.stdout, reconcile.stderr, *responses])
     assert "DEBUG" in bridge.logs(), "the run must have logged at DEBUG to prove anything"
     assert "calendly POST /webhook_subscriptions" in everything
-    for secret in [PAT, "LOGICSECRET123", *[k for k in keys if k]]:
+    assert "/services/REDACTED/REDACTED/REDACTED?api_key=REDACTED" in everything  # shown, safely
+    for secret in [PAT, "LOGICSECRET123", SB_KEY, *SHAPED_SECRETS, *[k for k in keys if k]]:
         assert secret not in everything, f"a secret leaked: {secret[:4]}…"
 
 

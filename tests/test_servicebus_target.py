@@ -4,6 +4,7 @@ SDK's connection attempts to a closed and to a silent loopback port."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -257,7 +258,10 @@ def test_servicebus_subscription_records_a_pending_delivery_when_the_namespace_i
     bridge = make_host(SERVICEBUS_CONNECTION=connection)
     created = bridge.api("POST", "/subscriptions", json={"target": {"type": "servicebus", "queue": "calendly-events"},
                                                          "events": ["invitee.created"]})
-    assert created.status_code == 201 and created.json()["target"] == {"type": "servicebus", "queue": "calendly-events"}
+    target = created.json()["target"]
+    assert created.status_code == 201 and target == {"type": "servicebus", "queue": "calendly-events",
+                                                     "fingerprint": target["fingerprint"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", target["fingerprint"])
     result = simulate(sandbox, "invitee.created")
     assert [d["status"] for d in result["deliveries"]] == [202]
     [item] = bridge.api("GET", f"/subscriptions/{created.json()['id']}/deliveries").json()["value"]

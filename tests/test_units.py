@@ -4,23 +4,48 @@ import pytest
 from shared.errors import BridgeError
 from shared.events import delivery_id, event_key, scope_conflicts
 from shared.http import Request
-from shared.redaction import redact_url
+from shared.redaction import fingerprint, render_url, scrub_text
 from shared.schemas import parse_subscribe
 from shared.settings import Settings, SettingsError
 from shared.targets.policy import TargetRefused, check_target_url
 
 
 # Redaction -----------------------------------------------------------------
-def test_logic_apps_sig_is_redacted_and_other_params_kept():
-    url = "https://prod-01.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=TOPSECRET"
-    redacted = redact_url(url)
-    assert "TOPSECRET" not in redacted
-    assert "sig=REDACTED" in redacted and "sp=" in redacted and "api-version=2016-06-01" in redacted
+LOGIC_APP = ("https://prod-01.westus.logic.azure.com:443/workflows/abc123/triggers/manual/paths/invoke"
+             "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=TOPSECRET")
 
 
-def test_function_key_code_and_userinfo_are_redacted():
-    redacted = redact_url("https://user:pw@example.com/api/x?code=KEY123&a=1")
-    assert "KEY123" not in redacted and "pw" not in redacted and "a=1" in redacted
+@pytest.mark.parametrize("url, shown", [
+    (LOGIC_APP, "https://prod-01.westus.logic.azure.com:443/workflows/REDACTED/REDACTED/REDACTED/REDACTED/REDACTED"
+                "?api-version=REDACTED&sp=REDACTED&sv=REDACTED&sig=REDACTED"),
+    ("https://hooks.slack.com/services/T0SECRET/B0SECRET/XYZSECRET", "https://hooks.slack.com/services/REDACTED/REDACTED/REDACTED"),
+    ("https://user:pw@example.com/api/x?code=KEY123&a=1", "https://example.com/api/REDACTED?code=REDACTED&a=REDACTED"),
+    ("https://example.com/hook?api_key=K&client_secret=C&auth=A&access-token=T",
+     "https://example.com/hook?api_key=REDACTED&client_secret=REDACTED&auth=REDACTED&access-token=REDACTED"),
+    ("https://EXAMPLE.com/a#frag-secret", "https://example.com/a"),
+    ("https://[2001:db8::1]:8443/x/y", "https://[2001:db8::1]:8443/x/REDACTED"),
+    ("https://example.com", "https://example.com"),
+    ("not a url", "REDACTED"),
+    ("https://example.com:99999/x", "REDACTED"),
+])
+def test_a_target_is_shown_as_scheme_host_and_a_redacted_path(url, shown):
+    assert render_url(url) == shown
+
+
+def test_fingerprints_tell_targets_apart_and_stay_stable():
+    other = LOGIC_APP.replace("TOPSECRET", "OTHERSECRET")
+    assert render_url(LOGIC_APP) == render_url(other)  # rendering alone cannot tell them apart...
+    assert fingerprint(LOGIC_APP) != fingerprint(other)  # ...the fingerprint does
+    assert fingerprint(LOGIC_APP) == fingerprint(LOGIC_APP) and len(fingerprint(LOGIC_APP)) == 16
+
+
+def test_text_from_libraries_is_scrubbed_of_urls_paths_and_key_values():
+    text = ('POST /services/T1/B2/X3?sig=S HTTP/1.1 then https://a.example/p/q?x=1 failed: Max retries exceeded with '
+            'url: /hook/TOKEN?auth=A; Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=n;SharedAccessKey=KEY=')
+    scrubbed = scrub_text(text)
+    for secret in ("T1", "B2", "X3", "sig=S ", "x=1", "TOKEN", "auth=A", "KEY="):
+        assert secret not in scrubbed, secret
+    assert "https://a.example/p/REDACTED?x=REDACTED" in scrubbed and "SharedAccessKey=REDACTED" in scrubbed
 
 
 # Event keys ------------------------------------------------------------------
@@ -133,13 +158,6 @@ def test_public_https_target_is_allowed_and_insecure_mode_allows_loopback():
     assert check_target_url("http://127.0.0.1:7090/x", Settings.from_env({"ALLOW_INSECURE_TARGETS": "true"}))
 
 
-def test_allowed_target_hosts_restricts_by_suffix():
-    settings = Settings.from_env({"ALLOWED_TARGET_HOSTS": "logic.azure.com, .flow.microsoft.com"})
-    assert check_target_url("https://prod-01.westus.logic.azure.com/x", settings, resolve=False)
-    with pytest.raises(TargetRefused, match="ALLOWED_TARGET_HOSTS"):
-        check_target_url("https://evil-logic.azure.com.attacker.example/x", settings, resolve=False)
-
-
 def test_limit_with_unicode_digits_is_a_400_not_a_crash():
     from shared import api
     from shared.http import Request
@@ -156,3 +174,23 @@ def test_request_header_names_match_in_any_case_however_they_were_set():
     assert req.headers.get("calendly-webhook-signature") == "t=1,v1=a"
     assert req.headers["x-functions-key"] == "k" and req.headers["Content-Type"] == "application/json"
     assert req.headers.setdefault("CONTENT-TYPE", "text/plain") == "application/json"
+
+
+# Service Bus entity names ----------------------------------------------------------
+@pytest.mark.parametrize("name, ok", [
+    ("orders", True), ("a", True), ("Orders.Booked-2026_x", True), ("tenants/contoso/bookings", True), ("x" * 260, True),
+    ("", False), ("x" * 261, False), ("/orders", False), ("orders/", False), ("a//b", False), ("a/./b", False),
+    ("a/../b", False), ("..", False), (".hidden", False), ("-orders", False), ("orders_", False), ("a b", False),
+    ("a~b", False), ("$DeadLetterQueue", False), ("orders/$deadletterqueue", False), ("a?b", False), ("a#b", False),
+    ("a@b", False), ("a*b", False), ("a\\b", False), ("bücher", False), ("a%2Fb", False), ("a\nb", False),
+])
+def test_service_bus_names_follow_azures_rules(name, ok):
+    body = {"target": {"type": "servicebus", "queue": name}, "events": ["invitee.created"]}
+    topic = {"target": {"type": "servicebus", "topic": name}, "events": ["invitee.created"]}
+    if ok:
+        assert parse_subscribe(body).target.queue == name and parse_subscribe(topic).target.topic == name
+    else:
+        for candidate in (body, topic):
+            with pytest.raises(BridgeError) as refused:
+                parse_subscribe(candidate)
+            assert refused.value.status == 400 and refused.value.code == "invalid_subscription"
