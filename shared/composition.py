@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .store.base import Store
     from .subscriptions import SubscriptionService
     from .targets import Targets
+    from .targets.policy import Resolver
 
 
 @dataclass
@@ -78,7 +79,8 @@ def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> Retry
 
 def compose(settings: Settings, *, store: Store | None = None, calendly: CalendlyClient | None = None,
             pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None, policy: DeliveryPolicy | None = None,
-            clock: Clock = utcnow, auth: Authenticator | None = None) -> Bridge:
+            clock: Clock = utcnow, auth: Authenticator | None = None, resolver: Resolver | None = None) -> Bridge:
+    """``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in)."""
     from .auth import Authenticator
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
@@ -98,8 +100,8 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     store = store or open_store(settings, credential)
     pat = pat or pat_provider(settings, credential)
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
-    targets = Targets(settings, credential)
-    subscriptions = SubscriptionService(settings, store, calendly, clock)
+    targets = Targets(settings, credential, resolver)
+    subscriptions = SubscriptionService(settings, store, calendly, clock, resolver)
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
     deliveries = DeliveryService(store, targets.for_subscription, subscriptions.retire, policy,
                                  scheduler or _retry_scheduler(settings, store, credential), clock)

@@ -33,7 +33,7 @@ from .models import (Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Sub
                      new_callback_token, target_hash, utcnow)
 from .settings import Settings
 from .store.base import Store
-from .targets.policy import check_target_url
+from .targets.policy import Resolver, check_target_url
 from .targets.servicebus import NOT_CONFIGURED, configured as servicebus_configured
 
 if TYPE_CHECKING:
@@ -64,8 +64,10 @@ def new_signing_key() -> str:
 
 
 class SubscriptionService:
-    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, clock: Clock = utcnow):
+    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, clock: Clock = utcnow,
+                 resolver: Resolver | None = None):
         self.settings = settings
+        self.resolver = resolver  # the target guard's DNS (None: the system resolver)
         self.store = store
         self.calendly = calendly
         self.clock = clock
@@ -132,7 +134,7 @@ class SubscriptionService:
                 raise BridgeError(400, "servicebus_not_configured", NOT_CONFIGURED)
             entity = "queue" if body.target.queue else "topic"
             return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic)
-        return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings))
+        return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings, resolver=self.resolver))
 
     def _scope_of(self, body: "SubscribeBody", caller: Caller) -> tuple[str, str | None, str | None]:
         """organization, user, group of the hook. User scope without a user means the PAT's owner, or

@@ -249,5 +249,5 @@ def test_target_host_is_rechecked_at_delivery_time(tmp_path, monkeypatch):
     response = bridge.callbacks.receive(sub.id, {sig.HEADER: sig.sign(body, "k")}, body)
     assert response.status == 202 and connects == []
     [pending] = bridge.store.due_deliveries("9999-12-31T23:59:59.999999Z", 10)
-    assert "private" in pending.last_error or "reserved" in pending.last_error
+    assert "metadata endpoint" in pending.last_error
     bridge.close()

@@ -9,6 +9,7 @@ from ..models import Delivery, HttpEndpoint, Subscription
 
 if TYPE_CHECKING:
     from ..settings import Settings
+    from .policy import Resolver
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ def forwarding_headers(sub: Subscription, delivery: Delivery) -> dict[str, str]:
 class Targets:
     """One sender per kind of endpoint, built on first use and reused (HTTP pool, Service Bus client)."""
 
-    def __init__(self, settings: "Settings", credential: Any = None):
+    def __init__(self, settings: "Settings", credential: Any = None, resolver: "Resolver | None" = None):
         self._settings = settings
+        self._resolver = resolver
         self._credential = credential
         self._made: dict[str, Target] = {}
         self._lock = threading.Lock()
@@ -56,7 +58,7 @@ class Targets:
         if kind == "http":
             from .http import HttpTarget
 
-            return HttpTarget(self._settings)
+            return HttpTarget(self._settings, self._resolver)
         from .servicebus import ServiceBusTarget
 
         return ServiceBusTarget(self._settings, self._credential)

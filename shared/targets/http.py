@@ -2,20 +2,30 @@
 
 urllib3 directly (requests' own engine) because each call needs its own retry budget:
 Calendly stops reading after 15 s, so all in-request attempts must fit in ~8 s.
+
+Each attempt resolves the target's host once (``policy.vet``) and connects to exactly the vetted
+address: the connection pool is keyed by that address and built with the name as SNI, as the name
+the certificate must match and as the ``Host`` header. No second lookup happens between the check
+and the connection, so a name that re-binds to an inner address between them (DNS rebinding) gets
+no connection there.
 """
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import threading
 import time
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError
+from cachetools import LRUCache
+from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 from urllib3.util.retry import Retry
 
 from ..models import Delivery, Subscription
 from ..settings import Settings
 from . import SendResult, forwarding_headers
-from .policy import TargetRefused, check_target_url
+from .policy import Resolver, TargetAddress, TargetRefused, vet
 
 log = logging.getLogger("shared.targets.http")
 
@@ -48,11 +58,55 @@ class DeadlineRetry(Retry):
         return new
 
 
+def _unreachable(reason: BaseException) -> str:
+    """What a failed connection is called in ``last_error``: a category, never the address, port or
+    the library's message (which would let ``last_error`` serve as a port or TLS scanner)."""
+    if isinstance(reason, (SSLError, ssl.SSLError)):
+        return "target unreachable: TLS failed"
+    if isinstance(reason, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError)):
+        return "target unreachable: timed out"
+    return "target unreachable"
+
+
+class _PinnedPools(LRUCache):
+    """Connection pools keyed by (scheme, vetted address, port, host name); the least recently
+    used is closed when a new one would exceed ``maxsize``."""
+
+    def popitem(self):
+        key, pool = super().popitem()
+        pool.close()
+        return key, pool
+
+
 class HttpTarget:
-    def __init__(self, settings: Settings, pool: urllib3.PoolManager | None = None):
+    POOLS = 64  # distinct (address, name) pairs kept open; each holds at most 16 idle connections
+
+    def __init__(self, settings: Settings, resolver: Resolver | None = None, ca_certs: str | None = None):
         self._settings = settings
-        self._pool = pool or urllib3.PoolManager(num_pools=64, maxsize=16, block=False,
-                                                  headers={"User-Agent": USER_AGENT})
+        self._resolver = resolver
+        self._ca_certs = ca_certs  # tests: trust a local CA; otherwise the system's trust store
+        self._pools: _PinnedPools = _PinnedPools(maxsize=self.POOLS)
+        self._lock = threading.Lock()
+
+    def _pool(self, target: TargetAddress, address: str) -> urllib3.HTTPConnectionPool:
+        key = (target.scheme, address, target.port, target.host)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                if target.scheme == "https":
+                    # SNI and the certificate check use the name; the socket goes to the address.
+                    pool = urllib3.HTTPSConnectionPool(address, target.port, maxsize=16, block=False,
+                                                       server_hostname=target.host, assert_hostname=target.host,
+                                                       cert_reqs="CERT_REQUIRED", ca_certs=self._ca_certs)
+                else:
+                    pool = urllib3.HTTPConnectionPool(address, target.port, maxsize=16, block=False)
+                self._pools[key] = pool
+            return pool
+
+    def close(self) -> None:
+        with self._lock:
+            while self._pools:
+                self._pools.popitem()
 
     def _retry(self, budget_seconds: float) -> DeadlineRetry:
         return DeadlineRetry(
@@ -64,20 +118,22 @@ class HttpTarget:
         )
 
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
-        url = sub.target.url
         try:
-            check_target_url(url, self._settings)  # again at delivery time: DNS may have changed
+            # Once per attempt: DNS may have changed since subscribe; the answer vetted is the one used.
+            target, address = vet(sub.target.url, self._settings, self._resolver)
         except TargetRefused as exc:
+            log.info("forward delivery=%s target=%s refused=%s", delivery.id, sub.target.describe(), exc.message)
             return SendResult(False, None, exc.message)
+        headers = {**forwarding_headers(sub, delivery), "Host": target.host_header, "User-Agent": USER_AGENT}
         started = time.monotonic()
         try:
-            response = self._pool.request("POST", url, body=delivery.body, headers=forwarding_headers(sub, delivery),
-                                          retries=self._retry(budget_seconds), timeout=ATTEMPT_TIMEOUT,
-                                          redirect=False, preload_content=False)
+            response = self._pool(target, address).urlopen(
+                "POST", target.request_target, body=delivery.body, headers=headers, retries=self._retry(budget_seconds),
+                timeout=ATTEMPT_TIMEOUT, redirect=False, preload_content=False, assert_same_host=False)
         except (HTTPError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             log.info("forward delivery=%s target=%s error=%s", delivery.id, sub.target.describe(), type(reason).__name__)
-            return SendResult(False, None, f"target unreachable ({type(reason).__name__})")
+            return SendResult(False, None, _unreachable(reason))
         try:
             response.drain_conn()
         finally:
