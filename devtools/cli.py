@@ -9,11 +9,16 @@ import sys
 import threading
 import time
 
-from shared.cli import LOCAL_DEFAULTS, configure_logging, settings_or_exit
+from shared.cli import configure_logging, settings_or_exit
 from shared.composition import compose
 from shared.settings import Settings, local_environment
 
 from .localhost import MAX_BODY_BYTES, BackgroundWork, make_app
+
+# The local development host's defaults (as ``func start`` with the sample settings): http and
+# loopback targets are allowed unless local.settings.json or the environment says otherwise.
+# Only here: the product's commands (shared/cli.py) keep the deployed defaults.
+LOCAL_DEFAULTS = {"ALLOW_INSECURE_TARGETS": "true"}
 
 
 def _serve_arguments(argv: list[str]) -> argparse.Namespace:

@@ -36,6 +36,14 @@ param allowedTargetHosts string = ''
 @description('Delivery attempts before a delivery is dead (kept for replay).')
 param deliveryMaxAttempts int = 8
 
+@description('Subscriptions one signed-in owner may hold (admins and key holders: no limit).')
+@minValue(1)
+param maxSubscriptionsPerOwner int = 50
+
+@description('Subscribe/unsubscribe/test calls a signed-in maker may make per minute and worker (0: no limit).')
+@minValue(0)
+param calendlyCallsPerCallerPerMinute int = 30
+
 @description('NCRONTAB schedule of the reconciliation timer (the app setting RECONCILE_SCHEDULE, which the timer trigger reads as %RECONCILE_SCHEDULE%).')
 @minLength(1)
 param reconcileSchedule string = '0 */15 * * * *'
@@ -75,8 +83,11 @@ param entraTenantId string = tenant().tenantId
 @description('entra/both: application ID URI of the app registration; empty: api://<entraClientId>.')
 param entraAppIdUri string = ''
 
-@description('entra/both: further tenant ids (comma-separated) whose tokens are accepted.')
+@description('entra/both: further tenant ids (comma-separated) whose tokens are accepted; their users are makers at most.')
 param entraAllowedTenants string = ''
+
+@description('entra/both: client application ids (comma-separated azp/appid) allowed to call; empty: any client.')
+param entraAllowedClientApps string = ''
 
 @description('App role of admins, who see and manage every subscription.')
 param entraAdminRole string = 'Bridge.Admin'
@@ -212,6 +223,8 @@ module bridge 'app/function.bicep' = {
       ALLOWED_TARGET_HOSTS: allowedTargetHosts
       DELIVERY_QUEUE: deliveryQueue
       DELIVERY_MAX_ATTEMPTS: string(deliveryMaxAttempts)
+      MAX_SUBSCRIPTIONS_PER_OWNER: string(maxSubscriptionsPerOwner)
+      CALENDLY_CALLS_PER_CALLER_PER_MINUTE: string(calendlyCallsPerCallerPerMinute)
       DELIVERY_RETENTION_HOURS: '72'
       DEAD_DELIVERY_RETENTION_DAYS: '14'
       RECONCILE_SCHEDULE: reconcileSchedule
@@ -222,6 +235,7 @@ module bridge 'app/function.bicep' = {
       MANAGEMENT_KEY: managementAuth == 'both' ? '@Microsoft.KeyVault(VaultName=${vault.outputs.name};SecretName=${managementKeySecretName})' : ''
       ENTRA_TENANT_ID: managementAuth == 'function_key' ? '' : entraTenantId
       ENTRA_ALLOWED_TENANTS: entraAllowedTenants
+      ENTRA_ALLOWED_CLIENT_APPS: entraAllowedClientApps
       ENTRA_CLIENT_ID: entraClientId
       ENTRA_APP_ID_URI: entraAppIdUri
       ENTRA_ISSUERS: entraIssuers

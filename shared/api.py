@@ -17,6 +17,7 @@ from . import jsonbody
 from .errors import BridgeError, SettingsError, StoreUnavailable
 from .http import Request, Response
 from .models import CALLBACK_TOKEN, DeliveryStatus
+from .redaction import logvalue
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -76,12 +77,16 @@ class Call:
         caller = self.caller
         outcome = "ok" if status < 400 else _OUTCOMES.get(status, "rejected" if status < 500 else "failed")
         log.info("audit outcome=%s action=%s caller=%s tenant=%s subscription=%s status=%s%s", outcome, self.action,
-                 caller.describe() if caller else "unauthenticated", (caller.tenant_id if caller else None) or "-",
+                 logvalue(caller.describe() if caller else "unauthenticated"),
+                 logvalue((caller.tenant_id if caller else None) or "-"),
                  ",".join(self.subjects) or "-", status, f" refused={','.join(self.refused)}" if self.refused else "")
 
 
-def management(action: str):
-    """Authenticate the caller (MANAGEMENT_AUTH), run ``fn(bridge, request, call)``, audit the call."""
+def management(action: str, spends_calendly: bool = False):
+    """Authenticate the caller (MANAGEMENT_AUTH), run ``fn(bridge, request, call)``, audit the call.
+    ``spends_calendly``: the route calls Calendly with the shared PAT, so a signed-in maker's call
+    counts against their per-minute limit (429 past it). Admins and key holders are the operators
+    (in function_key mode every caller shares the key, so there is no one to limit separately)."""
 
     def wrap(fn: Callable[["Bridge", Request, Call], Response]) -> Callable[["Bridge", Request], Response]:
         @functools.wraps(fn)
@@ -89,6 +94,8 @@ def management(action: str):
             call = Call(action)
             try:
                 call.caller = bridge.auth.authenticate(req)
+                if spends_calendly and call.caller.kind == "entra" and not call.caller.admin:
+                    bridge.limits.spend(f"{call.caller.tenant_id or '-'}/{call.caller.describe()}")
                 response = fn(bridge, req, call)
             except BridgeError as exc:
                 call.audit(exc.status)
@@ -153,7 +160,7 @@ def _limit(req: Request, default: int = 50) -> int:
 
 # Subscriptions -----------------------------------------------------------------
 @handler
-@management("subscribe")
+@management("subscribe", spends_calendly=True)
 def subscribe(bridge: Bridge, req: Request, call: Call) -> Response:
     from .schemas import parse_subscribe
 
@@ -165,7 +172,7 @@ def subscribe(bridge: Bridge, req: Request, call: Call) -> Response:
 
 
 @handler
-@management("subscribe_trigger")
+@management("subscribe_trigger", spends_calendly=True)
 def subscribe_trigger(bridge: Bridge, req: Request, call: Call) -> Response:
     """The custom connector's subscribe. Always 201 + Location, also when the subscription existed
     (same id, same Calendly hook): Power Automate reads Location from a 201 only."""
@@ -204,7 +211,7 @@ def get_subscription(bridge: Bridge, req: Request, call: Call) -> Response:
 
 
 @handler
-@management("unsubscribe")
+@management("unsubscribe", spends_calendly=True)
 def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
     sub_id = req.route_params.get("id", "")
     if SUBSCRIPTION_ID.match(sub_id):
@@ -220,7 +227,7 @@ def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
 
 
 @handler
-@management("unsubscribe_by_callback")
+@management("unsubscribe_by_callback", spends_calendly=True)
 def unsubscribe_by_callback(bridge: Bridge, req: Request, call: Call) -> Response:
     url = req.params.get("callbackUrl") or req.params.get("url")
     if not url:
@@ -245,7 +252,7 @@ def calendly_event(bridge: Bridge, req: Request) -> Response:
 
 
 @handler
-@management("test")
+@management("test", spends_calendly=True)
 def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
     sub = _manageable(bridge, call, _subscription_id(req))
     body = _json_body(req, required=False)

@@ -81,7 +81,8 @@ class EntraTokens:
     """Validates Microsoft Entra ID access tokens with PyJWT; keys from the JWKS via PyJWKClient."""
 
     def __init__(self, *, tenants: tuple[str, ...], audiences: tuple[str, ...], issuer_templates: tuple[str, ...],
-                 jwks_url: str, admin_role: str, organization_role: str, jwks_lifespan: float = JWKS_LIFESPAN_SECONDS,
+                 jwks_url: str, admin_role: str, organization_role: str, home_tenant: str | None = None,
+                 allowed_clients: tuple[str, ...] = (), jwks_lifespan: float = JWKS_LIFESPAN_SECONDS,
                  jwks_cooldown: float = JWKS_COOLDOWN_SECONDS, leeway: float = LEEWAY_SECONDS):
         import jwt  # imported when Entra ID is configured, not at every cold start
 
@@ -89,6 +90,10 @@ class EntraTokens:
             raise ValueError("tenants, audiences and issuer templates are all needed")
         self._jwt = jwt
         self.tenants = frozenset(tenants)
+        # Only the home tenant vouches for roles and user names: a partner tenant's admin can assign
+        # this app's roles to anyone in *their* directory and name their users anything.
+        self.home_tenant = home_tenant or tenants[0]
+        self.allowed_clients = frozenset(c.lower() for c in allowed_clients)
         self.audiences = list(audiences)
         self.issuer_templates = issuer_templates
         self.issuers = frozenset(t.format(tenant=tenant) for t in issuer_templates for tenant in tenants)
@@ -154,17 +159,22 @@ class EntraTokens:
             raise unauthenticated("the token's object id (oid) is not a GUID")
         # An access token names the client it was issued to (azp v2, appid v1) and carries delegated
         # scopes (scp) or app roles (roles); an ID token does not, so it cannot stand in for one.
-        if not (claims.get("azp") or claims.get("appid")) or not (claims.get("scp") or claims.get("roles")):
+        client = claims.get("azp") or claims.get("appid")
+        if not client or not (claims.get("scp") or claims.get("roles")):
             raise unauthenticated("the token is not an access token for this bridge (no scp or roles)")
+        if self.allowed_clients and (not isinstance(client, str) or client.lower() not in self.allowed_clients):
+            raise BridgeError(403, "client_not_allowed",
+                              "the token was issued to a client application that ENTRA_ALLOWED_CLIENT_APPS does not list")
         return claims
 
     def caller(self, token: str) -> Caller:
         claims = self.claims(token)
-        roles = claims.get("roles") if isinstance(claims.get("roles"), list) else []
+        home = claims["tid"] == self.home_tenant
+        roles = claims.get("roles") if isinstance(claims.get("roles"), list) and home else []
         roles = frozenset(r for r in roles if isinstance(r, str))
         admin = self.admin_role in roles
         return Caller(kind="entra", tenant_id=claims["tid"], object_id=claims["oid"], name=_display_name(claims),
-                      email=_email(claims), roles=roles, admin=admin,
+                      email=_user_name(claims) if home else None, roles=roles, admin=admin,
                       organization_scope=admin or self.organization_role in roles)
 
 
@@ -176,13 +186,19 @@ def _display_name(claims: dict[str, Any]) -> str | None:
     return None
 
 
-def _email(claims: dict[str, Any]) -> str | None:
-    """The address a Calendly user is matched by: the UPN (set by the tenant's admins), else the email.
-    Guest UPNs (``…#EXT#@…``) are not addresses."""
-    for name in ("upn", "preferred_username", "email"):
+_ADDRESS = re.compile(r"[A-Za-z0-9.!$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def _user_name(claims: dict[str, Any]) -> str | None:
+    """The address a Calendly user is matched by, for a home-tenant token only: the user principal
+    name (``upn``, v1; ``preferred_username``, v2), which the tenant's admins set within its verified
+    domains. Never the ``email`` claim (unverified, user-editable). Plain ASCII only, compared
+    ASCII-case-insensitively: ``\u212Aate@…`` (Kelvin sign) is no one's address. Guest UPNs
+    (``…#EXT#@…``) are not addresses."""
+    for name in ("upn", "preferred_username"):
         value = claims.get(name)
-        if isinstance(value, str) and "@" in value and "#EXT#" not in value.upper() and len(value) <= 320:
-            return value.strip().lower()
+        if isinstance(value, str) and _ADDRESS.fullmatch(value) and "#EXT#" not in value.upper():
+            return value.lower()  # ASCII only (checked above): lower() maps A-Z and nothing else
     return None
 
 
@@ -206,6 +222,7 @@ class Authenticator:
         tokens = EntraTokens(tenants=settings.entra_tenants, audiences=settings.entra_audiences,
                              issuer_templates=settings.entra_issuers, jwks_url=settings.entra_jwks_url,
                              admin_role=settings.entra_admin_role, organization_role=settings.entra_organization_role,
+                             home_tenant=settings.entra_tenant_id, allowed_clients=settings.entra_allowed_client_apps,
                              **token_options)
         return cls(settings.management_auth, tokens, settings.management_key)
 

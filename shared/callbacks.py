@@ -1,10 +1,16 @@
 """Calendly's callback: verify, parse, filter, dedupe, record, forward."""
 from __future__ import annotations
 
+import copy
 import hmac
+import secrets
 import json
 import logging
+import threading
+import time
 from typing import Mapping
+
+from cachetools import TTLCache
 
 from . import jsonbody, signatures
 from .calendly import CalendlyClient
@@ -13,11 +19,13 @@ from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .events import delivery_id, event_key
 from .http import Response
 from .models import CALLBACK_TOKEN, DeliveryStatus, Subscription, SubscriptionState, isotime
+from .redaction import logvalue
 from .store.base import Store
 
 log = logging.getLogger("shared.callbacks")
 
 MAX_EVENT_BYTES = 256 * 1024
+SAMPLE_TTL_SECONDS = 600.0  # Calendly's sample payloads barely change; each fetch spends the shared PAT's budget
 
 
 class CallbackService:
@@ -26,6 +34,8 @@ class CallbackService:
         self.deliveries = deliveries
         self.calendly = calendly
         self.signature_tolerance = signature_tolerance
+        self._samples: TTLCache = TTLCache(maxsize=256, ttl=SAMPLE_TTL_SECONDS, timer=time.monotonic)
+        self._samples_lock = threading.Lock()
 
     def receive(self, path_token: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Calendly's POST to ``/calendly/events/<path_token>``: 2xx once it is safely recorded, 5xx only when it is not."""
@@ -47,7 +57,7 @@ class CallbackService:
         sub = self.store.get_subscription(path_token)
         return sub if sub is not None and sub.answers_legacy_path else None
 
-    def _receive(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> Response:
+    def _receive(self, sub: Subscription, headers: Mapping[str, str], body: bytes, test_nonce: str | None = None) -> Response:
         self._verify(sub, headers, body)
         if sub.state in (SubscriptionState.RETIRED, SubscriptionState.DELETING):
             return _answer(410, "inactive", sub, None, None, {"error": {"code": "subscription_inactive",
@@ -57,6 +67,8 @@ class CallbackService:
         if event not in sub.events:
             return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
         key = event_key(envelope, body)
+        if test_nonce:  # every test event is a delivery of its own, though Calendly's sample is the same each time
+            key = f"{key}#test-{test_nonce}"
         delivery = self.deliveries.new_delivery(sub, delivery_id(sub.id, sub.generation, key), event, key, body)
         recorded = self.store.record_delivery(delivery)
         if recorded is None:
@@ -67,7 +79,7 @@ class CallbackService:
         try:
             signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, self.signature_tolerance)
         except signatures.SignatureError as exc:
-            log.warning("callback outcome=rejected subscription=%s status=401 reason=%r", sub.id, str(exc))
+            log.warning("callback outcome=rejected subscription=%s status=401 reason=%s", sub.id, logvalue(str(exc)))
             raise BridgeError(401, "invalid_signature", str(exc)) from None
 
     def _forward(self, sub: Subscription, recorded) -> Response:
@@ -95,12 +107,25 @@ class CallbackService:
         event = event or sub.events[0]
         if event not in sub.events:
             raise BridgeError(400, "event_not_subscribed", f"the subscription does not include {event}; it has {sub.events}")
-        sample = self.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
-                                                   user=sub.user, group=sub.group)
+        sample = self._sample(event, sub)
         if "payload" not in sample:  # tolerate a bare payload
             sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
         body = json.dumps(sample, ensure_ascii=False).encode("utf-8")
-        return self._receive(sub, {signatures.HEADER: signatures.sign(body, sub.signing_key)}, body)
+        return self._receive(sub, {signatures.HEADER: signatures.sign(body, sub.signing_key)}, body,
+                             test_nonce=secrets.token_hex(8))
+
+
+    def _sample(self, event: str, sub: Subscription) -> dict:
+        """Calendly's sample payload for the event and the subscription's scope, cached per scope."""
+        key = (event, sub.organization, sub.scope, sub.user, sub.group)
+        with self._samples_lock:
+            sample = self._samples.get(key)
+        if sample is None:
+            sample = self.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
+                                                       user=sub.user, group=sub.group)
+            with self._samples_lock:
+                self._samples[key] = sample
+        return copy.deepcopy(sample)
 
 
 def _parse(body: bytes) -> dict:
@@ -113,5 +138,5 @@ def _parse(body: bytes) -> dict:
 def _answer(status: int, outcome: str, sub: Subscription, delivery: str | None, event: str | None, body: dict) -> Response:
     """Calendly's answer, logged as one ``callback outcome=...`` line."""
     log.info("callback outcome=%s subscription=%s delivery=%s event=%s status=%d", outcome, sub.id, delivery or "-",
-             event or "-", status)
+             logvalue(event or "-"), status)
     return Response.json(status, body)

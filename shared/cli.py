@@ -13,9 +13,10 @@ from .composition import Bridge, compose
 from .errors import BridgeError, SettingsError
 from .settings import Settings
 
-# What every local command shares with the local host (and ``func start``): http and loopback
-# targets are allowed unless local.settings.json or the environment says otherwise.
-LOCAL_DEFAULTS = {"ALLOW_INSECURE_TARGETS": "true"}
+# The product's commands run where the bridge is deployed, so they take the deployed defaults:
+# the SSRF guard stays on unless the environment or local.settings.json sets
+# ALLOW_INSECURE_TARGETS=true. Only the local development host (devtools) allows insecure targets
+# by default.
 
 
 def configure_logging(level: str) -> None:
@@ -34,7 +35,7 @@ def settings_or_exit(settings: Callable[[], Settings]) -> Settings:
 
 
 def _run(job: Callable[[Bridge], int]) -> int:
-    settings = settings_or_exit(lambda: Settings.local(LOCAL_DEFAULTS))
+    settings = settings_or_exit(lambda: Settings.local())
     configure_logging(settings.log_level)  # to stderr; the command's JSON goes to stdout
     bridge = compose(settings)
     try:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
     from .reconcile import Reconciler
+    from .ratelimit import CallerLimits
     from .retention import RetentionService
     from .secrets import PatProvider
     from .settings import Settings
@@ -43,6 +44,7 @@ class Bridge:
     callbacks: CallbackService
     reconciler: Reconciler
     retention: RetentionService
+    limits: CallerLimits
 
     def close(self) -> None:
         self.targets.close()
@@ -86,6 +88,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService
     from .reconcile import Reconciler
+    from .ratelimit import CallerLimits
     from .redaction import install_log_redaction
     from .retention import RetentionService
     from .secrets import pat_provider
@@ -110,7 +113,8 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance),
                   reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock),
                   retention=RetentionService(store, settings.delivery_retention_hours,
-                                             settings.dead_delivery_retention_days, clock))
+                                             settings.dead_delivery_retention_days, clock),
+                  limits=CallerLimits(settings.calendly_calls_per_caller_per_minute))
 
 
 class BridgeProvider:

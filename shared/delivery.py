@@ -12,12 +12,14 @@ The verbs, one name each:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .errors import BridgeError, ConcurrencyConflict
 from .models import Clock, Delivery, DeliveryStatus, Subscription, SubscriptionState, isotime, utcnow
+from .redaction import logvalue
 from .store.base import Store
 from .targets import SendResult, Target
 
@@ -41,7 +43,11 @@ class DeliveryPolicy:
         """1 min, 3 min, 9 min, 27 min, 81 min, 4 h, 4 h...: 8 attempts span about 10 hours."""
         delay = min(self.backoff_max, self.backoff_base * 3 ** max(0, attempts - 1))
         delay *= random.uniform(0.9, 1.1)
-        return max(delay, retry_after or 0.0)
+        # A target's Retry-After counts only within the schedule's bounds: never sooner than the next
+        # step, never later than the largest one (so every delivery still ends: delivered or dead).
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > delay:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
 
 
 class RetryScheduler(Protocol):
@@ -94,6 +100,10 @@ class DeliveryService:
             result = self.target_for(sub).send(sub, delivery, budget_seconds)
         except BridgeError as exc:  # e.g. Service Bus not configured
             result = SendResult(False, None, exc.message)
+        except Exception as exc:  # noqa: BLE001 - nothing a target answers may escape: it is a failed attempt
+            log.exception("delivery outcome=send_failed subscription=%s delivery=%s error=%s", sub.id, delivery.id,
+                          type(exc).__name__)
+            result = SendResult(False, None, "target failed unexpectedly")
         return self._record_outcome(sub, delivery, result)
 
     def _record_outcome(self, sub: Subscription, delivery: Delivery, result: SendResult) -> Delivery:
@@ -109,11 +119,11 @@ class DeliveryService:
             self.retire(sub, result.error or "target gone")
             return updated
         if attempts >= self.policy.max_attempts:
-            log.error("delivery outcome=dead %s error=%r", fields, result.error)
+            log.error("delivery outcome=dead %s error=%s", fields, logvalue(result.error))
             return self._save(delivery.replace(status=DeliveryStatus.DEAD, **outcome))
         delay = self.policy.backoff_seconds(attempts, result.retry_after)
         updated = self._save(delivery.replace(status=DeliveryStatus.PENDING, next_attempt_at=self.now(delay), **outcome))
-        log.warning("delivery outcome=retry %s error=%r next_in_s=%.0f", fields, result.error, delay)
+        log.warning("delivery outcome=retry %s error=%s next_in_s=%.0f", fields, logvalue(result.error), delay)
         self.scheduler.schedule(updated, delay)
         return updated
 
@@ -162,9 +172,17 @@ class DeliveryService:
         delivery = self.store.get_delivery(delivery_id)
         if delivery is None:
             raise BridgeError(404, "delivery_not_found", f"no delivery {delivery_id}")
+        if delivery.status == DeliveryStatus.PENDING:
+            # The retry path owns a pending delivery (queue message, timer, lease): a replay now could
+            # send the same attempt a second time beside it.
+            raise BridgeError(409, "delivery_pending",
+                              f"the delivery is pending: its next attempt is due at {delivery.next_attempt_at}; "
+                              "replay it once it is delivered or dead", {"Retry-After": "60"})
         sub = self.store.get_subscription(delivery.subscription_id)
         if sub is None or sub.state == SubscriptionState.RETIRED:
             raise BridgeError(409, "subscription_inactive", "the delivery's subscription no longer exists or is retired")
+        # Conditional on the version read above: of two replays (or a replay and anything else that
+        # moved the record), one wins and the other answers 409; the event is sent once.
         reset = self.store.update_delivery(delivery.replace(status=DeliveryStatus.PENDING, attempts=0, updated_at=self.now(),
                                                             next_attempt_at=self.now(self.policy.lease_seconds)))
         return self.attempt(sub, reset, self.policy.in_request_budget)

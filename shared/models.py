@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Callable, Literal, Union
 
-from .redaction import fingerprint, render_url
+from .redaction import fingerprint, logvalue, render_url
 
 Clock = Callable[[], datetime]
 
@@ -72,7 +72,7 @@ class HttpEndpoint:
         return {"type": "http", "url": render_url(self.url), "fingerprint": self.fingerprint}
 
     def describe(self) -> str:
-        return f"{render_url(self.url)} fingerprint={self.fingerprint}"
+        return f"{logvalue(render_url(self.url))} fingerprint={self.fingerprint}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class ServiceBusEntity:
         return {"type": "servicebus", self.entity: self.name, "fingerprint": self.fingerprint}
 
     def describe(self) -> str:
-        return f"servicebus:{self.entity}:{self.name} fingerprint={self.fingerprint}"
+        return f"{logvalue(f'servicebus:{self.entity}:{self.name}')} fingerprint={self.fingerprint}"
 
 
 Endpoint = Union[HttpEndpoint, ServiceBusEntity]

@@ -123,3 +123,20 @@ def install_log_redaction() -> None:
 
     factory.bridge_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+_PLAIN_VALUE = re.compile(r"[\x21-\x26\x28-\x7e]+")  # printable ASCII, no space and no single quote
+
+
+def logvalue(value: object) -> str:
+    """``value`` as one field of a ``key=value`` log line, so it can never become two: as it is when
+    it is plain printable ASCII without spaces or quotes, else single-quoted with ``\\``, ``'`` and
+    every character outside printable ASCII escaped (``\\u2028``, ``\\x85``, ``\\n`` …). The quoted
+    form contains no ``'`` and no line break, so the documented ``(\\w+)=('[^']*'|\\S+)`` reads it whole."""
+    text = str(value)
+    if _PLAIN_VALUE.fullmatch(text):
+        return text
+    escaped = text.replace("\\", "\\\\").encode("ascii", "backslashreplace").decode("ascii")  # non-ASCII -> \xNN / \uNNNN
+    escaped = escaped.replace("'", "\\x27")
+    escaped = "".join(ch if 0x20 <= ord(ch) < 0x7f else f"\\x{ord(ch):02x}" for ch in escaped)
+    return f"'{escaped}'"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .delivery import DeliveryService
 from .errors import SettingsError
 from .models import Delivery, DeliveryStatus, parse_time
+from .redaction import logvalue
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -117,7 +118,7 @@ def handle_message(deliveries: DeliveryService, text: str) -> str:
     Malformed messages are logged and dropped (raising would only retry them into the poison queue)."""
     parsed = _parse(text)
     if parsed is None:
-        log.error("retry outcome=malformed message=%r", text[:200])
+        log.error("retry outcome=malformed message=%s", logvalue(text[:200]))
         return "malformed"
     delivery_id, attempts = parsed
     current = deliveries.store.get_delivery(delivery_id)

@@ -182,10 +182,25 @@ class Settings(BaseModel):
         "MANAGEMENT_KEY", None,
         "MANAGEMENT_AUTH=both only: the key callers without a token send as x-functions-key (or ?code=); "
         "on Azure a Key Vault reference.", secret=True, min_length=32)
+    max_subscriptions_per_owner: int = setting(
+        "MAX_SUBSCRIPTIONS_PER_OWNER", 50,
+        "Subscriptions one signed-in owner may hold (admins and key holders: no limit); one more is a 403.",
+        ge=1, le=100000)
+    calendly_calls_per_caller_per_minute: int = setting(
+        "CALENDLY_CALLS_PER_CALLER_PER_MINUTE", 30,
+        "Management calls that spend the PAT's Calendly rate limit (subscribe, unsubscribe, test) one signed-in maker "
+        "(not an admin or key holder) may make per minute and worker; past it a 429 with Retry-After. 0: no limit.",
+        ge=0, le=100000)
     entra_tenant_id: Annotated[str | None, AfterValidator(_guid)] = setting(
         "ENTRA_TENANT_ID", None, "Directory (tenant) id of the bridge's app registration; its tokens are accepted.")
     entra_allowed_tenants: Guids = setting(
-        "ENTRA_ALLOWED_TENANTS", (), "Optional comma-separated further tenant ids whose tokens are accepted.")
+        "ENTRA_ALLOWED_TENANTS", (),
+        "Optional comma-separated further tenant ids whose tokens are accepted; their users are makers at most "
+        "(app roles and user names count only from ENTRA_TENANT_ID).")
+    entra_allowed_client_apps: Guids = setting(
+        "ENTRA_ALLOWED_CLIENT_APPS", (),
+        "Optional comma-separated client application ids (a token's azp/appid) allowed to call: e.g. the custom "
+        "connector's, the Azure CLI's, a Logic App identity's. Empty: any client with a valid token.")
     entra_client_id: Annotated[str | None, AfterValidator(_guid)] = setting(
         "ENTRA_CLIENT_ID", None, "Application (client) id of the bridge's app registration: the audience of v2 tokens.")
     entra_app_id_uri: str | None = setting(

@@ -31,6 +31,7 @@ from .errors import BridgeError, ConcurrencyConflict
 from .auth import FUNCTION_KEY_CALLER, Caller
 from .models import (Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime,
                      new_callback_token, target_hash, utcnow)
+from .redaction import logvalue
 from .settings import Settings
 from .store.base import Store
 from .targets.policy import Resolver, check_target_url
@@ -112,6 +113,11 @@ class SubscriptionService:
     def subscribe(self, body: "SubscribeBody", caller: Caller = FUNCTION_KEY_CALLER) -> tuple[Subscription, bool]:
         """Return (subscription, created). Raises BridgeError on bad input, a scope the caller may not
         take, or Calendly refusal."""
+        if body.target is not None and not caller.organization_scope:
+            raise BridgeError(403, "target_forbidden",
+                              "Service Bus targets are for admins and holders of the app role "
+                              f"'{self.settings.entra_organization_role}': the namespace's queues and topics are shared "
+                              "infrastructure another team's consumers may read; use a callback URL")
         target = self.endpoint_for(body)
         self.settings.require_public_url()
         organization, user, group = self._scope_of(body, caller)
@@ -122,10 +128,23 @@ class SubscriptionService:
                              callback_token=new_callback_token(),
                              owner_tenant=owner.tenant_id if owner else None, owner_id=owner.object_id if owner else None,
                              owner_name=owner.name if owner else None, created_at=self.now(), updated_at=self.now())
+        self._check_owner_cap(draft, caller)
         record, is_new = self._claim_record(draft)
         if record.state == ACTIVE:
             return record, False
         return self._activate(record, is_new), True
+
+    def _check_owner_cap(self, draft: Subscription, caller: Caller) -> None:
+        """A signed-in maker holds at most MAX_SUBSCRIPTIONS_PER_OWNER subscriptions (a repeat of one
+        they hold is not a new one); admins and key holders are not capped."""
+        if caller.owner is None or caller.admin or self.store.get_subscription(draft.id) is not None:
+            return
+        cap = self.settings.max_subscriptions_per_owner
+        held, _ = self.store.list_subscriptions(cap, owner_id=caller.owner.object_id)
+        if len(held) >= cap:
+            raise BridgeError(403, "subscription_limit_reached",
+                              f"you hold {cap} subscriptions, the most one owner may (MAX_SUBSCRIPTIONS_PER_OWNER); "
+                              "delete one you no longer need")
 
     def endpoint_for(self, body: "SubscribeBody") -> Endpoint:
         """Where the subscription's events go; refuses targets the bridge may not call."""
@@ -137,8 +156,9 @@ class SubscriptionService:
         return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings, resolver=self.resolver))
 
     def _scope_of(self, body: "SubscribeBody", caller: Caller) -> tuple[str, str | None, str | None]:
-        """organization, user, group of the hook. User scope without a user means the PAT's owner, or
-        for a caller limited to their own Calendly user, that user."""
+        """organization, user, group of the hook. User scope without a user means, for a key holder, the
+        PAT's owner; for a signed-in caller (with or without the organization role), their own
+        Calendly user. Only the organization role (or a key) may name another user."""
         identity = self.identity()
         if body.scope != "user":
             if not caller.organization_scope:
@@ -146,8 +166,10 @@ class SubscriptionService:
                                   f"{body.scope} scope needs the app role '{self.settings.entra_organization_role}'; "
                                   "without it you may subscribe at user scope to your own Calendly user")
             return identity["organization"], None, body.group if body.scope == "group" else None
-        if caller.organization_scope:
+        if caller.kind != "entra":
             return identity["organization"], body.user or identity["user"], None
+        if caller.organization_scope and body.user:
+            return identity["organization"], body.user, None
         own = self.calendly_user_of(caller, identity["organization"])
         if body.user and body.user != own:
             raise BridgeError(403, "scope_forbidden",
@@ -159,17 +181,23 @@ class SubscriptionService:
         """The caller's Calendly user URI: the organization member whose email is the token's UPN/email (cached)."""
         if not caller.email:
             raise BridgeError(403, "scope_forbidden",
-                              "your token carries no UPN or email to match a Calendly user by, so user scope is not "
-                              f"possible; organization scope needs the app role '{self.settings.entra_organization_role}'")
+                              "your token carries no user principal name from the bridge's home tenant to match a "
+                              "Calendly user by (guests of other tenants and managed identities have none), so user "
+                              "scope without a 'user' is not possible; organization scope needs the app role "
+                              f"'{self.settings.entra_organization_role}' from the home tenant")
         key = (organization, caller.email)
         with self._members_lock:
             if key not in self._members:
                 membership = self.calendly.membership_by_email(organization=organization, email=caller.email)
-                self._members[key] = membership["user"]["uri"] if membership else None
+                # Calendly's filter may fold case its own way: the member's address must be the
+                # caller's exactly, up to ASCII case.
+                found = str((membership or {}).get("user", {}).get("email") or "")
+                same = found.isascii() and found.lower() == caller.email
+                self._members[key] = membership["user"]["uri"] if membership and same else None
             user = self._members[key]
         if user is None:
             raise BridgeError(403, "scope_forbidden",
-                              f"no member of the Calendly organization has the email {caller.email} (your UPN or email); "
+                              f"no member of the Calendly organization has the email {caller.email} (your user principal name); "
                               "user scope is limited to your own Calendly user")
         return user
 
@@ -206,7 +234,7 @@ class SubscriptionService:
         except ConcurrencyConflict:
             raise self._lost_activation(record, hook["uri"]) from None
         log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
-                 record.target.describe(), ",".join(record.events), record.scope, hook["uri"])
+                 record.target.describe(), logvalue(",".join(record.events)), logvalue(record.scope), logvalue(hook["uri"]))
         return record
 
     def _discard(self, record: Subscription) -> None:
@@ -305,7 +333,7 @@ class SubscriptionService:
         except BridgeError as exc:
             log.warning("subscription %s retired but its Calendly hook could not be deleted yet: %s", sub.id, exc.code)
         self.store.delete_deliveries(sub.id)
-        log.warning("subscription outcome=retired subscription=%s reason=%r", sub.id, reason)
+        log.warning("subscription outcome=retired subscription=%s reason=%s", sub.id, logvalue(reason))
 
     # Read -----------------------------------------------------------------------
     def get(self, sub_id: str) -> Subscription | None:

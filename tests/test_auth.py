@@ -248,3 +248,42 @@ def test_the_host_auth_level_follows_the_mode_and_fails_closed():
     assert level({}) == "FUNCTION" and level({"MANAGEMENT_AUTH": "function_key"}) == "FUNCTION"
     assert level({"MANAGEMENT_AUTH": "entra"}) == level({"MANAGEMENT_AUTH": "both"}) == "ANONYMOUS"
     assert level({"MANAGEMENT_AUTH": "Entra"}) == "FUNCTION"  # unknown: the host keeps checking keys
+
+
+# Only the home tenant vouches for roles and user names ------------------------------------------
+def test_a_partner_tenants_roles_and_user_names_count_for_nothing(issuer):
+    auth = authenticator(issuer, ENTRA_ALLOWED_TENANTS=OTHER_TENANT)
+    partner = auth.authenticate(request(issuer.token(oid=ALICE, tenant=OTHER_TENANT, upn="kate@contoso.com",
+                                                     roles=["Bridge.Admin", "Calendly.Organization"])))
+    assert (partner.admin, partner.organization_scope, partner.roles, partner.email) == (False, False, frozenset(), None)
+    assert partner.owner.tenant_id == OTHER_TENANT  # still the owner of what they make
+    home = auth.authenticate(request(issuer.token(oid=ALICE, upn="kate@contoso.com", roles=["Bridge.Admin"])))
+    assert home.admin and home.organization_scope and home.email == "kate@contoso.com"
+
+
+@pytest.mark.parametrize("claims, email", [
+    ({"upn": "Kate@Contoso.com"}, "kate@contoso.com"),
+    ({"upn": "\u212Aate@contoso.com"}, None),                     # Kelvin sign: lower() would give kate@…
+    ({"upn": "kate@contoso.com\u200b"}, None), ({"upn": "kat\u00e9@contoso.com"}, None),
+    ({"upn": "k\u0130te@contoso.com"}, None),                     # dotted capital I
+    ({"email": "kate@contoso.com"}, None),                       # unverified, user-editable: never used
+    ({"upn": "kate_contoso.com#EXT#@fabrikam.onmicrosoft.com"}, None),  # a guest's UPN is not an address
+    ({"upn": "kate@contoso.com kate@evil.example"}, None), ({"upn": "not-an-address"}, None),
+])
+def test_the_user_name_is_plain_ascii_from_upn_or_preferred_username_only(issuer, claims, email):
+    for version, name in (("1.0", "upn"), ("2.0", "preferred_username")):
+        extra = {name if key == "upn" else key: value for key, value in claims.items()}
+        caller = authenticator(issuer).authenticate(request(issuer.token(oid=ALICE, version=version, **extra)))
+        assert caller.email == email, (version, extra)
+
+
+def test_allowed_client_apps_refuse_a_token_issued_to_another_client(issuer):
+    from tests.entra_issuer import CONNECTOR_CLIENT
+
+    other = "99999999-9999-4999-8999-999999999999"
+    auth = authenticator(issuer, ENTRA_ALLOWED_CLIENT_APPS=f"{other},{CONNECTOR_CLIENT.upper()}")
+    assert auth.authenticate(request(issuer.token(oid=ALICE))).object_id == ALICE  # azp = the connector
+    assert auth.authenticate(request(issuer.token(oid=ALICE, version="1.0"))).object_id == ALICE  # appid
+    with pytest.raises(BridgeError) as caught:
+        authenticator(issuer, ENTRA_ALLOWED_CLIENT_APPS=other).authenticate(request(issuer.token(oid=ALICE)))
+    assert caught.value.status == 403 and caught.value.code == "client_not_allowed"

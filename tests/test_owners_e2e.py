@@ -174,7 +174,7 @@ def test_a_maker_cannot_take_another_calendly_users_scope(bridge, people, target
 
 def test_a_caller_without_a_calendly_user_gets_403_saying_why(bridge, people, target):
     assert "stranger@contoso.com" in error(subscribe(bridge, people, "stranger", target), 403, "scope_forbidden")
-    assert "no UPN or email" in error(subscribe(bridge, people, "robot", target), 403, "scope_forbidden")
+    assert "no user principal name" in error(subscribe(bridge, people, "robot", target), 403, "scope_forbidden")
 
 
 def test_the_calendly_user_lookup_is_cached(bridge, people, target, sandbox):
@@ -230,3 +230,86 @@ def test_the_connectors_trigger_route_records_the_maker_and_applies_the_scope_ru
     # The connector deletes on the Location with the same connection: the maker's own subscription.
     assert call(bridge, people, "alice", "DELETE", made.headers["Location"].split("/api", 1)[1]).status_code == 204
     assert ids(call(bridge, people, "alice", "GET", "/subscriptions")) == set()
+
+
+# Home tenant, user names, defaults -------------------------------------------------------------
+def test_user_scope_without_a_user_is_the_callers_own_calendly_user_even_with_the_organization_role(
+        bridge, people, target, sandbox):
+    """As connector/README.md and examples/logic-app/README.md say: signed in, ``user`` scope follows
+    the caller's own Calendly user; the organization role only lets them *name* another user."""
+    olga = sandbox.app.add_member("olga@contoso.com", "Olga")["user"]["uri"]
+    own = subscribe(bridge, people, "olga", target, path="/own")
+    assert own.status_code == 201 and own.json()["user"] == olga, own.text
+    named = subscribe(bridge, people, "olga", target, path="/named", user=people["calendly"]["bob"])
+    assert named.status_code == 201 and named.json()["user"] == people["calendly"]["bob"]
+
+
+def test_a_look_alike_user_name_never_gets_another_users_scope(bridge, people, issuer, target, sandbox):
+    kate = sandbox.app.add_member("kate@contoso.com", "Kate")["user"]["uri"]
+    people["tokens"]["kelvin"] = issuer.token(oid=STRANGER, upn="\u212Aate@contoso.com")  # KELVIN SIGN + "ate"
+    people["tokens"]["mail"] = issuer.token(oid=STRANGER, email="kate@contoso.com")        # unverified email claim
+    for who in ("kelvin", "mail"):
+        response = subscribe(bridge, people, who, target, path=f"/{who}")
+        assert "no user principal name" in error(response, 403, "scope_forbidden")
+    assert not [h for h in sandbox_hooks(sandbox) if h.get("user") == kate]
+
+
+def test_a_partner_tenants_admin_is_a_maker_without_a_calendly_user(make_host, issuer, people, target, sandbox):
+    from tests.entra_issuer import OTHER_TENANT
+
+    bridge = make_host(**issuer.settings(ENTRA_ALLOWED_TENANTS=OTHER_TENANT))
+    home = subscribe(bridge, people, "alice", target).json()
+    people["tokens"]["partner"] = issuer.token(oid=STRANGER, tenant=OTHER_TENANT, upn="alice@contoso.com",
+                                               roles=["Bridge.Admin", "Calendly.Organization"])
+    assert ids(call(bridge, people, "partner", "GET", "/subscriptions")) == set()
+    assert call(bridge, people, "partner", "GET", f"/subscriptions/{home['id']}").status_code == 404
+    assert call(bridge, people, "partner", "GET", f"/subscriptions/{home['id']}/deliveries?include=payload").status_code == 404
+    error(call(bridge, people, "partner", "GET", f"/subscriptions?owner={ALICE}"), 403, "forbidden")
+    error(subscribe(bridge, people, "partner", target, path="/p", scope="organization"), 403, "scope_forbidden")
+    error(subscribe(bridge, people, "partner", target, path="/p"), 403, "scope_forbidden")  # not Alice's user scope
+
+
+# What a maker may reach, and the shared Calendly budget -------------------------------------------
+def test_service_bus_targets_are_for_admins_and_the_organization_role_only(make_host, issuer, people, sandbox):
+    from tests.conftest import free_port
+
+    connection = f"Endpoint=sb://127.0.0.1:{free_port()};SharedAccessKeyName=s;SharedAccessKey=k;UseDevelopmentEmulator=true"
+    bridge = make_host(SERVICEBUS_CONNECTION=connection, **issuer.settings())
+    body = {"target": {"type": "servicebus", "queue": "team-b-bookings"}, "events": ["invitee.created"]}
+    message = error(call(bridge, people, "alice", "POST", "/subscriptions", json={**body, "scope": "user"}), 403,
+                    "target_forbidden")
+    assert "Calendly.Organization" in message
+    assert call(bridge, people, "olga", "POST", "/subscriptions", json={**body, "scope": "organization"}).status_code == 201
+    assert call(bridge, people, "admin", "POST", "/subscriptions", json=body).status_code == 201
+
+
+def test_a_maker_is_limited_per_minute_on_routes_that_spend_calendlys_budget(make_host, issuer, people, target):
+    bridge = make_host(CALENDLY_CALLS_PER_CALLER_PER_MINUTE="3", **issuer.settings())
+    for n in range(3):
+        assert subscribe(bridge, people, "alice", target, path=f"/r{n}").status_code == 201
+    limited = subscribe(bridge, people, "alice", target, path="/r3")
+    error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    sub_id = next(iter(ids(call(bridge, people, "alice", "GET", "/subscriptions"))))
+    error(call(bridge, people, "alice", "POST", f"/subscriptions/{sub_id}/test"), 429, "rate_limited")
+    assert call(bridge, people, "alice", "GET", "/subscriptions").status_code == 200  # reads spend nothing
+    assert subscribe(bridge, people, "bob", target, path="/b").status_code == 201     # another maker's own minute
+    for n in range(4):
+        assert subscribe(bridge, people, "admin", target, path=f"/a{n}", scope="organization").status_code == 201
+
+
+def test_an_owner_holds_at_most_max_subscriptions_per_owner(make_host, issuer, people, target):
+    bridge = make_host(MAX_SUBSCRIPTIONS_PER_OWNER="2", **issuer.settings())
+    assert [subscribe(bridge, people, "alice", target, path=p).status_code for p in ("/1", "/2", "/1")] == [201, 201, 200]
+    assert "MAX_SUBSCRIPTIONS_PER_OWNER" in error(subscribe(bridge, people, "alice", target, path="/3"), 403,
+                                                  "subscription_limit_reached")
+    assert subscribe(bridge, people, "bob", target, path="/3").status_code == 201
+    assert all(subscribe(bridge, people, "admin", target, path=f"/x{n}", scope="organization").status_code == 201
+               for n in range(3))
+
+
+def test_test_events_reuse_calendlys_sample_payload(bridge, people, target, sandbox):
+    sub = subscribe(bridge, people, "alice", target).json()
+    for _ in range(3):
+        assert call(bridge, people, "alice", "POST", f"/subscriptions/{sub['id']}/test").status_code in (200, 202)
+    assert len([r for r in sandbox_requests(sandbox) if r["path"] == "/sample_webhook_data"]) == 1

@@ -167,7 +167,7 @@ def test_a_message_that_a_later_attempt_overtook_is_dropped(azure_bridge, target
     delivery_id = failed_first_attempt(bridge, sub, target, 4)
     old = bridge.store.get_delivery(delivery_id)
     target.respond(default=200)
-    assert bridge.deliveries.replay(delivery_id).status == DELIVERED
+    assert bridge.deliveries.retry(delivery_id).status == DELIVERED  # the retry path got there first
     assert handle_message(bridge.deliveries, message_text(old)) == DELIVERED
     assert handle_message(bridge.deliveries, message_text(old.replace(attempts=old.attempts - 1))) == DELIVERED
     assert len(target.delivered()) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -373,3 +374,30 @@ def test_pinned_https_refuses_a_certificate_for_another_name(tmp_path, loopback_
     finally:
         server.close()
     assert not result.ok and result.status is None and result.error == "target unreachable: TLS failed" and server.requests == []
+
+
+# Where the guard may be off ------------------------------------------------------------------
+def test_product_commands_keep_the_guard_on_and_only_the_local_host_turns_it_off(make_host, sandbox, target):
+    """``serve`` (development) allows loopback targets by default; ``redeliver`` run on the same
+    store without ALLOW_INSECURE_TARGETS (as an operator would on a deployed box) refuses them."""
+    from tests.conftest import simulate
+    from tests.test_bridge_e2e import subscribe
+
+    bridge = make_host()
+    bridge.env.pop("ALLOW_INSECURE_TARGETS")  # the local host's own default applies
+    bridge.stop()
+    bridge.start()
+    assert subscribe(bridge, target).status_code == 201  # http://127.0.0.1 target: allowed by serve's default
+    target.respond(default=503)
+    simulate(sandbox, "invitee.created")
+    bridge.stop()
+    before = len(target.received)
+    target.respond(default=200)
+    done = bridge.run("redeliver")
+    assert done.returncode == 0, done.stderr
+    assert len(target.received) == before  # nothing was sent to the loopback target
+    assert json.loads(done.stdout) == {"attempted": 1, "delivered": 0, "pending": 1, "dead": 0, "discarded": 0}
+    bridge.start()
+    [sub] = bridge.api("GET", "/subscriptions").json()["value"]
+    [item] = bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries").json()["value"]
+    assert "https" in item["last_error"], item

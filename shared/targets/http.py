@@ -12,6 +12,7 @@ no connection there.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 from urllib3.util.retry import Retry
 
 from ..models import Delivery, Subscription
+from ..redaction import logvalue
 from ..settings import Settings
 from . import SendResult, forwarding_headers
 from .policy import Resolver, TargetAddress, TargetRefused, vet
@@ -34,6 +36,18 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 ATTEMPT_TIMEOUT = urllib3.Timeout(connect=2.0, read=4.0)
 ATTEMPT_SECONDS = 6.0  # the longest one attempt can take: connect + read
 USER_AGENT = "calendly-azure-trigger-bridge/1.0"
+
+
+def retry_after_seconds(raw: str | None) -> float | None:
+    """A ``Retry-After`` header (delay-seconds or an HTTP date, as urllib3 reads it) in seconds from
+    now, or None when absent or unreadable. The delivery policy bounds it (see ``DeliveryPolicy``)."""
+    if not raw:
+        return None
+    try:
+        seconds = float(Retry.parse_retry_after(Retry(), raw))
+    except Exception:  # noqa: BLE001 - InvalidHeader, and overflows of absurd dates: ignored
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class DeadlineRetry(Retry):
@@ -49,6 +63,10 @@ class DeadlineRetry(Retry):
         kw.setdefault("deadline", self.deadline)
         kw.setdefault("attempt_seconds", self.attempt_seconds)
         return super().new(**kw)
+
+    def get_retry_after(self, response):
+        """An unreadable Retry-After is ignored (urllib3 would raise InvalidHeader out of the send)."""
+        return retry_after_seconds(response.headers.get("Retry-After"))
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
@@ -122,7 +140,7 @@ class HttpTarget:
             # Once per attempt: DNS may have changed since subscribe; the answer vetted is the one used.
             target, address = vet(sub.target.url, self._settings, self._resolver)
         except TargetRefused as exc:
-            log.info("forward delivery=%s target=%s refused=%s", delivery.id, sub.target.describe(), exc.message)
+            log.info("forward delivery=%s target=%s refused=%s", delivery.id, sub.target.describe(), logvalue(exc.message))
             return SendResult(False, None, exc.message)
         headers = {**forwarding_headers(sub, delivery), "Host": target.host_header, "User-Agent": USER_AGENT}
         started = time.monotonic()
@@ -145,11 +163,5 @@ class HttpTarget:
             return SendResult(True, status)
         if status in (404, 410):
             return SendResult(False, status, f"target answered {status}: the flow is gone", gone=True)
-        retry_after = None
-        raw = response.headers.get("Retry-After")
-        if raw:
-            try:
-                retry_after = max(0.0, float(raw))
-            except ValueError:
-                retry_after = None
-        return SendResult(False, status, f"target answered {status}", retry_after=retry_after)
+        return SendResult(False, status, f"target answered {status}",
+                          retry_after=retry_after_seconds(response.headers.get("Retry-After")))

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from ..errors import BridgeError
 from ..models import Delivery, Subscription
+from ..redaction import logvalue
 from ..settings import Settings
 from . import SendResult
 
@@ -125,7 +126,7 @@ class ServiceBusTarget:
             return self._failed(delivery, where, f"no answer within {budget:.0f} s")
         error = outcome[0] if outcome else None
         if error is None:
-            log.info("forward delivery=%s target=servicebus:%s:%s status=sent", delivery.id, entity, name)
+            log.info("forward delivery=%s target=%s status=sent", delivery.id, logvalue(f"servicebus:{entity}:{name}"))
             return SendResult(True, None)
         if isinstance(error, (AzureError, ValueError, TypeError, OSError)):
             # Every Service Bus failure is retryable, a missing queue/topic included: it is infrastructure
@@ -136,7 +137,7 @@ class ServiceBusTarget:
 
     @staticmethod
     def _failed(delivery: Delivery, where: str, why: str) -> SendResult:
-        log.warning("forward delivery=%s target=%s error=%r", delivery.id, where, why)
+        log.warning("forward delivery=%s target=%s error=%s", delivery.id, logvalue(where), logvalue(why))
         return SendResult(False, None, f"{where}: {why}")
 
     def _abandon(self, entity: str, name: str, sender: _Sender, worker: threading.Thread) -> None:
