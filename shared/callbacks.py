@@ -18,6 +18,7 @@ from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .events import delivery_id, event_key
 from .http import Response
+from .isolation import Bulkhead, SubscriptionCache
 from .models import CALLBACK_TOKEN, DeliveryStatus, Subscription, SubscriptionState, isotime
 from .redaction import logvalue
 from .store.base import Store
@@ -29,8 +30,11 @@ SAMPLE_TTL_SECONDS = 600.0  # Calendly's sample payloads barely change; each fet
 
 
 class CallbackService:
-    def __init__(self, store: Store, deliveries: DeliveryService, calendly: CalendlyClient, signature_tolerance: int):
+    def __init__(self, store: Store, deliveries: DeliveryService, calendly: CalendlyClient, signature_tolerance: int,
+                 cache: SubscriptionCache | None = None, bulkhead: Bulkhead | None = None):
         self.store = store
+        self.cache = cache or SubscriptionCache()
+        self.bulkhead = bulkhead or Bulkhead()
         self.deliveries = deliveries
         self.calendly = calendly
         self.signature_tolerance = signature_tolerance
@@ -41,10 +45,23 @@ class CallbackService:
         """Calendly's POST to ``/calendly/events/<path_token>``: 2xx once it is safely recorded, 5xx only when it is not."""
         if len(body) > MAX_EVENT_BYTES:
             raise BridgeError(413, "payload_too_large", f"the event body is larger than {MAX_EVENT_BYTES} bytes")
-        sub = self.subscription_for(path_token)
+        sub = self.cache.get(path_token)
+        if sub is not None and not self._signed_by(sub, headers, body):
+            self.cache.forget(sub.id)  # the key may have been rotated elsewhere: ask the store
+            sub = None
         if sub is None:
-            raise BridgeError(404, "subscription_not_found", "no such subscription")
+            sub = self.subscription_for(path_token)
+            if sub is None:
+                raise BridgeError(404, "subscription_not_found", "no such subscription")
+            self.cache.put(path_token, sub)
         return self._receive(sub, headers, body)
+
+    def _signed_by(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> bool:
+        try:
+            signatures.verify(body, headers.get(signatures.HEADER), sub.signing_key, self.signature_tolerance)
+        except signatures.SignatureError:
+            return False
+        return True
 
     def subscription_for(self, path_token: str) -> Subscription | None:
         """The subscription Calendly calls on this path: the one whose random callback token it is
@@ -69,11 +86,18 @@ class CallbackService:
         key = event_key(envelope, body)
         if test_nonce:  # every test event is a delivery of its own, though Calendly's sample is the same each time
             key = f"{key}#test-{test_nonce}"
-        delivery = self.deliveries.new_delivery(sub, delivery_id(sub.id, sub.generation, key), event, key, body)
-        recorded = self.store.record_delivery(delivery)
-        if recorded is None:
-            return _answer(200, "duplicate", sub, delivery.id, event, {"status": "duplicate", "delivery_id": delivery.id})
-        return self._forward(sub, recorded)
+        with self.bulkhead.slot(sub.target.fingerprint) as attempt_now:
+            # Without a slot (this target already has its share of in-request attempts in flight) the
+            # delivery is recorded due now and the retry path sends it: Calendly is answered at once.
+            delivery = self.deliveries.new_delivery(sub, delivery_id(sub.id, sub.generation, key), event, key, body,
+                                                    attempt_now=attempt_now)
+            recorded = self.store.record_delivery(delivery)
+            if recorded is None:
+                return _answer(200, "duplicate", sub, delivery.id, event, {"status": "duplicate", "delivery_id": delivery.id})
+            if not attempt_now:
+                self.deliveries.scheduler.schedule(recorded, 0.0)
+                return _answer(202, "deferred", sub, recorded.id, event, {"status": "pending", "delivery_id": recorded.id})
+            return self._forward(sub, recorded)
 
     def _verify(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> None:
         try:

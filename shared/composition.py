@@ -88,6 +88,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService
     from .reconcile import Reconciler
+    from .isolation import ChangeNotifyingStore, SubscriptionCache
     from .ratelimit import CallerLimits
     from .redaction import install_log_redaction
     from .retention import RetentionService
@@ -100,7 +101,9 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     auth = auth or Authenticator.from_settings(settings)  # first: a missing Entra setting is named before any I/O
     if credential is None and _needs_credential(settings):
         credential = azure_credential(settings)
-    store = store or open_store(settings, credential)
+    cache = SubscriptionCache(timer=lambda: clock().timestamp())
+    # Every subscription write this worker makes drops the callback path's cached record at once.
+    store = ChangeNotifyingStore(store or open_store(settings, credential), cache.forget)
     pat = pat or pat_provider(settings, credential)
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
     targets = Targets(settings, credential, resolver)
@@ -110,7 +113,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
                                  scheduler or _retry_scheduler(settings, store, credential), clock)
     return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
                   subscriptions=subscriptions, deliveries=deliveries,
-                  callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance),
+                  callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance, cache),
                   reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock),
                   retention=RetentionService(store, settings.delivery_retention_hours,
                                              settings.dead_delivery_retention_days, clock),

@@ -86,11 +86,14 @@ class DeliveryService:
     def now(self, plus_seconds: float = 0.0) -> str:
         return isotime(self.clock(), plus_seconds)
 
-    def new_delivery(self, sub: Subscription, delivery_id: str, event: str, key: str, body: bytes) -> Delivery:
-        """A pending delivery, leased to the caller who is about to attempt it."""
+    def new_delivery(self, sub: Subscription, delivery_id: str, event: str, key: str, body: bytes,
+                     attempt_now: bool = True) -> Delivery:
+        """A pending delivery, leased to the caller who is about to attempt it (``attempt_now``), or
+        due at once for the retry path."""
         now = self.now()
+        due = self.now(self.policy.lease_seconds) if attempt_now else now
         return Delivery(id=delivery_id, subscription_id=sub.id, event=event, event_key=key, body=body,
-                        next_attempt_at=self.now(self.policy.lease_seconds), created_at=now, updated_at=now)
+                        next_attempt_at=due, created_at=now, updated_at=now)
 
     def attempt(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> Delivery:
         """One attempt (with the target's bounded in-call retries) and its bookkeeping."""

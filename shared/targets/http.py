@@ -31,7 +31,7 @@ from .policy import Resolver, TargetAddress, TargetRefused, vet
 
 log = logging.getLogger("shared.targets.http")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+SAID_RETRY = frozenset({429, 503})  # re-sent within an attempt only with Retry-After: the target said so
 # Logic Apps and Power Automate answer 202 at once; a slower target gets one attempt per budget.
 ATTEMPT_TIMEOUT = urllib3.Timeout(connect=2.0, read=4.0)
 ATTEMPT_SECONDS = 6.0  # the longest one attempt can take: connect + read
@@ -51,8 +51,12 @@ def retry_after_seconds(raw: str | None) -> float | None:
 
 
 class DeadlineRetry(Retry):
-    """urllib3 Retry that also stops when the next attempt might not finish before a deadline
-    (Calendly stops reading after 15 s and counts that as a failed delivery)."""
+    """urllib3 Retry for one delivery attempt: one POST, sent again only when it certainly did not
+    reach the target (the connection could not be made) or the target asked for it (``429``/``503``
+    with a ``Retry-After`` that fits the budget). A read timeout, a dropped connection or any other
+    answer ends the attempt: the next one comes from the retry queue with backoff, so a slow target
+    never gets the same event twice within one attempt. Stops, too, when the next try might not
+    finish before the deadline (Calendly stops reading after 15 s)."""
 
     def __init__(self, *args, deadline: float = 0.0, attempt_seconds: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,6 +67,9 @@ class DeadlineRetry(Retry):
         kw.setdefault("deadline", self.deadline)
         kw.setdefault("attempt_seconds", self.attempt_seconds)
         return super().new(**kw)
+
+    def is_retry(self, method, status_code, has_retry_after=False):
+        return status_code in SAID_RETRY and has_retry_after and super().is_retry(method, status_code, has_retry_after)
 
     def get_retry_after(self, response):
         """An unreadable Retry-After is ignored (urllib3 would raise InvalidHeader out of the send)."""
@@ -128,9 +135,9 @@ class HttpTarget:
 
     def _retry(self, budget_seconds: float) -> DeadlineRetry:
         return DeadlineRetry(
-            total=4, connect=4, read=1, status=4, other=0, redirect=0,
+            total=4, connect=4, read=0, status=4, other=0, redirect=0,
             backoff_factor=0.25, backoff_max=4, backoff_jitter=0.1,
-            status_forcelist=RETRY_STATUSES, allowed_methods=None,
+            status_forcelist=frozenset(), allowed_methods=None,
             respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False,
             deadline=time.monotonic() + budget_seconds, attempt_seconds=ATTEMPT_SECONDS,
         )
