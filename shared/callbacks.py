@@ -52,9 +52,26 @@ class CallbackService:
         if sub is None:
             sub = self.subscription_for(path_token)
             if sub is None:
-                raise BridgeError(404, "subscription_not_found", "no such subscription")
+                self._gone_or_unknown(path_token, headers, body)
             self.cache.put(path_token, sub)
         return self._receive(sub, headers, body)
+
+    def _gone_or_unknown(self, path_token: str, headers: Mapping[str, str], body: bytes) -> None:
+        """A path no live subscription has: ``410`` when it is a deleted subscription's and the request
+        is signed with that subscription's key (Calendly then deletes the hook at once, without its
+        24 h of retries); otherwise the same ``404`` as any random path, so an unsigned or wrongly
+        signed request learns nothing. A store failure is a ``503`` (raised by the store), never 410."""
+        tombstone = self.store.callback_tombstone(path_token) if CALLBACK_TOKEN.fullmatch(path_token) else None
+        if tombstone is not None:
+            subscription_id, signing_key = tombstone
+            try:
+                signatures.verify(body, headers.get(signatures.HEADER), signing_key, self.signature_tolerance)
+            except signatures.SignatureError:
+                pass
+            else:
+                log.info("callback outcome=gone subscription=%s status=410", subscription_id)
+                raise BridgeError(410, "subscription_deleted", "the subscription was deleted; delete this webhook")
+        raise BridgeError(404, "subscription_not_found", "no such subscription")
 
     def _signed_by(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> bool:
         try:

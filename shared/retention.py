@@ -23,6 +23,9 @@ from .store.base import Store
 log = logging.getLogger("shared.retention")
 
 BATCH = 2000  # per status and run: 8,000 an hour per status on the 15-minute timer
+# A deleted subscription's callback path answers 410 this long: Calendly retries a failed call for
+# 24 h, then disables the hook, so a week covers every call it can still make.
+TOMBSTONE_DAYS = 7
 
 
 class RetentionService:
@@ -41,14 +44,17 @@ class RetentionService:
                 DeliveryStatus.DEAD: isotime(now - self.dead)}
 
     def purge(self) -> dict[str, int]:
-        """Delete a bounded batch of expired deliveries per status; returns how many of each. A
-        store failure is logged, not raised: the timer's reconcile still runs, the next run purges."""
+        """Delete a bounded batch of expired deliveries per status (returns how many of each), and of
+        tombstones older than ``TOMBSTONE_DAYS`` (logged). A store failure is logged, not raised: the
+        timer's reconcile still runs, the next run purges."""
         purged: dict[str, int] = {}
         try:
             for status, cutoff in self.cutoffs().items():
                 purged[str(status)] = self.store.purge_deliveries(status, cutoff, self.batch)
+            tombstones = self.store.purge_tombstones(isotime(self.clock() - timedelta(days=TOMBSTONE_DAYS)), self.batch)
         except BridgeError as exc:
             log.error("retention outcome=failed error=%s %s", exc.code, " ".join(f"{s}={n}" for s, n in purged.items()))
             return purged
-        log.info("retention outcome=purged %s", " ".join(f"{status}={count}" for status, count in purged.items()))
+        log.info("retention outcome=purged %s tombstones=%d", " ".join(f"{status}={count}" for status, count in purged.items()),
+                 tombstones)
         return purged

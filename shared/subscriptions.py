@@ -302,6 +302,8 @@ class SubscriptionService:
         current = self.store.get_subscription(sub.id)
         if current is None or current.etag != sub.etag:
             return False
+        if sub.callback_token:  # Calendly may still call the old path: it is then told 410 (drop the hook)
+            self.store.bury_callback(sub.callback_token, sub.id, sub.signing_key, self.now())
         self.store.delete_deliveries(sub.id)
         try:
             self.store.delete_subscription(sub.id, etag=sub.etag)

@@ -41,6 +41,16 @@ class Store(Protocol):
 
     def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]: ...
 
+    # Tombstones: callback paths of deleted subscriptions, so Calendly can be told 410 (delete the hook)
+    def bury_callback(self, token: str, subscription_id: str, signing_key: str, buried_at: str) -> None:
+        """Remember that ``token``'s subscription was deleted, with the key its hook signs with."""
+
+    def callback_tombstone(self, token: str) -> tuple[str, str] | None:
+        """(subscription id, signing key) of a deleted subscription's callback path, or None (a point read)."""
+
+    def purge_tombstones(self, buried_before: str, limit: int) -> int:
+        """Forget at most ``limit`` tombstones buried before ``buried_before``; returns how many. Timer path only."""
+
     # Deliveries
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
         """Insert-if-absent: the recorded delivery (with its etag), or None when the id exists (a duplicate)."""

@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries(subscription_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS tombstones (
+    token TEXT PRIMARY KEY,
+    subscription_id TEXT NOT NULL,
+    signing_key TEXT NOT NULL,
+    buried_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_age ON tombstones(buried_at);
 """
 # Columns later versions added, with the indexes on them (created once the columns exist).
 ADDED_COLUMNS = {"subscriptions": ("callback_token",), "deliveries": ("updated_at",)}
@@ -146,6 +153,20 @@ class SqliteStore:
     def callback_subscription_id(self, token: str) -> str | None:
         rows = self._read("SELECT id FROM subscriptions WHERE callback_token = ?", (token,))
         return rows[0][0] if rows else None
+
+    def bury_callback(self, token: str, subscription_id: str, signing_key: str, buried_at: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO tombstones (token, subscription_id, signing_key, buried_at) VALUES (?, ?, ?, ?)",
+                       (token, subscription_id, signing_key, buried_at))
+
+    def callback_tombstone(self, token: str) -> tuple[str, str] | None:
+        rows = self._read("SELECT subscription_id, signing_key FROM tombstones WHERE token = ?", (token,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def purge_tombstones(self, buried_before: str, limit: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM tombstones WHERE token IN (SELECT token FROM tombstones WHERE buried_at < ? LIMIT ?)",
+                              (buried_before, limit)).rowcount
 
     def update_subscription(self, sub: Subscription) -> Subscription:
         version = int(sub.etag or 0)

@@ -13,7 +13,10 @@ Keys make the Calendly callback path point operations only:
   callback path may cache what it read (a dangling row leads to a record without that token: 404);
 - deliveries: PartitionKey = subscription id, RowKey = the delivery id's suffix, so recording a
   delivery is an insert-if-absent (the dedupe), replay is a point read, and a subscription's
-  delivery log is one partition query.
+  delivery log is one partition query;
+- tombstones (deleted subscriptions' callback paths, so Calendly can be answered 410): PartitionKey
+  = the old callback token, RowKey = "gone", with the subscription id, its old signing key and when
+  it was deleted: a point read, only for paths no live subscription has; purged after a week.
 Updates (and deletes of a known version) are conditional on the entity's ETag.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .records import delivery_from_record, delivery_record, subscription_from_re
 
 SUB_ROW = "subscription"
 CALLBACK_ROW = "callback"
+TOMBSTONE_ROW = "gone"
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
@@ -63,7 +67,7 @@ class TableStore:
         self._if_not_modified = MatchConditions.IfNotModified
         self._replace = UpdateMode.REPLACE
         self.service = service
-        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "callbacks", "deliveries")}
+        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones")}
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -150,6 +154,26 @@ class TableStore:
             return self._call(self._table("callbacks").get_entity, token, CALLBACK_ROW).get("subscription_id")
         except self._not_found:
             return None
+
+    def bury_callback(self, token: str, subscription_id: str, signing_key: str, buried_at: str) -> None:
+        self._call(self._table("tombstones").upsert_entity, {"PartitionKey": token, "RowKey": TOMBSTONE_ROW,
+                                                            "subscription_id": subscription_id, "signing_key": signing_key,
+                                                            "buried_at": buried_at})
+
+    def callback_tombstone(self, token: str) -> tuple[str, str] | None:
+        try:
+            entity = self._call(self._table("tombstones").get_entity, token, TOMBSTONE_ROW)
+        except self._not_found:
+            return None
+        return entity.get("subscription_id"), entity.get("signing_key")
+
+    def purge_tombstones(self, buried_before: str, limit: int) -> int:
+        # A filtered scan of a small table (one row per unsubscribe, kept days), timer path only.
+        table = self._table("tombstones")
+        found = self._call(lambda: self._iter(table.query_entities(
+            "buried_at lt @b", parameters={"b": buried_before}, select=["PartitionKey", "RowKey"],
+            results_per_page=min(limit, 1000)), limit))
+        return sum(self._delete_if_present(table, e["PartitionKey"], e["RowKey"], e.metadata.get("etag")) for e in found)
 
     def update_subscription(self, sub: Subscription) -> Subscription:
         # Management path only (state changes, key rotation), so a read to keep the index right is fine.
