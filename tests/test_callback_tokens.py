@@ -58,11 +58,13 @@ def test_a_wrong_signature_on_the_token_path_is_still_401(caller, target):
     assert caller.post_event(url, event(2), key="not-the-key").status == 401
 
 
-def test_a_deleted_subscriptions_token_is_404(caller, target):
+def test_a_deleted_subscriptions_token_is_410_to_calendly_and_404_to_anyone_else(caller, target):
+    """Calendly (who holds the key) is told to drop the hook; anyone else sees a random path (tests/test_gone.py)."""
     sub, url = caller.subscribed(target)
     key = caller.sandbox.app.signing_key(url)
     assert caller.unsubscribe(sub["id"]).status == 204
-    assert caller.post_event(url, event(3), key=key).status == 404
+    assert caller.post_event(url, event(3), key=key).status == 410
+    assert caller.post_event(url, event(3), key="not-the-key").status == 404
 
 
 def test_the_token_is_never_shown_by_the_management_api(caller, target):
