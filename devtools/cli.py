@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import signal
 import sys
 import threading
 import time
 
 from shared.cli import configure_logging, settings_or_exit
 from shared.composition import compose
-from shared.settings import Settings, local_environment
+from shared.settings import RUNNING_DEMO_FILE, Settings, local_environment
 
 from .localhost import MAX_BODY_BYTES, BackgroundWork, make_app
 
@@ -57,7 +59,8 @@ def _start_sandbox(args: argparse.Namespace, environment: dict[str, str]) -> lis
 def cmd_serve(argv: list[str]) -> int:
     args = _serve_arguments(argv)
     public_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    environment = local_environment({**LOCAL_DEFAULTS, "BRIDGE_PUBLIC_URL": f"http://{public_host}:{args.port}"})
+    # demo="": a host never takes another running demo's settings; only the product's commands do.
+    environment = local_environment({**LOCAL_DEFAULTS, "BRIDGE_PUBLIC_URL": f"http://{public_host}:{args.port}"}, demo="")
     helpers = _start_sandbox(args, environment) if args.sandbox else []
     settings = settings_or_exit(lambda: Settings.from_env(environment))
     configure_logging(settings.log_level)
@@ -75,18 +78,50 @@ def cmd_serve(argv: list[str]) -> int:
         loop.start()
     print(f"Calendly trigger bridge listening on {settings.public_url}/api", flush=True)
     if args.sandbox:
+        _announce_demo(environment, settings)
         threading.Thread(target=_demo, args=(settings.public_url, *helpers), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop as on Ctrl+C: the finally below runs
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if args.sandbox:
+            _retire_demo()
         if loop:
             loop.stopped.set()
         server.close()
         for helper in helpers:
             helper.stop()
     return 0
+
+
+def _announce_demo(environment: dict[str, str], settings: Settings) -> None:
+    """Tell the product's commands run from this folder which settings the demo runs with (the
+    sandbox's URL and development PAT, the demo's store), so they act on it (shared.settings)."""
+    keys = ("CALENDLY_API_BASE", "CALENDLY_PAT", "BRIDGE_PUBLIC_URL")
+    running = {k: environment[k] for k in keys if environment.get(k)}
+    running["BRIDGE_SQLITE_PATH"] = os.path.abspath(environment["BRIDGE_SQLITE_PATH"])
+    running["ALLOW_INSECURE_TARGETS"] = "true" if settings.allow_insecure_targets else "false"
+    os.makedirs(os.path.dirname(RUNNING_DEMO_FILE), exist_ok=True)
+    with open(RUNNING_DEMO_FILE, "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid(), "settings": running}, fh)
+
+
+def _retire_demo() -> None:
+    try:
+        if running_demo_pid() == os.getpid():
+            os.remove(RUNNING_DEMO_FILE)
+    except OSError:
+        pass
+
+
+def running_demo_pid() -> int | None:
+    try:
+        with open(RUNNING_DEMO_FILE, encoding="utf-8") as fh:
+            return int(json.load(fh)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _demo(bridge_url: str, sandbox, target) -> None:
@@ -102,8 +137,12 @@ def _demo(bridge_url: str, sandbox, target) -> None:
         result = sandbox.app.simulate("invitee.created")
         statuses = [d.get("status") for d in result.get("deliveries", [])]
         print(f"Simulated invitee.created; Calendly got {statuses} from the bridge.", flush=True)
-        print(f"\nTry:  python -m shared simulate invitee.canceled --sandbox-url {sandbox.url}\n"
-              f"      curl {bridge_url}/api/subscriptions/{sub.get('id')}\n", flush=True)
+        python = os.path.relpath(sys.executable) if sys.prefix != sys.base_prefix else sys.executable
+        print(f"\nTry (from this folder, while this runs):\n"
+              f"  {python} -m shared simulate invitee.canceled --sandbox-url {sandbox.url}\n"
+              f"  {python} -m shared test-event {sub.get('id')}\n"
+              f"  {python} -m shared reconcile\n"
+              f"  curl -s {bridge_url}/api/subscriptions/{sub.get('id')}\n", flush=True)
     except Exception as exc:  # noqa: BLE001 - the demo is a courtesy; the host keeps running
         print(f"demo failed: {exc}", file=sys.stderr, flush=True)
 

@@ -18,6 +18,8 @@ import sys
 from . import cli
 
 DEVTOOLS = ("serve", "sandbox", "simulate")
+USAGE = ("usage: python -m shared <command> [options]   (<command> --help: its options)\n\ncommands:\n"
+         + "\n".join("  " + line if line else line for line in __doc__.strip().splitlines()[2:]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return tools.COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] in cli.COMMANDS:
         return cli.COMMANDS[argv[0]](argv[1:])
-    print(__doc__.strip(), file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    print(f"error: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
 

@@ -302,11 +302,32 @@ class Settings(BaseModel):
             raise SettingsError("MANAGEMENT_KEY", "is required when MANAGEMENT_AUTH=both (callers without a token send it)")
 
 
-def local_environment(defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> dict[str, str]:
-    """The environment over local.settings.json ``Values`` over ``defaults`` (what ``func start`` gives the worker)."""
+# Written by the local demo (``serve --sandbox``) while it runs: the settings it runs with that
+# differ from local.settings.json (the sandbox's URL and PAT, the demo's store), so the product's
+# commands run from the same folder act on the running demo. Removed when the demo stops; ignored
+# when the process that wrote it is gone.
+RUNNING_DEMO_FILE = os.path.join(".bridge", "running-demo.json")
+
+
+def running_demo(path: str = RUNNING_DEMO_FILE) -> dict[str, str]:
+    """The running demo's settings, or {} when no demo runs from this folder."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            running = json.load(fh)
+        os.kill(int(running["pid"]), 0)  # still alive? (signal 0 only checks)
+        return {str(k): str(v) for k, v in running["settings"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def local_environment(defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE,
+                      demo: str = RUNNING_DEMO_FILE) -> dict[str, str]:
+    """The environment over a running demo's settings over local.settings.json ``Values`` over
+    ``defaults`` (what ``func start`` gives the worker, plus what the running demo changed)."""
     merged = dict(defaults or {})
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
             merged.update({k: str(v) for k, v in ((json.load(fh) or {}).get("Values") or {}).items() if v is not None})
+    merged.update(running_demo(demo))
     merged.update(os.environ)
     return merged

@@ -51,3 +51,65 @@ def test_invalid_setting_stops_serve_with_one_clear_error(tmp_path):
 def test_unknown_command_prints_usage():
     done = subprocess.run([sys.executable, "-m", "shared", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "serve" in done.stderr and "reconcile" in done.stderr
+
+
+def test_the_readmes_follow_up_commands_act_on_the_running_demo(tmp_path):
+    """The README's "Then try" lines, run as written (the interpreter and ports substituted) from
+    the folder the demo runs in, reach the demo's sandbox, store and subscription."""
+    import json
+    import os
+    import re
+
+    ports = [free_port() for _ in range(3)]
+    env = clean_env()
+    env["PYTHONPATH"] = str(ROOT)
+    log = tmp_path / "demo.log"
+    block = re.search(r"through\. Then try.*?```bash\n(.*?)```", (ROOT / "README.md").read_text("utf-8"), re.S).group(1)
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    assert [line.split()[3] for line in lines if line.startswith(".venv/bin/python")] == ["simulate", "test-event", "reconcile"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--sandbox", "--port", str(ports[0]), "--sandbox-port",
+                                 str(ports[1]), "--target-port", str(ports[2])], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "Try (from this folder" not in log.read_text("utf-8", "replace"):
+                time.sleep(0.2)
+            text = log.read_text("utf-8", "replace")
+            sub_id = re.search(r"-m shared test-event ([0-9a-f]{32})", text).group(1)
+            for line in lines:
+                if line.startswith("curl"):
+                    continue
+                argv = line.replace(".venv/bin/python", sys.executable).replace("<id>", sub_id).split()
+                if argv[3] == "simulate":
+                    argv += ["--sandbox-url", f"http://127.0.0.1:{ports[1]}"]  # the README's default port, moved
+                done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                assert done.returncode == 0, (line, done.stdout, done.stderr)
+                if argv[3] == "test-event":
+                    assert json.loads(done.stdout)["status"] == "delivered", done.stdout
+                if argv[3] == "reconcile":
+                    summary = json.loads(done.stdout)
+                    assert not summary["errors"] and summary["healthy"] == 1, summary
+            listed = requests.get(f"http://127.0.0.1:{ports[0]}/api/subscriptions", timeout=5).json()["value"]
+            assert [s["id"] for s in listed] == [sub_id]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert not os.path.exists(tmp_path / ".bridge" / "running-demo.json")  # removed when the demo stops
+
+
+def test_help_lists_the_commands_on_stdout():
+    for args in ([], ["-h"], ["--help"]):
+        done = subprocess.run([sys.executable, "-m", "shared", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stderr == ""
+        assert all(name in done.stdout for name in ("serve", "sandbox", "simulate", "redeliver", "reconcile", "test-event"))
+
+
+def test_the_readme_lists_every_event_the_api_accepts():
+    import re
+
+    from shared.events import EVENT_TYPES
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme.split("## HTTP API", 1)[1].split("| method + route |", 1)[0]
+    assert re.findall(r"`([a-z_]+\.[a-z_]+)`", section) == list(EVENT_TYPES)
