@@ -53,8 +53,8 @@ param reconcileSchedule string = '0 */15 * * * *'
 @maxValue(100)
 param reconcileRateSharePercent int = 20
 
-@description('Maximum instances the Flex Consumption plan scales to (40-1000).')
-@minValue(40)
+@description('Maximum instances the Flex Consumption plan scales to (1-1000).')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 

@@ -19,7 +19,7 @@ param identityClientId string
 param storageAccountName string
 param deploymentContainer string
 param appInsightsConnectionString string
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
