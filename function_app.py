@@ -10,7 +10,7 @@ import azure.functions as func
 from shared import api, retry_queue
 from shared.composition import BridgeProvider
 from shared.http import Request, Response
-from shared.settings import Settings
+from shared.hostauth import management_host_auth_level
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 bridge = BridgeProvider()
@@ -18,7 +18,7 @@ bridge = BridgeProvider()
 # FUNCTION: the host checks function keys (MANAGEMENT_AUTH=function_key, the default). ANONYMOUS when
 # MANAGEMENT_AUTH=entra|both: the app checks Entra ID tokens itself (shared/auth.py), as the host would refuse
 # a caller holding only a token. Auth levels cannot be binding expressions: this is read when the worker indexes.
-MANAGEMENT = func.AuthLevel[Settings.management_host_auth_level()]
+MANAGEMENT = func.AuthLevel[management_host_auth_level()]
 PUBLIC = func.AuthLevel.ANONYMOUS
 
 

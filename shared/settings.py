@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import SettingsError
+from .hostauth import MANAGEMENT_AUTH_MODES, management_host_auth_level
 
 __all__ = ["Settings", "SettingsError", "local_environment"]
 
@@ -174,7 +175,7 @@ class Settings(BaseModel):
         ge=1, le=100)
 
     # Who may call the management API (docs: README "Who can do what") ------------------
-    management_auth: Literal["function_key", "entra", "both"] = setting(
+    management_auth: Literal[MANAGEMENT_AUTH_MODES] = setting(  # type: ignore[valid-type]
         "MANAGEMENT_AUTH", "function_key",
         "Management API authentication: function_key (the host checks function keys), entra (Microsoft Entra ID "
         "bearer tokens, checked by the app) or both (either a token or MANAGEMENT_KEY). Chosen when the app starts.")
@@ -270,13 +271,9 @@ class Settings(BaseModel):
     # Management API authentication --------------------------------------------------------
     @classmethod
     def management_host_auth_level(cls, env: Mapping[str, str] | None = None) -> str:
-        """The Functions auth level of the management routes, read when function_app is indexed:
-        FUNCTION (the host checks keys) unless MANAGEMENT_AUTH is entra or both, which the app checks
-        itself (the host's key check would refuse a caller holding only a token). An unknown value
-        keeps FUNCTION; composing the bridge then names the bad setting."""
-        source = os.environ if env is None else env
-        mode = (source.get("MANAGEMENT_AUTH") or "").strip()
-        return "ANONYMOUS" if mode in ("entra", "both") else "FUNCTION"
+        """The Functions auth level of the management routes (shared.hostauth, read when
+        function_app is indexed, without this model)."""
+        return management_host_auth_level(env)
 
     @property
     def entra_tenants(self) -> tuple[str, ...]:

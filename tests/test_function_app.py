@@ -181,3 +181,27 @@ def test_entra_modes_declare_the_management_routes_anonymous_for_the_app_to_chec
         for (method, route), level in EXPECTED.items():
             expected = level if level == "ANONYMOUS" else management
             assert levels[f"{method} {route}"] == expected, (mode, method, route)
+
+
+def test_indexing_the_app_imports_neither_requests_nor_pydantic_nor_the_settings_model():
+    """What the host does at a cold start (import function_app, index the functions) stays near a
+    bare app: the heavy libraries load when the bridge is first composed (benchmarks/cold_start.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, function_app; function_app.app.get_functions(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'pydantic', 'urllib3', 'limits', 'idna')"
+            " or m == 'shared.settings'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_host_auth_level_is_read_without_the_settings_model_and_agrees_with_it():
+    from typing import get_args
+
+    from shared.hostauth import MANAGEMENT_AUTH_MODES, management_host_auth_level
+    from shared.settings import Settings
+
+    assert get_args(Settings.model_fields["management_auth"].annotation) == MANAGEMENT_AUTH_MODES
+    assert [management_host_auth_level({"MANAGEMENT_AUTH": m}) for m in MANAGEMENT_AUTH_MODES] == ["FUNCTION", "ANONYMOUS", "ANONYMOUS"]
+    assert management_host_auth_level({"MANAGEMENT_AUTH": "entr"}) == "FUNCTION"  # closed; composing names the setting
