@@ -11,7 +11,10 @@ Control endpoints, no auth:
     DELETE /_sandbox/hooks/<id>  the hook vanishes silently
     POST   /_sandbox/faults      {"method"?, "path_prefix"?, "status"?, "count"?, "skip"?, "retry_after"?,
                                   "ratelimit_reset"?, "hang_seconds"?, "close"?} or {"clear": true}
-    POST   /_sandbox/token       {"pat"}: rotate the accepted token
+    POST   /_sandbox/token       {"pat", "scopes"?}: rotate the accepted token; with "scopes" (a list)
+                                 the token has only those (Calendly's tokens since March 2026) and a
+                                 call lacking one is a 403 naming its "required_scopes"; without (or
+                                 null), full access (a legacy token)
     POST   /_sandbox/ratelimit   {"limit"?, "window"?, "enforce"?}: Calendly's per-minute rate limit
                                  (every API answer carries X-RateLimit-Limit/-Remaining/-Reset;
                                  enforced, a request past the limit is a 429 until the window resets)
@@ -39,7 +42,7 @@ from urllib.parse import parse_qs, urlencode
 
 import requests
 
-from shared import signatures
+from shared import scopes, signatures
 from shared.events import EVENT_TYPES, ORGANIZATION_ONLY, SCOPES
 
 from . import sample_events
@@ -150,6 +153,7 @@ class SandboxApp:
 
     def __init__(self, pat: str = DEFAULT_PAT, base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}"):
         self.pat = pat
+        self.scopes: frozenset[str] | None = None  # None: a legacy token with full access
         self.base_url = base_url.rstrip("/")
         self._lock = threading.Lock()
         self._user_id, self._organization_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -409,10 +413,14 @@ class SandboxApp:
                 spec = self._json(raw)
                 return 201, {"resource": self.add_member(spec.get("email"), spec.get("name"), spec.get("role", "user"))}
             case ("POST", "token"):
-                pat = self._json(raw).get("pat")
+                spec = self._json(raw)
+                pat, granted = spec.get("pat"), spec.get("scopes")
                 if not isinstance(pat, str) or not pat:
                     raise ValueError("pat must be a non-empty string")
+                if granted is not None and (not isinstance(granted, list) or not all(isinstance(s, str) for s in granted)):
+                    raise ValueError("scopes must be a list of scope names, or null")
                 self.pat = pat
+                self.scopes = None if granted is None else frozenset(granted)
                 return 200, {"ok": True}
         raise LookupError(parts)
 
@@ -435,10 +443,25 @@ class SandboxApp:
                 raise _error(404)
             if environ.get("HTTP_AUTHORIZATION") != f"Bearer {self.pat}":
                 raise _error(401)
+            self._check_scopes(method, "/" + "/".join(parts), raw)
             return *handler(), rate
         except _Reply as reply:
             reply.headers = {**rate, **reply.headers}  # a fault's own rate headers win
             raise
+
+    def _check_scopes(self, method: str, path: str, raw: bytes) -> None:
+        """A token with chosen scopes may make only the calls they cover (Calendly's 403 shape)."""
+        if self.scopes is None:
+            return
+        needed = scopes.call_scopes(method, path)
+        if method == "POST" and path == "/webhook_subscriptions":
+            events = self._json(raw).get("events")
+            needed = scopes.subscribe_scopes([e for e in events if isinstance(e, str)] if isinstance(events, list) else [])
+        missing = scopes.granted(self.scopes, needed)
+        if missing:
+            reply = _error(403, message="This operation requires the scopes listed in the 'required_scopes' array")
+            reply.body["required_scopes"] = list(needed)
+            raise reply
 
     def _count_request(self) -> tuple[dict, bool]:
         """Count one API request in the current rate-limit window (lock held): Calendly's

@@ -6,6 +6,7 @@ simulate    make the sandbox fire a signed event (e.g. ``simulate invitee.create
 redeliver   send pending deliveries again now
 reconcile   make Calendly's hooks and the bridge's records agree (recreate, repair, delete orphans)
 test-event  send Calendly's sample payload for a subscription through the pipeline
+preflight   check what the configured Calendly token can do (owner, role, scopes per event family)
 
 serve, sandbox and simulate are development tools: they live in ``devtools`` (a checkout has it,
 a deployment does not), and this module hands over to it by name.

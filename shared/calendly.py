@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from . import scopes
 from .errors import BridgeError
 from .secrets import PatProvider
 
@@ -108,7 +109,7 @@ def _error_from(response: requests.Response) -> CalendlyError:
     if status == 401:
         return CalendlyError(502, "calendly_unauthorized", f"{said}. Check the Calendly personal access token.", status)
     if status == 403:
-        return CalendlyError(502, "calendly_forbidden", f"{said}. Organization scope needs an owner or admin PAT; some events need a higher Calendly plan.", status)
+        return _forbidden(response, body, said, message)
     if status == 404:
         return CalendlyError(502, "calendly_not_found", said, status)
     if status == 409:
@@ -119,6 +120,30 @@ def _error_from(response: requests.Response) -> CalendlyError:
     if status >= 500:
         return CalendlyError(503, "calendly_unavailable", said, status, {"Retry-After": "30"})
     return CalendlyError(502, "calendly_rejected", said, status)
+
+
+def _forbidden(response: requests.Response, body: dict, said: str, message: str) -> CalendlyError:
+    """Calendly's 403 says one of three things; each gets its own error and remedy: the token lacks
+    scopes (it names them in ``required_scopes``), the plan lacks the feature, or the token's owner
+    lacks the role."""
+    required = body.get("required_scopes") if isinstance(body.get("required_scopes"), list) else []
+    required = [str(s) for s in required if isinstance(s, str)]
+    request = getattr(response, "request", None)
+    method, path = (request.method or "GET", urlsplit(request.url or "").path) if request is not None else ("GET", "")
+    if required or "scope" in message.lower():
+        missing = required or list(scopes.call_scopes(method, path)) or ["(not named by Calendly)"]
+        return CalendlyError(502, "calendly_scope_missing",
+                             f"{said}. The Calendly personal access token lacks a scope that {method} {path} needs "
+                             f"({', '.join(missing)}): create a token with the scopes docs/deploy.md lists "
+                             "(python -m shared preflight checks a token).", 403)
+    if "upgrade" in message.lower() or "paid" in message.lower() or "plan" in message.lower():
+        return CalendlyError(502, "calendly_plan_required",
+                             f"{said}. The Calendly organization's plan does not include this event's feature "
+                             "(routing forms, meeting recaps and contacts need a plan with them; webhooks themselves "
+                             "are on every plan).", 403)
+    return CalendlyError(502, "calendly_forbidden",
+                         f"{said}. Organization and group scope need a token of an organization owner or admin; "
+                         "a member's token may subscribe at user scope only.", 403)
 
 
 def scope_params(scope: str, user: str | None, group: str | None) -> dict[str, str]:
@@ -255,6 +280,15 @@ class CalendlyClient:
                           params={"organization": organization, "email": email, "count": 1})
         for item in page.get("collection") or []:
             if isinstance(item, dict) and isinstance(item.get("user"), dict) and item["user"].get("uri"):
+                return item
+        return None
+
+    def membership_of(self, *, organization: str, user: str) -> dict | None:
+        """The organization's membership of ``user`` (its ``role``: user, admin or owner), or None."""
+        page = self._json("GET", "/organization_memberships", (200,),
+                          params={"organization": organization, "user": user, "count": 1})
+        for item in page.get("collection") or []:
+            if isinstance(item, dict) and item.get("role"):
                 return item
         return None
 

@@ -87,4 +87,20 @@ def cmd_test_event(argv: list[str]) -> int:
     return _run(job)
 
 
-COMMANDS = {"redeliver": cmd_redeliver, "reconcile": cmd_reconcile, "test-event": cmd_test_event}
+def cmd_preflight(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="python -m shared preflight",
+                            description="Check what the configured Calendly token can do (whose it is, its role, "
+                                        "its scopes per event family), leaving nothing behind in Calendly.").parse_args(argv)
+
+    def job(bridge: Bridge) -> int:
+        from .preflight import preflight
+
+        report = preflight(bridge.calendly, bridge.settings.public_url)
+        print(json.dumps(report, indent=1))
+        return 0 if report["ok"] else 1
+
+    return _run(job)
+
+
+COMMANDS = {"redeliver": cmd_redeliver, "reconcile": cmd_reconcile, "test-event": cmd_test_event,
+            "preflight": cmd_preflight}

@@ -111,7 +111,10 @@ class DeliveryService:
 
     def _record_outcome(self, sub: Subscription, delivery: Delivery, result: SendResult) -> Delivery:
         attempts, now = delivery.attempts + 1, self.now()
-        outcome = dict(attempts=attempts, last_status=result.status, last_error=result.error, updated_at=now)
+        # A settled delivery (delivered, discarded, dead) has no next attempt: its next_attempt_at is
+        # "now", so only a replay's lease (see ``replay``) ever puts it in the future.
+        outcome = dict(attempts=attempts, last_status=result.status, last_error=result.error, updated_at=now,
+                       next_attempt_at=now)
         fields = f"subscription={sub.id} delivery={delivery.id} event={delivery.event} attempt={attempts}"
         if result.ok:
             log.info("delivery outcome=delivered %s", fields)
@@ -125,7 +128,7 @@ class DeliveryService:
             log.error("delivery outcome=dead %s error=%s", fields, logvalue(result.error))
             return self._save(delivery.replace(status=DeliveryStatus.DEAD, **outcome))
         delay = self.policy.backoff_seconds(attempts, result.retry_after)
-        updated = self._save(delivery.replace(status=DeliveryStatus.PENDING, next_attempt_at=self.now(delay), **outcome))
+        updated = self._save(delivery.replace(status=DeliveryStatus.PENDING, **{**outcome, "next_attempt_at": self.now(delay)}))
         log.warning("delivery outcome=retry %s error=%s next_in_s=%.0f", fields, logvalue(result.error), delay)
         self.scheduler.schedule(updated, delay)
         return updated
@@ -184,8 +187,15 @@ class DeliveryService:
         sub = self.store.get_subscription(delivery.subscription_id)
         if sub is None or sub.state == SubscriptionState.RETIRED:
             raise BridgeError(409, "subscription_inactive", "the delivery's subscription no longer exists or is retired")
-        # Conditional on the version read above: of two replays (or a replay and anything else that
-        # moved the record), one wins and the other answers 409; the event is sent once.
-        reset = self.store.update_delivery(delivery.replace(status=DeliveryStatus.PENDING, attempts=0, updated_at=self.now(),
-                                                            next_attempt_at=self.now(self.policy.lease_seconds)))
+        if delivery.next_attempt_at > self.now():
+            raise BridgeError(409, "delivery_replaying", "the delivery is being replayed right now; retry in a minute",
+                              {"Retry-After": str(int(self.policy.lease_seconds))})
+        # The claim is conditional on the version read above and leases the record (its
+        # next_attempt_at, unused while dead or delivered) while keeping its status, so the retry
+        # path, which only takes pending ones, never sends it beside this replay, and a replay that
+        # comes while this one is sending answers 409. The outcome is recorded on the claimed
+        # version, as a fresh first attempt (the lease then lapses).
+        claimed = self.store.update_delivery(delivery.replace(updated_at=self.now(),
+                                                              next_attempt_at=self.now(self.policy.lease_seconds)))
+        reset = claimed.replace(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=self.now())
         return self.attempt(sub, reset, self.policy.in_request_budget)

@@ -169,8 +169,8 @@ def test_a_subscription_deleted_by_another_process_stops_forwarding_within_the_c
     key = a.sandbox.app.signing_key(url)  # Calendly's key for the hook, kept: the hook goes with the unsubscribe
     assert b.post_event(url, event(1), key=key).status == 200  # B has now cached the subscription
     assert a.unsubscribe(sub["id"]).status == 204
-    assert a.post_event(url, event(2), key=key).status == 404  # the process that deleted it knows at once
+    assert a.post_event(url, event(2), key=key).status == 410  # the process that deleted it knows at once (gone)
     clock.advance(SUBSCRIPTION_CACHE_SECONDS - 1)
     assert b.post_event(url, event(3), key=key).status == 200  # within the bound B may still forward
     clock.advance(1.5)
-    assert b.post_event(url, event(4), key=key).status == 404  # past it, never
+    assert b.post_event(url, event(4), key=key).status == 410  # past it, never: Calendly is told it is gone
