@@ -257,7 +257,7 @@ def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
     sub = _manageable(bridge, call, _subscription_id(req))
     body = _json_body(req, required=False)
     event = body.get("event") if isinstance(body, dict) else None
-    if event is not None and not isinstance(event, str):
+    if event is not None and (not isinstance(event, str) or not event):
         raise BridgeError(400, "invalid_body", "'event' must be a Calendly event name")
     return bridge.callbacks.send_test_event(sub.id, event)
 
@@ -270,7 +270,10 @@ def list_deliveries(bridge: Bridge, req: Request, call: Call) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not DELIVERY_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
-    include = (req.params.get("include") or "").lower() == "payload"
+    requested = (req.params.get("include") or "").strip().lower()
+    if requested not in ("", "payload"):
+        raise BridgeError(400, "invalid_include", "include takes one value: payload")
+    include = requested == "payload"
     items, next_cursor = bridge.store.list_deliveries(sub_id, _limit(req), cursor)
     return Response.json(200, {"value": [d.public(include) for d in items], "next_cursor": next_cursor})
 

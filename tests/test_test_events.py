@@ -29,3 +29,11 @@ def test_test_event_command(bridge, sandbox, target):
     assert len(target.wait_for(1)) == 1
     missing = bridge.run("test-event", "0" * 32)
     assert missing.returncode == 1 and "subscription_not_found" in missing.stderr
+
+
+def test_an_empty_event_name_or_an_unknown_include_is_a_400(bridge, target):
+    sub = subscribe(bridge, target).json()
+    assert_error(bridge.api("POST", f"/subscriptions/{sub['id']}/test", json={"event": ""}), 400, "invalid_body")
+    assert_error(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "everything"}), 400,
+                 "invalid_include")
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "Payload"}).status_code == 200
