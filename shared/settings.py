@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import SettingsError
-from .hostauth import MANAGEMENT_AUTH_MODES, management_host_auth_level
+from .hostauth import MANAGEMENT_AUTH_MODES
 
 __all__ = ["Settings", "SettingsError", "local_environment"]
 
@@ -269,12 +269,6 @@ class Settings(BaseModel):
         return self.azure_client_id or self.storage_client_id
 
     # Management API authentication --------------------------------------------------------
-    @classmethod
-    def management_host_auth_level(cls, env: Mapping[str, str] | None = None) -> str:
-        """The Functions auth level of the management routes (shared.hostauth, read when
-        function_app is indexed, without this model)."""
-        return management_host_auth_level(env)
-
     @property
     def entra_tenants(self) -> tuple[str, ...]:
         """Tenant ids whose tokens are accepted: the bridge's own, then the allow-list."""

@@ -244,7 +244,8 @@ def test_invalid_entra_settings_are_named(name, value):
 
 
 def test_the_host_auth_level_follows_the_mode_and_fails_closed():
-    level = Settings.management_host_auth_level
+    from shared.hostauth import management_host_auth_level as level
+
     assert level({}) == "FUNCTION" and level({"MANAGEMENT_AUTH": "function_key"}) == "FUNCTION"
     assert level({"MANAGEMENT_AUTH": "entra"}) == level({"MANAGEMENT_AUTH": "both"}) == "ANONYMOUS"
     assert level({"MANAGEMENT_AUTH": "Entra"}) == "FUNCTION"  # unknown: the host keeps checking keys

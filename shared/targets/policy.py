@@ -256,13 +256,20 @@ def _judge(address: IPAddress, settings: Settings, resolved: bool) -> None:
         raise TargetRefused(f"the target host {where} {problem}, which the bridge does not call")
 
 
-def vet(url: str, settings: Settings, resolver: Resolver | None = None) -> tuple[TargetAddress, str]:
-    """Resolve ``url``'s host once and judge every address: the reading and the one address to
-    connect to, or TargetRefused (an unresolvable name included)."""
+def _read(url: str, settings: Settings) -> TargetAddress:
+    """The canonical reading, judged on what it shows without DNS (scheme, names, a literal address)."""
     target = parse_target(url)
     _check_name(target, settings)
     if target.literal is not None:
         _judge(target.literal, settings, resolved=False)
+    return target
+
+
+def vet(url: str, settings: Settings, resolver: Resolver | None = None) -> tuple[TargetAddress, str]:
+    """Resolve ``url``'s host once and judge every address: the reading and the one address to
+    connect to, or TargetRefused (an unresolvable name included)."""
+    target = _read(url, settings)
+    if target.literal is not None:
         return target, target.host
     try:
         answers = (resolver or system_resolver)(target.host, target.port)
@@ -287,8 +294,5 @@ def check_target_url(url: str, settings: Settings, resolve: bool = True, resolve
     if resolve:
         vet(url, settings, resolver)
     else:
-        target = parse_target(url)
-        _check_name(target, settings)
-        if target.literal is not None:
-            _judge(target.literal, settings, resolved=False)
+        _read(url, settings)
     return url.strip()
