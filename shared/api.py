@@ -256,8 +256,10 @@ def calendly_event(bridge: Bridge, req: Request) -> Response:
 def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
     sub = _manageable(bridge, call, _subscription_id(req))
     body = _json_body(req, required=False)
-    event = body.get("event") if isinstance(body, dict) else None
-    if event is not None and (not isinstance(event, str) or not event):
+    if req.body.strip() and not isinstance(body, dict):  # a JSON null, number, list... is no body
+        raise BridgeError(400, "invalid_body", "the body must be a JSON object (or empty)")
+    event = body.get("event") if body else None
+    if body and "event" in body and (not isinstance(event, str) or not event):
         raise BridgeError(400, "invalid_body", "'event' must be a Calendly event name")
     return bridge.callbacks.send_test_event(sub.id, event)
 
@@ -270,8 +272,8 @@ def list_deliveries(bridge: Bridge, req: Request, call: Call) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not DELIVERY_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
-    requested = (req.params.get("include") or "").strip().lower()
-    if requested not in ("", "payload"):
+    requested = req.params.get("include")
+    if requested not in (None, "payload"):  # exactly the connector definition's enum
         raise BridgeError(400, "invalid_include", "include takes one value: payload")
     include = requested == "payload"
     items, next_cursor = bridge.store.list_deliveries(sub_id, _limit(req), cursor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
@@ -14,6 +14,12 @@ from .events import EVENT_TYPES, SCOPES, TRIGGER_EVENTS, scope_conflicts
 # 1-260 characters of letters, digits, '.', '-', '_' and '/', starting and ending with a letter or
 # digit; '/' separates path segments, so no empty segment ('//') and no '.' or '..' segment.
 _ENTITY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._\-/]{0,258}[A-Za-z0-9])?")
+
+
+# A Calendly user or group URI as the bridge takes it: "<API base>/users/<id>" or ".../groups/<id>"
+# (the host is Calendly's to judge: the sandbox's differs). The connector definition's `pattern` for
+# `user`/`group` is this one, plus "" for a cleared field (tests/test_connector_fuzz.py compares them).
+CALENDLY_URI = {kind: re.compile(rf"^https?://[^/\s?#]+/{kind}s/[A-Za-z0-9_-]{{1,64}}$") for kind in ("user", "group")}
 
 
 def entity_name_problem(name: str) -> str | None:
@@ -83,9 +89,11 @@ class SubscribeBody(BaseModel):
 
     @field_validator("user", "group")
     @classmethod
-    def _uri(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be a Calendly URI (https://api.calendly.com/...)")
+    def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:  # the connector's form sends "" for a cleared field: the same as none
+            return None
+        if not CALENDLY_URI[info.field_name].fullmatch(value):
+            raise ValueError(f"must be a Calendly {info.field_name} URI (https://api.calendly.com/{info.field_name}s/<id>)")
         return value
 
     @model_validator(mode="after")

@@ -36,4 +36,34 @@ def test_an_empty_event_name_or_an_unknown_include_is_a_400(bridge, target):
     assert_error(bridge.api("POST", f"/subscriptions/{sub['id']}/test", json={"event": ""}), 400, "invalid_body")
     assert_error(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "everything"}), 400,
                  "invalid_include")
-    assert bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "Payload"}).status_code == 200
+    # exactly the connector definition's enum, no case folding ("include=" is dropped by the Functions
+    # host before the worker sees it, as by the local host: the same as no include)
+    for include in ("Payload", "PAYLOAD", " payload", "payload,payload"):
+        assert_error(bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": include}), 400,
+                     "invalid_include")
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "payload"}).status_code == 200
+
+
+def test_a_test_event_body_must_be_an_object_whose_event_is_a_name(bridge, target):
+    """Found by tests/test_connector_fuzz.py: a JSON null, number or list body, and "event": null,
+    were taken as "no event" although the connector definition declares an object with a string."""
+    sub = subscribe(bridge, target).json()
+    for body in (b"null", b"-157", b"[]", b'"invitee.created"', b'{"event": null}'):
+        assert_error(bridge.api("POST", f"/subscriptions/{sub['id']}/test", data=body,
+                                headers={"Content-Type": "application/json"}), 400, "invalid_body")
+    assert bridge.api("POST", f"/subscriptions/{sub['id']}/test", json={}).status_code == 200  # {}: its first event
+
+
+def test_a_cleared_user_or_group_field_means_none_and_a_malformed_uri_is_a_400(bridge, sandbox, target):
+    """The connector's form sends "" for a cleared field; the definition says empty means the PAT owner."""
+    body = {"url": f"{target.url}/flow", "scope": "user"}
+    cleared = bridge.api("POST", "/triggers/invitee-created", json={**body, "user": "", "group": ""})
+    assert cleared.status_code == 201, cleared.text
+    assert cleared.json()["user"] == sandbox.app.user_uri and cleared.json()["group"] is None
+    nulls = bridge.api("POST", "/triggers/invitee-created", json={**body, "user": None, "group": None})
+    assert nulls.status_code == 201 and nulls.json()["id"] == cleared.json()["id"]
+    for user in ("https://x", "ftp://api.calendly.com/users/A", "https://api.calendly.com/users/A/B",
+                 "https://api.calendly.com/groups/A", "https://api.calendly.com/users/A\n", "https://a b/users/A"):
+        assert_error(bridge.api("POST", "/triggers/invitee-created", json={**body, "user": user}), 400, "invalid_subscription")
+    assert_error(bridge.api("POST", "/triggers/invitee-created", json={**body, "scope": "group", "group": "https://api.calendly.com/users/A"}),
+                 400, "invalid_subscription")
