@@ -29,7 +29,7 @@ from devtools.sandbox import Sandbox
 from shared.models import HttpEndpoint, Subscription, SubscriptionState, new_callback_token
 from shared.settings import Settings
 from shared.store import open_store
-from shared.subscriptions import new_signing_key
+from shared.lifecycle import new_signing_key
 
 PAT = "bench-pat"
 PUBLIC_URL = "http://127.0.0.1:9"  # reconcile never needs the bridge to answer

@@ -65,9 +65,9 @@ def cmd_reconcile(argv: list[str]) -> int:
                             "finish interrupted (un)subscribes, delete orphan hooks.").parse_args(argv)
 
     def job(bridge: Bridge) -> int:
-        summary = bridge.reconciler.reconcile()
-        print(json.dumps(summary))
-        return 1 if summary["errors"] else 0
+        report = bridge.reconciler.reconcile()
+        print(json.dumps(report.as_dict()))
+        return 1 if report.errors else 0
 
     return _run(job)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
+    from .lifecycle import Lifecycle
     from .reconcile import Reconciler
     from .ratelimit import CallerLimits
     from .retention import RetentionService
@@ -39,6 +40,7 @@ class Bridge:
     pat: PatProvider
     calendly: CalendlyClient
     targets: Targets
+    lifecycle: Lifecycle
     subscriptions: SubscriptionService
     deliveries: DeliveryService
     callbacks: CallbackService
@@ -89,6 +91,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .delivery import DeliveryPolicy, DeliveryService
     from .reconcile import Reconciler
     from .isolation import ChangeNotifyingStore, SubscriptionCache
+    from .lifecycle import CallbackUrls, Lifecycle
     from .ratelimit import CallerLimits
     from .redaction import install_log_redaction
     from .retention import RetentionService
@@ -107,14 +110,15 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     pat = pat or pat_provider(settings, credential)
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
     targets = Targets(settings, credential, resolver)
-    subscriptions = SubscriptionService(settings, store, calendly, clock, resolver)
+    lifecycle = Lifecycle(store, calendly, CallbackUrls(settings.require_public_url), clock)
+    subscriptions = SubscriptionService(settings, store, calendly, lifecycle, clock, resolver)
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
-    deliveries = DeliveryService(store, targets.for_subscription, subscriptions.retire, policy,
+    deliveries = DeliveryService(store, targets.for_subscription, lifecycle.retire, policy,
                                  scheduler or _retry_scheduler(settings, store, credential), clock)
     return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
-                  subscriptions=subscriptions, deliveries=deliveries,
+                  lifecycle=lifecycle, subscriptions=subscriptions, deliveries=deliveries,
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance, cache),
-                  reconciler=Reconciler(settings, store, calendly, subscriptions, deliveries, clock),
+                  reconciler=Reconciler(settings, store, calendly, subscriptions, lifecycle, deliveries, clock),
                   retention=RetentionService(store, settings.delivery_retention_hours,
                                              settings.dead_delivery_retention_days, clock),
                   limits=CallerLimits(settings.calendly_calls_per_caller_per_minute))

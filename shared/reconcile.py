@@ -35,16 +35,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict
-from .models import Clock, Subscription, SubscriptionState, isotime, new_callback_token, utcnow
+from .lifecycle import Lifecycle
+from .models import Clock, Subscription, SubscriptionState, isotime, utcnow
 from .settings import Settings
 from .store.base import Store
-from .subscriptions import SubscriptionService, new_signing_key
+from .subscriptions import SubscriptionService
 
 log = logging.getLogger("shared.reconcile")
 
@@ -106,57 +107,98 @@ class Repair:
         return len(self.delete_first) + int(self.create) + len(self.delete_after)
 
 
+@dataclass
+class ReconcileError:
+    code: str
+    message: str
+    subscription: str | None = None
+
+
+@dataclass
+class ReconcileReport:
+    """What one run found and did (printed by ``python -m shared reconcile`` as JSON, logged as one
+    ``reconcile outcome=…`` line). The counters a repair moves are named by ``Repair.outcome``."""
+
+    checked: int = 0
+    healthy: int = 0
+    recreated: int = 0
+    completed: int = 0
+    deleted: int = 0
+    moved: int = 0
+    orphans_deleted: int = 0
+    leftover: int = 0
+    scopes: int = 0
+    list_pages: int = 0
+    calendly_calls: int = 0
+    waited_seconds: float = 0.0
+    leftover_reason: str = ""
+    errors: list[ReconcileError] = field(default_factory=list)
+    overdue_deliveries: int | None = None  # the timer's retry safety net (run_timer only)
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def failed(self, exc: BridgeError, doing: str | None, sub_id: str | None = None) -> None:
+        self.errors.append(ReconcileError(exc.code, f"{doing}: {exc.message}" if doing else exc.message, sub_id))
+
+    def as_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["errors"] = [{"subscription": e.subscription, "code": e.code, "message": e.message} for e in self.errors]
+        if self.overdue_deliveries is None:
+            del data["overdue_deliveries"]
+        return data
+
+    def log_line(self) -> str:
+        counts = " ".join(f"{k}={v}" for k, v in self.as_dict().items() if k != "errors" and v != "")
+        return f"reconcile outcome={'errors' if self.errors else 'ok'} {counts} errors={len(self.errors)}"
+
+
 class Reconciler:
     def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, subscriptions: SubscriptionService,
-                 deliveries: DeliveryService, clock: Clock = utcnow, sleep: Callable[[float], None] = time.sleep,
-                 max_wait: float = MAX_RUN_WAIT_SECONDS):
+                 lifecycle: Lifecycle, deliveries: DeliveryService, clock: Clock = utcnow,
+                 sleep: Callable[[float], None] = time.sleep, max_wait: float = MAX_RUN_WAIT_SECONDS):
         self.settings = settings
         self.store = store
         self.calendly = calendly
-        self.subscriptions = subscriptions
+        self.subscriptions = subscriptions  # the PAT's identity (cached), shared with subscribe
+        self.lifecycle = lifecycle
         self.deliveries = deliveries
         self.clock = clock
         self.sleep = sleep
         self.max_wait = max_wait
 
-    def run_timer(self) -> dict:
+    def run_timer(self) -> ReconcileReport:
         """The timer's work: reconcile hooks, then the retry safety net (every due delivery when no
         queue retries them, e.g. the SQLite store under ``func start``)."""
-        summary = self.reconcile()
+        report = self.reconcile()
         late = self.deliveries.scheduler.safety_net_after_seconds
-        summary["overdue_deliveries"] = self.deliveries.retry_due(overdue_seconds=late)
-        return summary
-
-    def hook_url(self, sub: Subscription) -> str:
-        """The callback URL the record's Calendly hook must have (the one place reconcile asks)."""
-        return self.subscriptions.callback_url(sub)
+        report.overdue_deliveries = self.deliveries.retry_due(overdue_seconds=late)
+        return report
 
     # The run ------------------------------------------------------------------------------
-    def reconcile(self) -> dict:
+    def reconcile(self) -> ReconcileReport:
         calls_before = self.calendly.calls_in_this_thread
         budget = CallBudget(self.calendly, self.settings.reconcile_rate_share / 100, max_wait=self.max_wait,
                             sleep=self.sleep)
-        summary: dict = {"checked": 0, "healthy": 0, "recreated": 0, "completed": 0, "deleted": 0, "moved": 0,
-                         "orphans_deleted": 0, "leftover": 0, "scopes": 0, "list_pages": 0, "calendly_calls": 0,
-                         "waited_seconds": 0.0, "leftover_reason": "", "errors": []}
+        report = ReconcileReport()
         records = self._all_subscriptions()
         by_scope: dict[ScopeKey, list[Subscription]] = defaultdict(list)
         for sub in records:
             by_scope[scope_of(sub)].append(sub)
-        scopes = set(by_scope) | self._owner_scopes(budget, summary)
+        scopes = set(by_scope) | self._owner_scopes(budget, report)
         deferred: set[ScopeKey] = set()  # not listed (whole) for want of budget: the next run lists them
-        listings = {key: self._list(key, budget, summary, deferred) for key in sorted(scopes, key=str)}
+        listings = {key: self._list(key, budget, report, deferred) for key in sorted(scopes, key=str)}
 
-        repairs, handled = self._plan(by_scope, listings, deferred, summary)
+        repairs, handled = self._plan(by_scope, listings, deferred, report)
         # Restore event flow first; clean-ups after.
         repairs.sort(key=lambda r: r.outcome == "deleted")
         for repair in repairs:
-            self._run_repair(repair, budget, summary)
+            self._run_repair(repair, budget, report)
         self._delete_orphans([h for listing in listings.values() if listing for h in listing.hooks
-                              if h.get("uri") not in handled], budget, summary)
-        return self._report(summary, budget, calls_before)
+                              if h.get("uri") not in handled], budget, report)
+        return self._finish(report, budget, calls_before)
 
-    def _plan(self, by_scope: dict, listings: dict, deferred: set, summary: dict) -> tuple[list[Repair], set[str]]:
+    def _plan(self, by_scope: dict, listings: dict, deferred: set, report: ReconcileReport) -> tuple[list[Repair], set[str]]:
         """The repairs the records need against the listed hooks, and the hooks some record accounts for."""
         repairs: list[Repair] = []
         handled: set[str] = set()
@@ -164,27 +206,24 @@ class Reconciler:
         for key, subs in by_scope.items():
             listing = listings.get(key)
             if listing is None:
-                summary["leftover"] += len(subs) if key in deferred else 0
+                report.leftover += len(subs) if key in deferred else 0
                 continue
             for sub in subs:
-                summary["checked"] += 1
+                report.checked += 1
                 repair = self._diff(sub, listing, handled, now)
                 if repair is None:
-                    summary["healthy"] += sub.state == ACTIVE
+                    report.healthy += sub.state == ACTIVE
                 else:
                     repairs.append(repair)
         return repairs, handled
 
-    def _report(self, summary: dict, budget: CallBudget, calls_before: int) -> dict:
-        """Finish the JSON summary and log it as one ``reconcile outcome=…`` line."""
-        summary["calendly_calls"] = self.calendly.calls_in_this_thread - calls_before
-        summary["waited_seconds"] = round(budget.waited, 1)
-        summary["leftover_reason"] = (budget.stopped or budget.deferred or "") if summary["leftover"] else ""
-        counts = " ".join(f"{k}={v}" for k, v in summary.items() if k != "errors" and v != "")
-        outcome = "errors" if summary["errors"] else "ok"
-        log.log(logging.WARNING if summary["errors"] else logging.INFO, "reconcile outcome=%s %s errors=%d",
-                outcome, counts, len(summary["errors"]))
-        return summary
+    def _finish(self, report: ReconcileReport, budget: CallBudget, calls_before: int) -> ReconcileReport:
+        """Fill in the run's costs and log the report as one ``reconcile outcome=…`` line."""
+        report.calendly_calls = self.calendly.calls_in_this_thread - calls_before
+        report.waited_seconds = round(budget.waited, 1)
+        report.leftover_reason = (budget.stopped or budget.deferred or "") if report.leftover else ""
+        log.log(logging.WARNING if report.errors else logging.INFO, "%s", report.log_line())
+        return report
 
     def _all_subscriptions(self) -> list[Subscription]:
         subs, cursor = [], None
@@ -194,7 +233,7 @@ class Reconciler:
             if not cursor:
                 return subs
 
-    def _owner_scopes(self, budget: CallBudget, summary: dict) -> set[ScopeKey]:
+    def _owner_scopes(self, budget: CallBudget, report: ReconcileReport) -> set[ScopeKey]:
         """Organization and the PAT owner's user scope: orphans may be there without any record."""
         try:
             identity = self.subscriptions.identity()  # cached: one /users/me an hour at most
@@ -202,11 +241,11 @@ class Reconciler:
             if is_rate_limited(exc):
                 budget.rate_limited(exc)  # not an error: those scopes' orphans wait for the next run
             else:
-                self._failed(exc, budget, summary, "reading the PAT's identity")
+                self._failed(exc, budget, report, "reading the PAT's identity")
             return set()
         return {(identity["organization"], "organization", None, None), (identity["organization"], "user", identity["user"], None)}
 
-    def _list(self, key: ScopeKey, budget: CallBudget, summary: dict, deferred: set[ScopeKey]) -> Listing | None:
+    def _list(self, key: ScopeKey, budget: CallBudget, report: ReconcileReport, deferred: set[ScopeKey]) -> Listing | None:
         """Every hook of the scope (one call a page), or None when it could not be listed whole
         (and then the key is in ``deferred`` when the budget, not an error, stopped it)."""
         organization, scope, user, group = key
@@ -223,16 +262,16 @@ class Reconciler:
                     budget.rate_limited(exc)  # the next allow() waits for the reset (or defers)
                     continue
                 # e.g. a member's PAT may not list organization hooks: report, carry on.
-                self._failed(exc, budget, summary, f"listing {scope} hooks")
+                self._failed(exc, budget, report, f"listing {scope} hooks")
                 return None
-        summary["scopes"] += 1
-        summary["list_pages"] += pages.pages
+        report.scopes += 1
+        report.list_pages += pages.pages
         return Listing(hooks)
 
     # The diff -----------------------------------------------------------------------------
     def _diff(self, sub: Subscription, listing: Listing, handled: set[str], now) -> Repair | None:
         """What ``sub`` needs, given its scope's hooks; None: nothing."""
-        url = self.hook_url(sub)
+        url = self.lifecycle.urls.of(sub)  # the callback URL the record's hook must have
         own = listing.by_uri.get(sub.calendly_webhook) if sub.calendly_webhook else None
         same_url = [h for h in listing.by_url.get(url, ()) if h is not own]
         # The hook still calling the id path while the record moves to its token URL.
@@ -263,86 +302,47 @@ class Reconciler:
         return Repair(sub, "recreated", delete_first=both, create=True, renew_key=True, reason=why)
 
     # The repairs --------------------------------------------------------------------------
-    def _run_repair(self, repair: Repair, budget: CallBudget, summary: dict) -> None:
+    def _run_repair(self, repair: Repair, budget: CallBudget, report: ReconcileReport) -> None:
         if repair.calls and not budget.allow(repair.calls, repair=True):
-            summary["leftover"] += 1
+            report.leftover += 1
             return
+        first, after = [h["uri"] for h in repair.delete_first], [h["uri"] for h in repair.delete_after]
+        sub, lifecycle = repair.sub, self.lifecycle
         try:
-            if repair.sub.state == DELETING:
-                self._finish_delete(repair)
-            elif repair.sub.state == RETIRED:
-                self._clear_retired(repair)
+            if sub.state == DELETING:
+                lifecycle.finish_delete(sub, first)
+                log.info("subscription outcome=deleted subscription=%s", sub.id)
+            elif sub.state == RETIRED:
+                lifecycle.clear_hooks(sub, first)
             elif repair.create:
-                self._recreate(repair)
+                if repair.renew_key:
+                    log.warning("subscription %s: Calendly hook %s; recreating it", sub.id, repair.reason)
+                    sub = lifecycle.rekey(sub)
+                elif repair.new_token:
+                    log.warning("subscription %s: Calendly hook %s; moving it to a callback token", sub.id, repair.reason)
+                    sub = lifecycle.start_move(sub)
+                else:
+                    log.warning("subscription %s: Calendly hook %s; moving it", sub.id, repair.reason)
+                lifecycle.replace_hook(sub, first, after)
             else:
-                self._drop_old_hook(repair.sub, repair.delete_after)
+                lifecycle.drop_old_hooks(sub, after)
         except ConcurrencyConflict:
             log.info("subscription %s changed during reconciliation; the next run looks again", repair.sub.id)
             return
         except BridgeError as exc:
             if is_rate_limited(exc):
                 budget.rate_limited(exc)
-                summary["leftover"] += 1
+                report.leftover += 1
             else:
-                self._failed(exc, budget, summary, None, repair.sub.id)
+                self._failed(exc, budget, report, None, repair.sub.id)
             return
-        summary[repair.outcome] += 1
+        report.count(repair.outcome)
 
-    def _recreate(self, repair: Repair) -> None:
-        sub = repair.sub
-        if repair.renew_key:
-            log.warning("subscription %s: Calendly hook %s; recreating it", sub.id, repair.reason)
-            # New signing key first, so the new hook signs with a key only the record holds (and a
-            # callback token, for a record made before them). A 'creating' record keeps its age:
-            # if this run stops here, the next one finishes it.
-            sub = self.store.update_subscription(sub.replace(
-                signing_key=new_signing_key(), calendly_webhook=None, legacy_webhook=None,
-                callback_token=sub.callback_token or new_callback_token(),
-                updated_at=sub.updated_at if sub.state == CREATING else isotime(self.clock())))
-        elif repair.new_token:
-            log.warning("subscription %s: Calendly hook %s; moving it to a callback token", sub.id, repair.reason)
-            # The token and the old hook first: the id path keeps answering until that hook is gone.
-            sub = self.store.update_subscription(sub.replace(
-                callback_token=new_callback_token(), legacy_webhook=sub.calendly_webhook, updated_at=isotime(self.clock())))
-        else:
-            log.warning("subscription %s: Calendly hook %s; moving it", sub.id, repair.reason)
-        for hook in repair.delete_first:
-            self.calendly.delete_webhook(hook["uri"])
-        created = self.subscriptions.create_hook(sub)
-        try:
-            sub = self.store.update_subscription(sub.replace(state=ACTIVE, calendly_webhook=created["uri"],
-                                                             updated_at=isotime(self.clock())))
-        except ConcurrencyConflict:
-            # The record changed meanwhile (an unsubscribe, a subscribe): the hook just made is nobody's.
-            self.calendly.delete_webhook(created["uri"])
-            raise
-        self._drop_old_hook(sub, repair.delete_after)
-
-    def _drop_old_hook(self, sub: Subscription, hooks: list[dict]) -> None:
-        """Delete the hooks the record has moved away from; then the id path stops answering."""
-        for hook in hooks:
-            self.calendly.delete_webhook(hook["uri"])
-        if sub.legacy_webhook:
-            sub = self.store.update_subscription(sub.replace(legacy_webhook=None, updated_at=isotime(self.clock())))
-            log.info("subscription outcome=moved subscription=%s hook=%s", sub.id, sub.calendly_webhook)
-
-    def _finish_delete(self, repair: Repair) -> None:
-        for hook in repair.delete_first:
-            self.calendly.delete_webhook(hook["uri"])
-        self.subscriptions.forget(repair.sub)
-        log.info("subscription outcome=deleted subscription=%s", repair.sub.id)
-
-    def _clear_retired(self, repair: Repair) -> None:
-        for hook in repair.delete_first:
-            self.calendly.delete_webhook(hook["uri"])
-        self.store.update_subscription(repair.sub.replace(calendly_webhook=None, legacy_webhook=None,
-                                                          updated_at=isotime(self.clock())))
-
-    def _delete_orphans(self, unowned: list[dict], budget: CallBudget, summary: dict) -> None:
+    def _delete_orphans(self, unowned: list[dict], budget: CallBudget, report: ReconcileReport) -> None:
         """Delete hooks calling this bridge's callback route that no record owns."""
         if not self.settings.public_url:
             return
-        prefix = self.subscriptions.callback_prefix()
+        prefix = self.lifecycle.urls.prefix()
         candidates = [h for h in unowned if str(h.get("callback_url") or "").startswith(prefix)]
         if not candidates:
             return
@@ -351,28 +351,28 @@ class Reconciler:
         owned_uris, owned_urls = set(), set()
         for sub in self._all_subscriptions():
             owned_uris.update((sub.calendly_webhook, sub.legacy_webhook))
-            owned_urls.update((url, scope_of(sub)) for url in self.subscriptions.callback_urls(sub))
+            owned_urls.update((url, scope_of(sub)) for url in self.lifecycle.urls.answering(sub))
         for hook in candidates:
             if hook["uri"] in owned_uris or (hook.get("callback_url"), hook_scope(hook)) in owned_urls:
                 continue
             if not budget.allow(1, repair=True):
-                summary["leftover"] += 1
+                report.leftover += 1
                 continue
             try:
                 self.calendly.delete_webhook(hook["uri"])
             except BridgeError as exc:
                 if is_rate_limited(exc):
                     budget.rate_limited(exc)
-                    summary["leftover"] += 1
+                    report.leftover += 1
                 else:
-                    self._failed(exc, budget, summary, "deleting an orphan hook")
+                    self._failed(exc, budget, report, "deleting an orphan hook")
                 continue
             log.warning("deleted orphan Calendly hook %s (no subscription record)", hook["uri"])
-            summary["orphans_deleted"] += 1
+            report.orphans_deleted += 1
 
     @staticmethod
-    def _failed(exc: BridgeError, budget: CallBudget, summary: dict, doing: str | None, sub_id: str | None = None) -> None:
-        summary["errors"].append({"subscription": sub_id, "code": exc.code,
-                                  "message": f"{doing}: {exc.message}" if doing else exc.message})
+    def _failed(exc: BridgeError, budget: CallBudget, report: ReconcileReport, doing: str | None,
+                sub_id: str | None = None) -> None:
+        report.failed(exc, doing, sub_id)
         if exc.status == 503:
             budget.stop(exc.code)  # Calendly (or the store) is down: leave the rest to the next run

@@ -1,15 +1,9 @@
 """Subscribe and unsubscribe: the webhook-trigger contract on top of Calendly hooks.
 
-Crash safety: the record (with its signing key) is written *before* the Calendly hook is
-created, and marked ``deleting`` before the hook is deleted, so any crash leaves a record
-that reconciliation can finish, never an unknown hook.
-
-Races: every state change is a compare-and-set on the record's ETag (``creating`` -> ``active``,
--> ``deleting``, deleting a known version), and whoever loses takes back what it made. A subscribe
-that finds its record deleted (or taken over) after creating its hook deletes that hook and answers
-409; an unsubscribe that meets a subscribe in flight marks the record ``deleting`` and the
-subscribe's final write then fails. So once both requests have answered, the subscription either
-exists with its hook or neither does.
+This is orchestration: who may take which scope, which target, which id; the record's states and
+its Calendly hook are moved only through ``shared.lifecycle`` (crash safety and races are argued
+and tested there). Once a subscribe and an unsubscribe of the same subscription have both
+answered, the subscription either exists with its hook or neither does.
 
 Calendly calls a subscription on ``/api/calendly/events/<callback token>``: a random token, not
 the management id (which is derived from the target, so anyone could compute it).
@@ -26,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
-from .calendly import CalendlyClient, CalendlyError
+from .calendly import CalendlyClient
 from .errors import BridgeError, ConcurrencyConflict
 from .auth import FUNCTION_KEY_CALLER, Caller
+from .lifecycle import CallbackUrls, Lifecycle
 from .models import (Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime,
-                     new_callback_token, target_hash, utcnow)
+                     target_hash, utcnow)
 from .redaction import logvalue
 from .settings import Settings
 from .store.base import Store
@@ -43,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.subscriptions")
 
 ACTIVE, DELETING, RETIRED = SubscriptionState.ACTIVE, SubscriptionState.DELETING, SubscriptionState.RETIRED
+IN_PROGRESS = ("subscription_in_progress", "the same subscription is being created right now; retry")
 IDENTITY_TTL_SECONDS = 3600.0
 CAS_ATTEMPTS = 5  # compare-and-set retries of one unsubscribe before it answers 409 (retry)
 MEMBERSHIP_TTL_SECONDS = 300.0
@@ -60,17 +56,14 @@ def subscription_id(target: Endpoint, events: list[str], scope: str, user: str |
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def new_signing_key() -> str:
-    return secrets.token_urlsafe(32)
-
-
 class SubscriptionService:
-    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, clock: Clock = utcnow,
-                 resolver: Resolver | None = None):
+    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, lifecycle: Lifecycle,
+                 clock: Clock = utcnow, resolver: Resolver | None = None):
         self.settings = settings
         self.resolver = resolver  # the target guard's DNS (None: the system resolver)
         self.store = store
         self.calendly = calendly
+        self.lifecycle = lifecycle
         self.clock = clock
         self._identity: TTLCache = TTLCache(maxsize=1, ttl=IDENTITY_TTL_SECONDS, timer=time.monotonic)
         self._identity_lock = threading.Lock()  # held while asking: concurrent subscribes share one call
@@ -89,22 +82,12 @@ class SubscriptionService:
                 identity = self._identity["me"] = {"user": me["uri"], "organization": me["current_organization"]}
             return identity
 
-    def callback_prefix(self) -> str:
-        """Every callback URL of this bridge starts with this."""
-        return f"{self.settings.require_public_url()}/api/calendly/events/"
+    @property
+    def urls(self) -> CallbackUrls:
+        return self.lifecycle.urls
 
     def callback_url(self, sub: Subscription) -> str:
-        """The URL Calendly calls for ``sub`` (the one place it is made): its random token's path,
-        or, for a record made before tokens, its id's path until reconcile moves it."""
-        return self.callback_prefix() + (sub.callback_token or sub.id)
-
-    def callback_urls(self, sub: Subscription) -> set[str]:
-        """Every URL on which a hook may call ``sub`` right now: its own, plus the old id path
-        while reconcile is moving its hook to the token path (both answer meanwhile)."""
-        urls = {self.callback_url(sub)}
-        if sub.answers_legacy_path:
-            urls.add(self.callback_prefix() + sub.id)
-        return urls
+        return self.urls.of(sub)
 
     def location(self, sub_id: str) -> str:
         return f"{self.settings.require_public_url()}/api/subscriptions/{sub_id}"
@@ -124,15 +107,25 @@ class SubscriptionService:
         events, owner = sorted(body.events), caller.owner
         draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner), target=target, events=events,
                              scope=body.scope, organization=organization, user=user, group=group,
-                             signing_key=new_signing_key(), generation=secrets.token_hex(8),
-                             callback_token=new_callback_token(),
+                             signing_key=self.lifecycle.new_key(), generation=secrets.token_hex(8),
+                             callback_token=self.lifecycle.new_token(),
                              owner_tenant=owner.tenant_id if owner else None, owner_id=owner.object_id if owner else None,
                              owner_name=owner.name if owner else None, created_at=self.now(), updated_at=self.now())
         self._check_owner_cap(draft, caller)
-        record, is_new = self._claim_record(draft)
+        try:
+            record, inserted = self.lifecycle.claim(draft)
+        except ConcurrencyConflict:
+            raise BridgeError(409, *IN_PROGRESS, {"Retry-After": "2"}) from None
         if record.state == ACTIVE:
             return record, False
-        return self._activate(record, is_new), True
+        try:
+            record = self.lifecycle.activate(record, inserted)
+        except ConcurrencyConflict:
+            raise self._lost_activation(record) from None
+        log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
+                 record.target.describe(), logvalue(",".join(record.events)), logvalue(record.scope),
+                 logvalue(record.calendly_webhook))
+        return record, True
 
     def _check_owner_cap(self, draft: Subscription, caller: Caller) -> None:
         """A signed-in maker holds at most MAX_SUBSCRIPTIONS_PER_OWNER subscriptions (a repeat of one
@@ -201,115 +194,33 @@ class SubscriptionService:
                               "user scope is limited to your own Calendly user")
         return user
 
-    def _claim_record(self, draft: Subscription) -> tuple[Subscription, bool]:
-        """The record for ``draft.id`` to activate, and whether this call created it. An active
-        record is returned as it is; one being deleted is finished first; one a crash left in
-        'creating' gets a fresh key (Calendly may hold a hook signed with the old one)."""
-        existing = self.store.get_subscription(draft.id)
-        if existing is not None and existing.state in (DELETING, RETIRED):
-            self._finish_delete(existing)
-            existing = None
-        if existing is None:
-            try:
-                return self.store.create_subscription(draft), True
-            except ConcurrencyConflict:
-                raise BridgeError(409, "subscription_in_progress", "the same subscription is being created right now; retry",
-                                  {"Retry-After": "2"}) from None
-        if existing.state == ACTIVE:
-            return existing, False
-        return self.store.update_subscription(existing.replace(
-            signing_key=new_signing_key(), callback_token=existing.callback_token or new_callback_token(),
-            updated_at=self.now())), False
-
-    def _activate(self, record: Subscription, is_new: bool) -> Subscription:
-        try:
-            hook = self.create_hook(record)
-        except BridgeError:
-            if is_new:
-                self._discard(record)
-            raise
-        try:
-            record = self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook["uri"],
-                                                                   updated_at=self.now()))
-        except ConcurrencyConflict:
-            raise self._lost_activation(record, hook["uri"]) from None
-        log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
-                 record.target.describe(), logvalue(",".join(record.events)), logvalue(record.scope), logvalue(hook["uri"]))
-        return record
-
-    def _discard(self, record: Subscription) -> None:
-        """Delete the record this subscribe made, unless someone else changed it meanwhile."""
-        try:
-            self.store.delete_subscription(record.id, etag=record.etag)
-        except ConcurrencyConflict:
-            pass
-
-    def _lost_activation(self, record: Subscription, hook_uri: str) -> BridgeError:
-        """The record changed while its hook was being made (an unsubscribe, or another subscribe
-        took it over): take the hook back, so nothing calls a record that will not use it."""
-        self.calendly.delete_webhook(hook_uri)
+    def _lost_activation(self, record: Subscription) -> BridgeError:
+        """The record changed while its hook was being made (the lifecycle took the hook back): an
+        unsubscribe won (409 subscription_deleted), or another subscribe took it over (retry)."""
         current = self.store.get_subscription(record.id)
         if current is None or current.state in (DELETING, RETIRED) or current.generation != record.generation:
-            log.info("subscription outcome=abandoned subscription=%s reason=unsubscribed_meanwhile hook=%s", record.id, hook_uri)
+            log.info("subscription outcome=abandoned subscription=%s reason=unsubscribed_meanwhile", record.id)
             return BridgeError(409, "subscription_deleted",
                                "the subscription was unsubscribed while it was being created; nothing was kept")
-        return BridgeError(409, "subscription_in_progress", "the same subscription is being created right now; retry",
-                           {"Retry-After": "2"})
-
-    def create_hook(self, sub: Subscription) -> dict:
-        kwargs = dict(url=self.callback_url(sub), events=sub.events, organization=sub.organization,
-                      scope=sub.scope, user=sub.user, group=sub.group, signing_key=sub.signing_key)
-        try:
-            return self.calendly.create_webhook(**kwargs)
-        except CalendlyError as exc:
-            if exc.calendly_status != 409:
-                raise
-        # A hook for this URL survived a crash. Calendly never returns its signing key,
-        # so replace it: find it (every page), delete it, create it with our key.
-        for hook in self.calendly.list_webhooks(organization=sub.organization, scope=sub.scope, user=sub.user, group=sub.group):
-            if hook.get("callback_url") == kwargs["url"] and hook.get("uri"):
-                self.calendly.delete_webhook(hook["uri"])
-        log.info("subscription %s: replaced a leftover Calendly hook", sub.id)
-        return self.calendly.create_webhook(**kwargs)
+        return BridgeError(409, *IN_PROGRESS, {"Retry-After": "2"})
 
     # Unsubscribe ----------------------------------------------------------------
     def unsubscribe(self, sub_id: str) -> bool:
-        """Mark the record deleting (compare-and-set), delete its Calendly hook(s), its deliveries,
-        then the record. False when there was nothing to delete."""
+        """Mark the record deleting, delete its Calendly hook(s), its deliveries, then the record.
+        False when there was nothing to delete."""
         for _ in range(CAS_ATTEMPTS):
             sub = self.store.get_subscription(sub_id)
             if sub is None:
                 return False
             if sub.state != DELETING:
                 try:
-                    sub = self.store.update_subscription(sub.replace(state=DELETING, updated_at=self.now()))
+                    sub = self.lifecycle.mark_deleting(sub)
                 except ConcurrencyConflict:
                     continue  # a subscribe (or reconcile) moved it meanwhile: look again
-            self._finish_delete(sub)
+            self.lifecycle.finish_delete(sub)
             log.info("subscription outcome=deleted subscription=%s", sub_id)
             return True
         raise ConcurrencyConflict(f"subscription {sub_id} kept changing while being deleted; retry")
-
-    def _finish_delete(self, sub: Subscription) -> None:
-        """Delete the hooks of this version of the record, then forget it."""
-        for hook in dict.fromkeys(h for h in (sub.calendly_webhook, sub.legacy_webhook) if h):
-            self.calendly.delete_webhook(hook)
-        self.forget(sub)
-
-    def forget(self, sub: Subscription) -> bool:
-        """Delete the deliveries and the record, in this version only: when another request
-        finished it first, or a new subscribe already took the id, nothing is touched."""
-        current = self.store.get_subscription(sub.id)
-        if current is None or current.etag != sub.etag:
-            return False
-        if sub.callback_token:  # Calendly may still call the old path: it is then told 410 (drop the hook)
-            self.store.bury_callback(sub.callback_token, sub.id, sub.signing_key, self.now())
-        self.store.delete_deliveries(sub.id)
-        try:
-            self.store.delete_subscription(sub.id, etag=sub.etag)
-        except ConcurrencyConflict:
-            return False
-        return True
 
     def unsubscribe_target(self, url: str, caller: Caller = FUNCTION_KEY_CALLER) -> list[str]:
         """Unsubscribe every subscription with this target URL that the caller may manage; their ids."""
@@ -318,24 +229,6 @@ class SubscriptionService:
         for sub in subs:
             self.unsubscribe(sub.id)
         return [sub.id for sub in subs]
-
-    def retire(self, sub: Subscription, reason: str) -> None:
-        """The target is gone (404/410): stop Calendly calling and delete the deliveries (the
-        record stays, retired, so Calendly's calls answer 410 and an operator sees why)."""
-        current = self.store.get_subscription(sub.id)
-        if current is None or current.state == RETIRED:
-            return
-        try:
-            current = self.store.update_subscription(current.replace(state=RETIRED, updated_at=self.now()))
-        except ConcurrencyConflict:
-            return
-        try:
-            for hook in dict.fromkeys(h for h in (current.calendly_webhook, current.legacy_webhook) if h):
-                self.calendly.delete_webhook(hook)
-        except BridgeError as exc:
-            log.warning("subscription %s retired but its Calendly hook could not be deleted yet: %s", sub.id, exc.code)
-        self.store.delete_deliveries(sub.id)
-        log.warning("subscription outcome=retired subscription=%s reason=%s", sub.id, logvalue(reason))
 
     # Read -----------------------------------------------------------------------
     def get(self, sub_id: str) -> Subscription | None:

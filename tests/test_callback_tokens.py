@@ -105,7 +105,7 @@ def test_a_record_made_before_tokens_answers_on_its_id_until_reconcile_moves_it_
     caller.sandbox.app.reset(keep_hooks=True)  # forget the request log
 
     summary = caller.bridge.reconciler.reconcile()
-    assert summary["moved"] == 1 and summary["errors"] == [], summary
+    assert summary.moved == 1 and summary.errors == [], summary
     moved = caller.bridge.store.get_subscription(record.id)
     [hook] = caller.sandbox.app.hooks()
     assert hook["uri"] == moved.calendly_webhook != old_hook and hook["state"] == "active"
@@ -122,7 +122,7 @@ def test_a_record_made_before_tokens_answers_on_its_id_until_reconcile_moves_it_
     got = caller.call(api.get_subscription, "GET", f"/subscriptions/{record.id}", id=record.id)
     assert got.status == 200 and json.loads(got.body)["state"] == "active"
     again = caller.bridge.reconciler.reconcile()
-    assert (again["moved"], again["healthy"], again["orphans_deleted"]) == (0, 1, 0)
+    assert (again.moved, again.healthy, again.orphans_deleted) == (0, 1, 0)
 
 
 def test_an_interrupted_move_keeps_both_paths_answering_and_the_next_run_finishes_it(caller, target, monkeypatch):
@@ -135,16 +135,16 @@ def test_an_interrupted_move_keeps_both_paths_answering_and_the_next_run_finishe
 
     monkeypatch.setattr(calendly, "delete_webhook", calendly_down)
     summary = caller.bridge.reconciler.reconcile()
-    assert summary["moved"] == 0 and summary["errors"], summary
+    assert summary.moved == 0 and summary.errors, summary
     halfway = caller.bridge.store.get_subscription(record.id)
     assert halfway.legacy_webhook == record.calendly_webhook and halfway.calendly_webhook != record.calendly_webhook
     new_url = caller.bridge.subscriptions.callback_url(halfway)
-    assert caller.bridge.subscriptions.callback_urls(halfway) == {old_url, new_url}
+    assert caller.bridge.subscriptions.urls.answering(halfway) == {old_url, new_url}
     # Both hooks exist and both paths answer while the old hook is still there.
     assert caller.post_event(old_url, event(6), key="legacy-key").status == 200
     assert caller.post_event(new_url, event(7), key="legacy-key").status == 200
     monkeypatch.setattr(calendly, "delete_webhook", real_delete)
-    assert caller.bridge.reconciler.reconcile()["moved"] == 1
+    assert caller.bridge.reconciler.reconcile().moved == 1
     [hook] = caller.sandbox.app.hooks()
     assert hook["callback_url"] == new_url
     assert caller.post_event(old_url, event(8), key="legacy-key").status == 404

@@ -349,13 +349,16 @@ def shared_modules() -> dict[Path, str]:
 
 def logged_keys(source: str) -> set[str]:
     """The `key=` names a module can write: inside its string literals (f-string parts too), plus
-    the string keys of its dict literals (lines built as " ".join(f"{k}={v}" ...))."""
+    the string keys of its dict literals and the field names of its dataclasses (lines built as
+    " ".join(f"{k}={v}" ...) from a dict or a report's fields)."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             found |= set(re.findall(r"(\w+)=", node.value))
         elif isinstance(node, ast.Dict):
             found |= {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        elif isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+            found |= {f.target.id for f in node.body if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)}
     return found
 
 

@@ -115,7 +115,7 @@ def test_an_unsubscribe_while_reconcile_moves_an_old_record_leaves_no_hook(calle
     assert caller.unsubscribe(record.id).status == 204
     hold.release()
     thread.join(30)
-    assert out["result"]["moved"] == 0
+    assert out["result"].moved == 0
     assert assert_consistent(caller, record.id) == "neither"
 
 

@@ -19,7 +19,7 @@ from shared.composition import compose
 from shared.secrets import EnvironmentPat
 from shared.models import HttpEndpoint, Subscription, SubscriptionState, isotime, new_callback_token
 from shared.settings import Settings
-from shared.subscriptions import new_signing_key
+from shared.lifecycle import new_signing_key
 from tests.conftest import clean_env
 from tests.peers import FakeClock
 
@@ -96,7 +96,7 @@ def seed(bridge, sandbox, n, *, scope="organization", start=0, state=Subscriptio
                            group=group, signing_key=new_signing_key(), generation="g", state=state,
                            callback_token=new_callback_token(), updated_at=updated_at or isotime(bridge.clock()))
         if hook is not None:
-            made = app.add_hook(bridge.reconciler.hook_url(sub), sub.events, scope=scope, user=user, group=group,
+            made = app.add_hook(bridge.subscriptions.callback_url(sub), sub.events, scope=scope, user=user, group=group,
                                 signing_key=sub.signing_key, state=hook)
             sub = sub.replace(calendly_webhook=made["uri"])
         subs.append(bridge.store.create_subscription(sub))
@@ -132,7 +132,7 @@ def assert_consistent(bridge, sandbox, foreign=()):
     subs = bridge.reconciler._all_subscriptions()
     live = [s for s in subs if s.state in (SubscriptionState.ACTIVE, SubscriptionState.CREATING)]
     for sub in live:
-        url = bridge.reconciler.hook_url(sub)
+        url = bridge.subscriptions.callback_url(sub)
         assert sub.state == SubscriptionState.ACTIVE, sub.id
         assert hooks[sub.calendly_webhook]["state"] == "active" and hooks[sub.calendly_webhook]["callback_url"] == url
         assert sandbox.app.signing_key(url) == sub.signing_key, f"{sub.id}: the hook signs with another key"
@@ -153,10 +153,10 @@ def test_healthy_subscriptions_cost_one_list_call_per_page_per_scope(make_bridge
     summary = bridge.reconciler.reconcile()
     made = calls(sandbox)
     assert made == {"GET /users/me": 1, "GET list": 3 + 2 + 1}, made
-    assert summary["calendly_calls"] == 7 and summary["list_pages"] == 6 and summary["scopes"] == 3
-    assert (summary["checked"], summary["healthy"], summary["leftover"], summary["errors"]) == (406, 406, 0, [])
+    assert summary.calendly_calls == 7 and summary.list_pages == 6 and summary.scopes == 3
+    assert (summary.checked, summary.healthy, summary.leftover, summary.errors) == (406, 406, 0, [])
     # The issue's goal: 300 healthy organization-scope subscriptions in at most 8 calls.
-    assert summary["calendly_calls"] <= math.ceil(300 / 100) + math.ceil(101 / 100) + 1 + 3
+    assert summary.calendly_calls <= math.ceil(300 / 100) + math.ceil(101 / 100) + 1 + 3
     # The next run knows the PAT's owner already: list pages only.
     sandbox.app.reset(keep_hooks=True)
     bridge.reconciler.reconcile()
@@ -196,16 +196,16 @@ def test_the_diff_is_exact_over_pages_and_scopes(make_bridge, sandbox):
     app.remove(hook_id(deleting[1].calendly_webhook))  # this one's hook is already gone
     retired = seed(bridge, sandbox, 2, start=920, state=SubscriptionState.RETIRED, scope="user")
     app.remove(hook_id(retired[1].calendly_webhook))
-    in_flight_uri = next(h["uri"] for h in app.hooks() if h["callback_url"] == bridge.reconciler.hook_url(in_flight))
+    in_flight_uri = next(h["uri"] for h in app.hooks() if h["callback_url"] == bridge.subscriptions.callback_url(in_flight))
     app.reset(keep_hooks=True)
 
     summary = bridge.reconciler.reconcile()
 
-    assert summary["errors"] == [] and summary["leftover"] == 0, summary
-    assert (summary["recreated"], summary["completed"], summary["deleted"], summary["orphans_deleted"]) == \
+    assert summary.errors == [] and summary.leftover == 0, summary
+    assert (summary.recreated, summary.completed, summary.deleted, summary.orphans_deleted) == \
         (len(disabled) + len(missing), 2, 4, len(orphans)), summary
-    assert summary["checked"] == 250 + 130 + 20 + 3 + 2 + 2
-    assert summary["healthy"] == 250 + 130 + 20 - len(disabled) - len(missing)
+    assert summary.checked == 250 + 130 + 20 + 3 + 2 + 2
+    assert summary.healthy == 250 + 130 + 20 - len(disabled) - len(missing)
     # Exactly the calls the differences need: no per-subscription GET, no needless DELETE.
     made = calls(sandbox)
     assert made["GET one"] == 0
@@ -214,7 +214,7 @@ def test_the_diff_is_exact_over_pages_and_scopes(make_bridge, sandbox):
     expected_deletes = ([hook_id(s.calendly_webhook) for s in disabled + [deleting[0], retired[0]]]
                         + [hook_id(u) for u in orphans] + [hook_id(crashed_hook)])
     assert sorted(expected_deletes) == deleted_hooks(sandbox)
-    assert summary["calendly_calls"] == sum(made.values())
+    assert summary.calendly_calls == sum(made.values())
     # The outcome: records and hooks agree, the in-flight subscribe's hook and others' hooks are untouched.
     assert in_flight_uri in {h["uri"] for h in app.hooks()}
     for sub in (deleting[0], deleting[1]):
@@ -229,7 +229,7 @@ def test_the_diff_is_exact_over_pages_and_scopes(make_bridge, sandbox):
     app.reset(keep_hooks=True)
     again = bridge.reconciler.reconcile()
     assert calls(sandbox) == {"GET list": 6}, calls(sandbox)
-    assert (again["checked"], again["healthy"], again["leftover"]) == (405, 403, 0), again
+    assert (again.checked, again.healthy, again.leftover) == (405, 403, 0), again
 
 
 def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(make_bridge, sandbox, monkeypatch):
@@ -237,11 +237,11 @@ def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(make_bridge, sand
     moves: the new one (same key) exists before the old one is deleted."""
     bridge = make_bridge()
     [sub] = seed(bridge, sandbox, 1)
-    old_url = bridge.reconciler.hook_url(sub)
-    monkeypatch.setattr(bridge.subscriptions, "callback_url", lambda sub: f"{PUBLIC_URL}/api/calendly/events/t-{sub.id}")
+    old_url = bridge.subscriptions.callback_url(sub)
+    monkeypatch.setattr(bridge.subscriptions.urls, "of", lambda sub: f"{PUBLIC_URL}/api/calendly/events/t-{sub.id}")
     sandbox.app.reset(keep_hooks=True)
     summary = bridge.reconciler.reconcile()
-    assert (summary["recreated"], summary["orphans_deleted"]) == (1, 0)
+    assert (summary.recreated, summary.orphans_deleted) == (1, 0)
     assert [r["method"] for r in sandbox.app.requests_log() if r["path"].startswith("/webhook_subscriptions/") or r["method"] == "POST"] == ["POST", "DELETE"]
     current = bridge.store.get_subscription(sub.id)
     assert current.signing_key == sub.signing_key and current.calendly_webhook != sub.calendly_webhook
@@ -258,9 +258,9 @@ def test_a_member_pat_refused_organization_hooks_is_reported_and_the_rest_reconc
     sandbox.app.reset(keep_hooks=True)
     sandbox.app.add_fault(method="GET", path_prefix="/webhook_subscriptions", status=403)  # organization is listed first
     summary = bridge.reconciler.reconcile()
-    assert [e["code"] for e in summary["errors"]] == ["calendly_forbidden"]
-    assert "listing organization hooks" in summary["errors"][0]["message"]
-    assert (summary["recreated"], summary["checked"], summary["leftover"]) == (1, 3, 0)
+    assert [e.code for e in summary.errors] == ["calendly_forbidden"]
+    assert "listing organization hooks" in summary.errors[0].message
+    assert (summary.recreated, summary.checked, summary.leftover) == (1, 3, 0)
     assert bridge.store.get_subscription(org[0].id).calendly_webhook == org[0].calendly_webhook  # left alone
 
 
@@ -280,7 +280,7 @@ def test_a_subscribe_landing_while_hooks_are_listed_is_not_taken_for_an_orphan(m
     store.list_subscriptions = list_then_subscribe
     sandbox.app.reset(keep_hooks=True)
     summary = bridge.reconciler.reconcile()
-    assert summary["orphans_deleted"] == 0 and deleted_hooks(sandbox) == []
+    assert summary.orphans_deleted == 0 and deleted_hooks(sandbox) == []
     assert late[0].calendly_webhook in {h["uri"] for h in sandbox.app.hooks()}
 
 
@@ -293,14 +293,14 @@ def test_repair_calls_are_bounded_per_run_paced_per_window_and_finished_by_later
     sandbox.app.reset(keep_hooks=True)
     sandbox.app.set_rate_limit(limit=100)  # 10% of it: 10 calls a window, 10 repair calls a run
     runs = []
-    while not runs or runs[-1]["leftover"]:
+    while not runs or runs[-1].leftover:
         runs.append(bridge.reconciler.reconcile())
         assert len(runs) <= 10, runs
     # 60 repair calls (delete the disabled hook, create a new one) at 10 a run: 6 runs.
-    assert [r["recreated"] for r in runs] == [5] * 6, runs
-    assert [r["leftover"] for r in runs] == [25, 20, 15, 10, 5, 0]
-    assert runs[0]["leftover_reason"] == "repair_budget" and runs[-1]["leftover_reason"] == ""
-    assert all(not r["errors"] for r in runs)
+    assert [r.recreated for r in runs] == [5] * 6, runs
+    assert [r.leftover for r in runs] == [25, 20, 15, 10, 5, 0]
+    assert runs[0].leftover_reason == "repair_budget" and runs[-1].leftover_reason == ""
+    assert all(not r.errors for r in runs)
     # Paced: the run waited for Calendly's window instead of spending more than its share of it.
     log_sizes = [0, *bridge.waits.calls_at, len(sandbox.app.requests_log())]
     assert bridge.waits.seconds and all(0 < s <= 61 for s in bridge.waits.seconds)
@@ -326,20 +326,20 @@ def test_calendly_rate_limiting_mid_run_loses_nothing_and_the_next_run_finishes(
                           skip={"GET": 1, "POST": 3, "DELETE": 3}[where])
 
     first = bridge.reconciler.reconcile()
-    assert first["errors"] == [] and first["leftover"] > 0 and first["leftover_reason"] == "rate_limit", first
+    assert first.errors == [] and first.leftover > 0 and first.leftover_reason == "rate_limit", first
     assert bridge.waits.seconds == [], "a reset an hour away is not waited for inside a run"
     done_first = {"GET": 0, "POST": 3, "DELETE": 3}[where]  # the recreates that got through
-    assert first["recreated"] == done_first and first["leftover"] == (252 if where == "GET" else 12 - done_first + 3)
+    assert first.recreated == done_first and first.leftover == (252 if where == "GET" else 12 - done_first + 3)
     for sub in subs + deleting:  # nothing lost: each record is as it was, or repaired, or knows it has no hook
         current = bridge.store.get_subscription(sub.id)
         assert current is not None and current.state == sub.state
 
     bridge.waits.pass_time(3600)  # the hour is over; the next run
     second = bridge.reconciler.reconcile()
-    assert second["errors"] == [] and second["leftover"] == 0, second
-    assert first["recreated"] + second["recreated"] == len(broken)
-    assert first["deleted"] + second["deleted"] == 2
-    assert first["orphans_deleted"] + second["orphans_deleted"] == 1
+    assert second.errors == [] and second.leftover == 0, second
+    assert first.recreated + second.recreated == len(broken)
+    assert first.deleted + second.deleted == 2
+    assert first.orphans_deleted + second.orphans_deleted == 1
     assert orphan not in {h["uri"] for h in sandbox.app.hooks()}
     assert_consistent(bridge, sandbox)
 
@@ -354,8 +354,8 @@ def test_a_short_x_ratelimit_reset_is_waited_for_within_the_run(make_bridge, san
     summary = bridge.reconciler.reconcile()
     # The 429'd recreate is left (the record knows it has no hook); the others go on after the wait.
     assert bridge.waits.seconds and 29 <= bridge.waits.seconds[0] <= 31, bridge.waits.seconds
-    assert (summary["recreated"], summary["leftover"], summary["errors"]) == (5, 1, [])
-    assert bridge.reconciler.reconcile()["recreated"] == 1
+    assert (summary.recreated, summary.leftover, summary.errors) == (5, 1, [])
+    assert bridge.reconciler.reconcile().recreated == 1
     assert_consistent(bridge, sandbox)
 
 
@@ -373,7 +373,7 @@ def test_reconcile_leaves_room_when_subscribes_used_the_window(make_bridge, sand
     summary = bridge.reconciler.reconcile()
     # /users/me tells the bridge the window is spent; it lists nothing more and repairs nothing.
     assert calls(sandbox, since=450) == {"GET /users/me": 1}, calls(sandbox, since=450)
-    assert (summary["leftover"], summary["leftover_reason"], summary["errors"]) == (5, "rate_limit", [])
+    assert (summary.leftover, summary.leftover_reason, summary.errors) == (5, "rate_limit", [])
 
 
 # The command -----------------------------------------------------------------------------------------
@@ -431,15 +431,15 @@ def test_a_record_changed_while_its_hook_is_recreated_leaves_no_hook_behind(make
     bridge = make_bridge()
     [sub] = seed(bridge, sandbox, 1)
     sandbox.app.set_state(hook_id(sub.calendly_webhook), "disabled")
-    create_hook = bridge.subscriptions.create_hook
+    create_hook = bridge.reconciler.lifecycle.create_hook
 
     def create_then_unsubscribed(record):
         hook = create_hook(record)
         bridge.store.delete_subscription(record.id)  # an unsubscribe lands while Calendly answers
         return hook
 
-    bridge.subscriptions.create_hook = create_then_unsubscribed
+    bridge.reconciler.lifecycle.create_hook = create_then_unsubscribed
     sandbox.app.reset(keep_hooks=True)
     summary = bridge.reconciler.reconcile()
-    assert summary["recreated"] == 0 and summary["errors"] == []
+    assert summary.recreated == 0 and summary.errors == []
     assert sandbox.app.hooks() == []
