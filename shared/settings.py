@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import SettingsError
-from .hostauth import MANAGEMENT_AUTH_MODES
+from .hostauth import MANAGEMENT_AUTH_MODES, parse_mode
 
 __all__ = ["Settings", "SettingsError", "local_environment"]
 
@@ -175,10 +175,11 @@ class Settings(BaseModel):
         ge=1, le=100)
 
     # Who may call the management API (docs: README "Who can do what") ------------------
-    management_auth: Literal[MANAGEMENT_AUTH_MODES] = setting(  # type: ignore[valid-type]
+    management_auth: Annotated[Literal[MANAGEMENT_AUTH_MODES], BeforeValidator(parse_mode)] = setting(  # type: ignore[valid-type]
         "MANAGEMENT_AUTH", "function_key",
         "Management API authentication: function_key (the host checks function keys), entra (Microsoft Entra ID "
-        "bearer tokens, checked by the app) or both (either a token or MANAGEMENT_KEY). Chosen when the app starts.")
+        "bearer tokens, checked by the app) or both (either a token or MANAGEMENT_KEY). Chosen when the app starts; any "
+        "other value stops the worker indexing its functions, naming this setting.")
     management_key: str | None = setting(
         "MANAGEMENT_KEY", None,
         "MANAGEMENT_AUTH=both only: the key callers without a token send as x-functions-key (or ?code=); "

@@ -248,7 +248,8 @@ def test_the_host_auth_level_follows_the_mode_and_fails_closed():
 
     assert level({}) == "FUNCTION" and level({"MANAGEMENT_AUTH": "function_key"}) == "FUNCTION"
     assert level({"MANAGEMENT_AUTH": "entra"}) == level({"MANAGEMENT_AUTH": "both"}) == "ANONYMOUS"
-    assert level({"MANAGEMENT_AUTH": "Entra"}) == "FUNCTION"  # unknown: the host keeps checking keys
+    with pytest.raises(SettingsError, match="MANAGEMENT_AUTH"):  # unknown: no function is indexed on a guess
+        level({"MANAGEMENT_AUTH": "Entra"})
 
 
 # Only the home tenant vouches for roles and user names ------------------------------------------

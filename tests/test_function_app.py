@@ -1,6 +1,13 @@
 """The Functions surface as declared in function_app.py (what Azure will index)."""
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from shared.errors import SettingsError
 
 from tests.conftest import ROOT, declared_functions
 
@@ -164,8 +171,6 @@ def test_entra_modes_declare_the_management_routes_anonymous_for_the_app_to_chec
     """MANAGEMENT_AUTH=entra|both: the host's key check would refuse a caller holding only a token, so the
     management routes are indexed anonymous and shared/auth.py checks every call; the rest is unchanged."""
     import json
-    import subprocess
-    import sys
 
     from tests.conftest import clean_env
 
@@ -186,8 +191,6 @@ def test_entra_modes_declare_the_management_routes_anonymous_for_the_app_to_chec
 def test_indexing_the_app_imports_neither_requests_nor_pydantic_nor_the_settings_model():
     """What the host does at a cold start (import function_app, index the functions) stays near a
     bare app: the heavy libraries load when the bridge is first composed (benchmarks/cold_start.py)."""
-    import subprocess
-    import sys
 
     code = ("import sys, function_app; function_app.app.get_functions(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'pydantic', 'urllib3', 'limits', 'idna')"
@@ -204,4 +207,18 @@ def test_the_host_auth_level_is_read_without_the_settings_model_and_agrees_with_
 
     assert get_args(Settings.model_fields["management_auth"].annotation) == MANAGEMENT_AUTH_MODES
     assert [management_host_auth_level({"MANAGEMENT_AUTH": m}) for m in MANAGEMENT_AUTH_MODES] == ["FUNCTION", "ANONYMOUS", "ANONYMOUS"]
-    assert management_host_auth_level({"MANAGEMENT_AUTH": "entr"}) == "FUNCTION"  # closed; composing names the setting
+    for typo in ("entr", "Entra", "function-key"):  # one reading for both: a typo is named, never a guessed mode
+        with pytest.raises(SettingsError) as by_host:
+            management_host_auth_level({"MANAGEMENT_AUTH": typo})
+        with pytest.raises(SettingsError) as by_settings:
+            Settings.from_env({"MANAGEMENT_AUTH": typo})
+        assert by_host.value.setting == by_settings.value.setting == "MANAGEMENT_AUTH"
+    assert management_host_auth_level({"MANAGEMENT_AUTH": " entra "}) == "ANONYMOUS"
+    assert Settings.from_env({"MANAGEMENT_AUTH": " entra "}).management_auth == "entra"
+
+
+def test_a_mistyped_management_auth_stops_the_worker_indexing_with_the_settings_name():
+    env = {k: v for k, v in os.environ.items() if k != "MANAGEMENT_AUTH"} | {"MANAGEMENT_AUTH": "entr"}
+    done = subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "SettingsError: MANAGEMENT_AUTH is invalid" in done.stderr, done.stderr[-2000:]
