@@ -28,7 +28,7 @@ from benchmarks.harness import ROOT, azurite
 from devtools.sandbox import Sandbox
 from shared.models import HttpEndpoint, Subscription, SubscriptionState, new_callback_token
 from shared.settings import Settings
-from shared.store import open_store
+from shared.composition import open_store
 from shared.lifecycle import new_signing_key
 
 PAT = "bench-pat"

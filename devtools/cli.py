@@ -12,7 +12,7 @@ import threading
 import time
 
 from shared.cli import configure_logging, settings_or_exit
-from shared.composition import compose
+from shared.composition import BridgeProvider, compose
 from shared.settings import RUNNING_DEMO_FILE, Settings, local_environment
 
 from .localhost import MAX_BODY_BYTES, BackgroundWork, make_app
@@ -66,15 +66,16 @@ def cmd_serve(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     sys.path.insert(0, os.getcwd())
     functions = importlib.import_module("function_app")
-    functions.bridge.use(lambda: compose(settings))
+    bridge = BridgeProvider(lambda: compose(settings))
+    app = functions.build_app(bridge)  # the same functions the host indexes, over this bridge
 
     import waitress
 
-    server = waitress.create_server(make_app(functions), host=args.host, port=args.port, threads=args.threads,
+    server = waitress.create_server(make_app(app), host=args.host, port=args.port, threads=args.threads,
                                     max_request_body_size=MAX_BODY_BYTES, ident="calendly-bridge")
     loop = None
     if args.redeliver_interval > 0 or args.reconcile_interval > 0:
-        loop = BackgroundWork(functions.bridge, args.redeliver_interval, args.reconcile_interval)
+        loop = BackgroundWork(bridge, args.redeliver_interval, args.reconcile_interval)
         loop.start()
     print(f"Calendly trigger bridge listening on {settings.public_url}/api", flush=True)
     if args.sandbox:

@@ -27,7 +27,6 @@ import time
 import typing
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote
 
@@ -89,10 +88,11 @@ class Route:
         return values
 
 
-def discover_routes(module: ModuleType) -> tuple[list[Route], str]:
-    """Every HTTP-triggered function ``module`` (function_app) declares, and the route prefix."""
+def discover_routes(app: Any) -> tuple[list[Route], str]:
+    """Every HTTP-triggered function ``app`` (a FunctionApp of function_app.build_app) declares,
+    and the route prefix."""
     routes: list[Route] = []
-    for function in module.app.get_functions():
+    for function in app.get_functions():
         trigger = function.get_trigger()
         if getattr(trigger, "route", None) is None or not hasattr(trigger, "methods"):
             continue
@@ -185,8 +185,8 @@ class FunctionsWsgiApp:
         return [payload]
 
 
-def make_app(module: ModuleType) -> FunctionsWsgiApp:
-    routes, prefix = discover_routes(module)
+def make_app(app: Any) -> FunctionsWsgiApp:
+    routes, prefix = discover_routes(app)
     return FunctionsWsgiApp(routes, prefix)
 
 

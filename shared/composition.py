@@ -1,8 +1,9 @@
 """The composition root: settings in, the bridge's services out, each wired to what it uses.
 
 Built once per worker process (function_app.py holds a ``BridgeProvider``; each CLI command
-composes its own) and reused, Azure SDK clients and HTTP pools included. Tests call ``compose``
-with stand-ins for the parts they replace. The services are imported when the bridge is first
+composes its own) and reused, Azure SDK clients and HTTP pools included. Every Azure SDK client is
+made here, with the factories of ``shared.azure_clients`` (Key Vault and Service Bus on first use),
+and handed to the module that uses it. Tests call ``compose`` with stand-ins for the parts they replace. The services are imported when the bridge is first
 composed, not when the Functions host indexes function_app (see the cold-start benchmark).
 """
 from __future__ import annotations
@@ -55,25 +56,24 @@ class Bridge:
         self.store.close()
 
 
-def azure_credential(settings: Settings) -> Any:
-    """The app's one Azure credential (managed identity on Azure, a developer login locally),
-    shared by Key Vault, Table, Queue and Service Bus clients."""
-    from azure.identity import DefaultAzureCredential  # imported only when an identity-based backend is configured
+def open_store(settings: Settings, credential: Any = None) -> Store:
+    """Azure Table Storage when AzureWebJobsStorage (or its identity-based form, with ``credential``)
+    is set, else the embedded SQLite store. SDKs are imported only for the backend in use."""
+    if settings.table_storage:
+        from .azure_clients import table_service
+        from .store.tables import TableStore
 
-    client_id = settings.managed_identity_client_id
-    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+        return TableStore(table_service(settings, credential), settings.table_prefix)
+    from .store.sqlite import SqliteStore
 
-
-def _needs_credential(settings: Settings) -> bool:
-    return bool((settings.key_vault_url and not settings.calendly_pat)
-                or (settings.table_storage and not settings.storage_connection)
-                or (settings.servicebus_namespace and not settings.servicebus_connection))
+    return SqliteStore(settings.sqlite_path)
 
 
 def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> RetryScheduler:
     """Azure: the Storage retry queue; locally: the SQLite outbox (drained by ``serve``)."""
     if store.name == "tables":
-        from .retry_queue import QueueScheduler, queue_client
+        from .azure_clients import queue_client
+        from .retry_queue import QueueScheduler
 
         return QueueScheduler(queue_client(settings, credential))
     from .delivery import OutboxScheduler
@@ -95,21 +95,21 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .ratelimit import CallerLimits
     from .redaction import install_log_redaction
     from .retention import RetentionService
+    from .azure_clients import azure_credential, needs_credential, secret_client, servicebus_client
     from .secrets import pat_provider
-    from .store import open_store
     from .subscriptions import SubscriptionService
     from .targets import Targets
 
     install_log_redaction()
     auth = auth or Authenticator.from_settings(settings)  # first: a missing Entra setting is named before any I/O
-    if credential is None and _needs_credential(settings):
+    if credential is None and needs_credential(settings):
         credential = azure_credential(settings)
     cache = SubscriptionCache(timer=lambda: clock().timestamp())
     # Every subscription write this worker makes drops the callback path's cached record at once.
     store = ChangeNotifyingStore(store or open_store(settings, credential), cache.forget)
-    pat = pat or pat_provider(settings, credential)
+    pat = pat or pat_provider(settings, lambda: secret_client(settings.key_vault_url, credential))
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
-    targets = Targets(settings, credential, resolver)
+    targets = Targets(settings, lambda: servicebus_client(settings, credential), resolver)
     lifecycle = Lifecycle(store, calendly, CallbackUrls(settings.require_public_url), clock)
     subscriptions = SubscriptionService(settings, store, calendly, lifecycle, clock, resolver)
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
@@ -139,12 +139,6 @@ class BridgeProvider:
                 if self._bridge is None:
                     self._bridge = self._build()
         return self._bridge
-
-    def use(self, build: Callable[[], Bridge] | None) -> None:
-        """Compose with ``build`` from now on (None: from the app settings again). The local host and
-        tests use it; whoever built a bridge closes it."""
-        with self._lock:
-            self._bridge, self._build = None, build or _from_app_settings
 
 
 def _from_app_settings() -> Bridge:

@@ -21,7 +21,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .delivery import DeliveryService
-from .errors import SettingsError
 from .models import Delivery, DeliveryStatus, parse_time
 from .redaction import logvalue
 
@@ -32,30 +31,6 @@ log = logging.getLogger("shared.retry_queue")
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60  # Storage queues hide a message for 7 days at most
 EARLY_SLACK_SECONDS = 5.0  # clock skew between the storage service (visibility) and workers
-
-
-def queue_client(settings: "Settings", credential: Any = None):
-    """A QueueClient for ``DELIVERY_QUEUE`` on the same storage account as the Table store."""
-    from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
-
-    options = {
-        # The Functions queue trigger expects base64 message text (host.json messageEncoding).
-        "message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy(),
-        # Bounded like the Table client: the SDK default backs off 15 s+ between retries.
-        "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),
-        "connection_timeout": 3, "read_timeout": 5,
-    }
-    if settings.storage_connection:
-        return QueueClient.from_connection_string(settings.storage_connection, settings.delivery_queue, **options)
-    endpoint = settings.queue_service_uri
-    if not endpoint and settings.storage_account:  # as the Functions host does: the public cloud's endpoint
-        endpoint = f"https://{settings.storage_account}.queue.core.windows.net"
-    if not endpoint and ".table." in (settings.table_service_uri or ""):
-        endpoint = settings.table_service_uri.replace(".table.", ".queue.", 1)
-    if not endpoint:
-        raise SettingsError("AzureWebJobsStorage__queueServiceUri", "must be set (or AzureWebJobsStorage__accountName) "
-                            "for the retry queue when storage is identity-based")
-    return QueueClient(endpoint, settings.delivery_queue, credential=credential, **options)
 
 
 def message_text(delivery: Delivery) -> str:

@@ -49,11 +49,6 @@ class MissingPat:
 
 log = logging.getLogger("shared.secrets")
 
-# azure-core's defaults (300 s read timeout, 3 retries of each kind) could hold a management call
-# for many minutes when the vault hangs; a secret read answers in milliseconds when all is well.
-VAULT_CLIENT_DEFAULTS: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2,
-                                         "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
-
 
 class KeyVaultPat:
     """The PAT from a Key Vault secret, cached for ``ttl`` seconds; ``invalidate`` after a
@@ -61,22 +56,20 @@ class KeyVaultPat:
 
     source = "keyvault"
 
-    def __init__(self, vault_url: str, secret_name: str, ttl: float, credential: Any,
-                 clock: Callable[[], float] = time.monotonic, **client_kwargs: Any):
+    def __init__(self, vault_url: str, secret_name: str, ttl: float, client_factory: Callable[[], Any],
+                 clock: Callable[[], float] = time.monotonic):
+        """``client_factory`` makes the SecretClient, on the first read (shared.azure_clients)."""
         self.vault_url = vault_url
         self.secret_name = secret_name
         self.ttl = ttl
-        self._credential = credential
-        self._client_kwargs = {**VAULT_CLIENT_DEFAULTS, **client_kwargs}
+        self._factory = client_factory
         self._client = None
         self._cache: TTLCache = TTLCache(maxsize=1, ttl=ttl, timer=clock)
         self._lock = threading.Lock()  # held while reading: concurrent callers share one vault read
 
     def _secret_client(self):
         if self._client is None:
-            from azure.keyvault.secrets import SecretClient  # imported only when Key Vault is configured
-
-            self._client = SecretClient(self.vault_url, self._credential, **self._client_kwargs)
+            self._client = self._factory()
         return self._client
 
     def get(self) -> str:
@@ -113,9 +106,11 @@ class KeyVaultPat:
         return True
 
 
-def pat_provider(settings: Settings, credential: Any = None) -> PatProvider:
+def pat_provider(settings: Settings, secret_client: Callable[[], Any]) -> PatProvider:
+    """The PAT of the settings: CALENDLY_PAT, else the Key Vault secret (``secret_client`` makes the
+    vault's client when first needed), else none (every Calendly call then answers 503)."""
     if settings.calendly_pat:
         return EnvironmentPat(settings.calendly_pat)
     if settings.key_vault_url:
-        return KeyVaultPat(settings.key_vault_url, settings.pat_secret_name, settings.pat_cache_seconds, credential)
+        return KeyVaultPat(settings.key_vault_url, settings.pat_secret_name, settings.pat_cache_seconds, secret_client)
     return MissingPat()

@@ -30,7 +30,8 @@ from .redaction import logvalue
 from .settings import Settings
 from .store.base import Store
 from .targets.policy import Resolver, check_target_url
-from .targets.servicebus import NOT_CONFIGURED, configured as servicebus_configured
+from .azure_clients import SERVICEBUS_NOT_CONFIGURED as NOT_CONFIGURED
+from .targets.servicebus import configured as servicebus_configured
 
 if TYPE_CHECKING:
     from .schemas import SubscribeBody

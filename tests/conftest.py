@@ -32,6 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 _FUNCTIONS = None
 
 
+def functions_over(bridge) -> dict:
+    """function_app's functions declared over ``bridge`` (as the local host builds them), by name."""
+    import function_app
+    from shared.composition import BridgeProvider
+
+    return {fn.get_function_name(): fn for fn in function_app.build_app(BridgeProvider(lambda: bridge)).get_functions()}
+
+
 def declared_functions():
     """function_app's functions (get_functions() may be called once per process)."""
     global _FUNCTIONS

@@ -158,7 +158,8 @@ def test_the_callback_path_on_table_storage_is_point_operations_only(azurite, sa
 
     from azure.data.tables import TableServiceClient
 
-    from shared.store.tables import CLIENT_OPTIONS, TableStore
+    from shared.azure_clients import TABLE_CLIENT_OPTIONS as CLIENT_OPTIONS
+    from shared.store.tables import TableStore
 
     sent: list[tuple[str, str]] = []
     service = TableServiceClient.from_connection_string(

@@ -408,7 +408,7 @@ def test_each_alert_query_reads_only_log_lines_and_keys_the_code_emits():
                 assert key in emitted, f"{alert['name']}: {sorted(p.name for p in writers)} never log {key}="
         else:  # the Functions host's request telemetry is named after the function
             [function] = re.findall(r'name == "(\w+)"', query)
-            assert re.search(rf"^def {function}\(", function_app, re.M), f"no function {function} in function_app.py"
+            assert re.search(rf"^\s*def {function}\(", function_app, re.M), f"no function {function} in function_app.py"
 
 
 def test_alerts_mail_the_operator_when_an_address_is_given():

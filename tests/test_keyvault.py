@@ -11,6 +11,7 @@ import requests
 
 from shared.calendly import CalendlyClient
 from shared.errors import BridgeError
+from shared.azure_clients import secret_client
 from shared.secrets import EnvironmentPat, KeyVaultPat, pat_provider
 from shared.settings import Settings
 from tests.fake_keyvault import FakeKeyVault, StaticCredential
@@ -32,16 +33,24 @@ class Clock:
         return self.now
 
 
+def vault_client(url: str, credential=None, **options):
+    """The real SecretClient, made as the composition root makes it, for the loopback vault."""
+    credential = credential or StaticCredential()
+    client = secret_client(url, credential, **options)
+    client.test_credential = credential
+    return client
+
+
 def provider(vault, clock=None, ttl=300, name="calendly-pat"):
-    return KeyVaultPat(vault.url, name, ttl, credential=StaticCredential(), clock=clock or Clock(),
-                       connection_verify=str(vault.cert_path), verify_challenge_resource=False)
+    return KeyVaultPat(vault.url, name, ttl, lambda: vault_client(vault.url, connection_verify=str(vault.cert_path),
+                                                                  verify_challenge_resource=False), clock=clock or Clock())
 
 
 def test_secret_is_read_through_the_bearer_challenge_and_cached(vault):
     pat = provider(vault)
     assert pat.get() == "test-pat" and pat.get() == "test-pat"
     assert vault.reads == 1
-    assert pat._credential.scopes and "vault.azure.net" in pat._credential.scopes[0][0]
+    assert pat._client.test_credential.scopes and "vault.azure.net" in pat._client.test_credential.scopes[0][0]
 
 
 def test_cache_expires_after_the_ttl(vault):
@@ -84,8 +93,8 @@ def test_vault_down_or_secret_missing_is_a_503_naming_vault_and_secret(vault, ca
 def test_a_hanging_vault_fails_within_a_bounded_time(vault):
     """azure-core's own defaults would wait 300 s per attempt; the provider's bound is a few."""
     vault.mode = "hang"
-    pat = KeyVaultPat(vault.url, "calendly-pat", 300, credential=StaticCredential(), connection_verify=str(vault.cert_path),
-                      verify_challenge_resource=False, read_timeout=1)  # retries: the provider's defaults
+    pat = KeyVaultPat(vault.url, "calendly-pat", 300, lambda: vault_client(
+        vault.url, connection_verify=str(vault.cert_path), verify_challenge_resource=False, read_timeout=1))  # retries: the defaults
     started = time.monotonic()
     with pytest.raises(BridgeError) as info:
         pat.get()
@@ -96,7 +105,7 @@ def test_a_hanging_vault_fails_within_a_bounded_time(vault):
 def test_challenge_resource_is_verified_unless_disabled_for_the_loopback_vault(vault):
     """The SDK checks the challenge's resource (vault.azure.net) against the vault host; a vault on
     127.0.0.1 can only pass with verify_challenge_resource=False, which production never sets."""
-    strict = KeyVaultPat(vault.url, "calendly-pat", 300, credential=StaticCredential(), connection_verify=str(vault.cert_path))
+    strict = KeyVaultPat(vault.url, "calendly-pat", 300, lambda: vault_client(vault.url, connection_verify=str(vault.cert_path)))
     with pytest.raises(BridgeError) as info:
         strict.get()
     assert info.value.status == 503 and vault.reads == 0 and vault.challenges == 1
@@ -104,6 +113,9 @@ def test_challenge_resource_is_verified_unless_disabled_for_the_loopback_vault(v
 
 
 def test_pat_and_vault_token_never_reach_logs(vault, sandbox, caplog):
+    from shared.redaction import install_log_redaction
+
+    install_log_redaction()  # as composing the bridge does (this test builds its parts by hand)
     pat = provider(vault)
     client = CalendlyClient(sandbox.url, pat)
     with caplog.at_level(logging.DEBUG):
@@ -120,8 +132,9 @@ def test_pat_and_vault_token_never_reach_logs(vault, sandbox, caplog):
 def test_unreachable_vault_is_a_503(tmp_path):
     from tests.conftest import free_port
 
-    pat = KeyVaultPat(f"https://127.0.0.1:{free_port()}", "calendly-pat", 300, credential=StaticCredential(),
-                      connection_verify=False, verify_challenge_resource=False, retry_total=0)
+    url = f"https://127.0.0.1:{free_port()}"
+    pat = KeyVaultPat(url, "calendly-pat", 300, lambda: vault_client(url, connection_verify=False,
+                                                                     verify_challenge_resource=False, retry_total=0))
     with pytest.raises(BridgeError) as info:
         pat.get()
     assert info.value.status == 503 and "calendly-pat" in info.value.message
@@ -129,9 +142,12 @@ def test_unreachable_vault_is_a_503(tmp_path):
 
 def test_plain_pat_wins_over_key_vault_and_key_vault_is_used_otherwise():
     both = Settings.from_env({"CALENDLY_PAT": "plain", "KEY_VAULT_URL": "https://kv.vault.azure.net"})
-    assert isinstance(pat_provider(both), EnvironmentPat)
-    vault_only = pat_provider(Settings.from_env({"KEY_VAULT_URL": "https://kv.vault.azure.net", "CALENDLY_PAT_SECRET_NAME": "pat"}))
+    made: list = []
+    assert isinstance(pat_provider(both, lambda: made.append("client")), EnvironmentPat)
+    vault_only = pat_provider(Settings.from_env({"KEY_VAULT_URL": "https://kv.vault.azure.net", "CALENDLY_PAT_SECRET_NAME": "pat"}),
+                              lambda: made.append("client"))
     assert isinstance(vault_only, KeyVaultPat) and vault_only.secret_name == "pat" and vault_only.ttl == 300
+    assert made == []  # the vault's client is made on the first read, not when composing
 
 
 def test_management_is_503_but_calendly_events_are_accepted_while_the_vault_is_down(make_host, sandbox, target, tmp_path):

@@ -14,15 +14,15 @@ import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-import function_app
 from shared import signatures
 from shared.composition import Bridge, compose
 from shared.delivery import DeliveryPolicy
 from shared.models import Delivery, DeliveryStatus, HttpEndpoint, Subscription, SubscriptionState
-from shared.retry_queue import QueueScheduler, handle_message, message_text, queue_client
+from shared.azure_clients import queue_client
+from shared.retry_queue import QueueScheduler, handle_message, message_text
 from shared.settings import Settings
 from tests.azurite import ACCOUNT
-from tests.conftest import ROOT, declared_functions
+from tests.conftest import ROOT, declared_functions, functions_over
 from tests.peers import FakeClock, free_port
 
 DEAD, DELIVERED, PENDING = DeliveryStatus.DEAD, DeliveryStatus.DELIVERED, DeliveryStatus.PENDING
@@ -59,10 +59,8 @@ def azure_bridge(azurite, target):
     env = storage_env(azurite)
     clock = FakeClock()
     bridge, sub = make_bridge(env, target, clock)
-    function_app.bridge.use(lambda: bridge)  # what the queue trigger's function uses
     reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"], message_decode_policy=TextBase64DecodePolicy())
     yield bridge, sub, reader, clock
-    function_app.bridge.use(None)
     bridge.close()
     reader.close()
 
@@ -73,10 +71,11 @@ def post_event(bridge, sub, n=0):
     return bridge.callbacks.receive(sub.id, {signatures.HEADER: signatures.sign(body, "k")}, body)
 
 
-def run_host(reader, until, timeout=20.0) -> int:
-    """The Functions host's loop: receive visible messages, run the queue-triggered function with
-    the decoded body, delete the message when the function returns. Returns messages handled."""
-    handler = retry_function().get_user_function()
+def run_host(bridge, reader, until, timeout=20.0) -> int:
+    """The Functions host's loop: receive visible messages, run the queue-triggered function (declared
+    over ``bridge``) with the decoded body, delete the message when the function returns. Returns
+    messages handled."""
+    handler = functions_over(bridge)["retry_delivery"].get_user_function()
     deadline = time.monotonic() + timeout
     handled = 0
     while time.monotonic() < deadline and not until():
@@ -107,7 +106,7 @@ def test_target_down_then_up_is_delivered_exactly_once(azure_bridge, target):
     assert reader.get_queue_properties().approximate_message_count == 1
     assert reader.peek_messages() == [], "hidden for its backoff"
     target.respond(default=200)
-    run_host(reader, until=lambda: status_of(bridge, delivery_id) == DELIVERED)
+    run_host(bridge, reader, until=lambda: status_of(bridge, delivery_id) == DELIVERED)
     assert [r["headers"]["x-bridge-delivery-id"] for r in target.delivered()] == [delivery_id]
     assert bridge.store.get_delivery(delivery_id).attempts == 2  # the failed in-request attempt, then the retry
     assert reader.get_queue_properties().approximate_message_count == 0, "nothing more is scheduled (hidden or not)"
@@ -117,7 +116,7 @@ def test_target_down_then_up_is_delivered_exactly_once(azure_bridge, target):
 def test_target_down_past_the_last_attempt_is_dead_and_kept_for_replay(azure_bridge, target):
     bridge, sub, reader, clock = azure_bridge
     delivery_id = failed_first_attempt(bridge, sub, target, 1)
-    run_host(reader, until=lambda: status_of(bridge, delivery_id) == DEAD, timeout=40)
+    run_host(bridge, reader, until=lambda: status_of(bridge, delivery_id) == DEAD, timeout=40)
     dead = bridge.store.get_delivery(delivery_id)
     assert (dead.status, dead.attempts, dead.last_status) == (DEAD, MAX_ATTEMPTS, 503)
     assert [d.id for d in bridge.store.list_deliveries(sub.id, 10)[0]] == [delivery_id]

@@ -19,7 +19,8 @@ from azure.servicebus.exceptions import (MessageSizeExceededError, MessagingEnti
 from shared.models import Delivery, ServiceBusEntity, Subscription
 from shared.settings import Settings
 from shared.targets import servicebus as servicebus_module
-from shared.targets.servicebus import ServiceBusTarget, _client_from_settings
+from shared.azure_clients import servicebus_client
+from shared.targets.servicebus import ServiceBusTarget
 from tests.conftest import ROOT, free_port
 
 BODY = json.dumps({"event": "invitee.created", "payload": {"name": "Zoë Ångström"}}, ensure_ascii=False).encode("utf-8")
@@ -73,7 +74,7 @@ def delivery(n=0):
 
 def test_message_carries_raw_body_and_ids():
     client = FakeClient()
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: client)
+    target = ServiceBusTarget(lambda: client)
     assert target.send(sub(), delivery(), 8.0).ok
     [message] = client.senders[0].sent
     assert b"".join(message.body) == BODY
@@ -87,14 +88,14 @@ def test_message_carries_raw_body_and_ids():
 
 def test_topic_targets_use_a_topic_sender():
     client = FakeClient()
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: client)
+    target = ServiceBusTarget(lambda: client)
     assert target.send(sub("topic", "calendly"), delivery(), 8.0).ok
     assert [(s.entity, s.name, len(s.sent)) for s in client.senders] == [("topic", "calendly", 1)]
 
 
 def test_one_client_and_one_sender_per_entity_are_reused_across_threads():
     made = []
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: made.append(FakeClient()) or made[-1])
+    target = ServiceBusTarget(lambda: made.append(FakeClient()) or made[-1])
     threads = [threading.Thread(target=lambda i=i: target.send(sub("topic" if i % 2 else "queue", "t" if i % 2 else "q"), delivery(i), 8))
                for i in range(20)]
     [t.start() for t in threads]
@@ -110,7 +111,7 @@ def test_one_client_and_one_sender_per_entity_are_reused_across_threads():
     (MessageSizeExceededError(message="too big"), "maximum message size"),
 ])
 def test_service_bus_errors_are_retryable_failures_not_retirements(error, hint):
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: FakeClient(fail=error))
+    target = ServiceBusTarget(lambda: FakeClient(fail=error))
     result = target.send(sub(), delivery(), 8.0)
     assert not result.ok and not result.gone and type(error).__name__ in result.error and hint in result.error
     assert result.error.startswith("Service Bus queue 'calendly-events': ")
@@ -119,7 +120,7 @@ def test_service_bus_errors_are_retryable_failures_not_retirements(error, hint):
 def test_a_send_the_sdk_does_not_bound_is_abandoned_at_the_budget_and_its_sender_replaced():
     release = threading.Event()
     client = FakeClient(block=release)
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: client)
+    target = ServiceBusTarget(lambda: client)
     started = time.monotonic()
     result = target.send(sub(), delivery(), 1.0)
     assert not result.ok and "no answer within 1 s" in result.error
@@ -139,7 +140,7 @@ def test_too_many_stuck_sends_fail_fast(monkeypatch):
     monkeypatch.setattr(servicebus_module, "ABANDON_GRACE_SECONDS", 0.1)
     release = threading.Event()
     client = FakeClient(block=release)
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: client)
+    target = ServiceBusTarget(lambda: client)
     assert "no answer" in target.send(sub(), delivery(), 1.0).error
     started = time.monotonic()
     result = target.send(sub(), delivery(1), 1.0)
@@ -160,7 +161,7 @@ def test_real_sdk_against_a_closed_loopback_port_fails_cleanly_without_secrets(c
         return ServiceBusClient.from_connection_string(connection, retry_total=0)
 
     with caplog.at_level("DEBUG"):
-        result = ServiceBusTarget(settings, client_factory=factory).send(sub(), delivery(), 3.0)
+        result = ServiceBusTarget(factory).send(sub(), delivery(), 3.0)
     assert not result.ok and "ServiceBusConnectionError" in result.error
     assert "SUPERSECRETKEY" not in result.error and "SUPERSECRETKEY" not in caplog.text
 
@@ -189,7 +190,7 @@ def test_real_sdk_against_a_silent_peer_is_bounded_by_the_budget(silent_listener
     """The SDK's own send timeout does not cover the handshake; the target's budget does."""
     port, accepted = silent_listener
     connection = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=send;SharedAccessKey=SUPERSECRETKEY;UseDevelopmentEmulator=true"
-    target = ServiceBusTarget(Settings.from_env({"SERVICEBUS_CONNECTION": connection}))
+    target = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({"SERVICEBUS_CONNECTION": connection})))
     started = time.monotonic()
     result = target.send(sub(), delivery(), 2.0)
     assert not result.ok and "no answer within 2 s" in result.error and "SUPERSECRETKEY" not in result.error
@@ -205,13 +206,13 @@ def test_real_sdk_against_a_silent_peer_is_bounded_by_the_budget(silent_listener
 
 
 def test_a_malformed_connection_string_is_a_failure_not_a_crash():
-    target = ServiceBusTarget(Settings.from_env({"SERVICEBUS_CONNECTION": "Endpoint=nonsense;SharedAccessKey=SUPERSECRETKEY"}))
+    target = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({"SERVICEBUS_CONNECTION": "Endpoint=nonsense;SharedAccessKey=SUPERSECRETKEY"})))
     result = target.send(sub(), delivery(), 2.0)
     assert not result.ok and "ValueError" in result.error and "SUPERSECRETKEY" not in result.error
 
 
 def test_an_unconfigured_target_fails_with_the_settings_to_set():
-    result = ServiceBusTarget(Settings.from_env({})).send(sub(), delivery(), 2.0)
+    result = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({}))).send(sub(), delivery(), 2.0)
     assert not result.ok and "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE" in result.error and "SERVICEBUS_CONNECTION" in result.error
 
 
@@ -221,18 +222,18 @@ def test_client_comes_from_the_connection_string_or_the_namespace_with_the_apps_
             raise AssertionError("no token is needed to build a client")
 
     credential = Credential()
-    by_identity = _client_from_settings(Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb://contoso.servicebus.windows.net/"}),
+    by_identity = servicebus_client(Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb://contoso.servicebus.windows.net/"}),
                                         credential)
     assert by_identity.fully_qualified_namespace == "contoso.servicebus.windows.net"
     assert by_identity._credential is credential
     both = Settings.from_env({"SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "contoso.servicebus.windows.net",
                               "SERVICEBUS_CONNECTION": "Endpoint=sb://local.servicebus.windows.net/;SharedAccessKeyName=s;SharedAccessKey=k"})
-    assert _client_from_settings(both, credential).fully_qualified_namespace == "local.servicebus.windows.net"
+    assert servicebus_client(both, credential).fully_qualified_namespace == "local.servicebus.windows.net"
 
 
 def test_close_releases_the_client_and_its_senders():
     client = FakeClient()
-    target = ServiceBusTarget(Settings.from_env({}), client_factory=lambda: client)
+    target = ServiceBusTarget(lambda: client)
     target.send(sub(), delivery(), 2.0)
     target.close()
     assert client.closed and client.senders[0].closed

@@ -12,7 +12,7 @@ import pytest
 from shared.errors import ConcurrencyConflict, StoreUnavailable
 from shared.models import Delivery, DeliveryStatus, HttpEndpoint, Subscription, SubscriptionState, isotime, target_hash
 from shared.settings import Settings
-from shared.store import open_store
+from shared.composition import open_store
 from tests.azurite import ACCOUNT, KEY, free_port
 
 
@@ -335,7 +335,7 @@ def test_no_storage_setting_selects_sqlite(tmp_path):
 
 
 def test_use_development_storage_maps_to_azurites_default_endpoints():
-    from shared.retry_queue import queue_client
+    from shared.azure_clients import queue_client
 
     settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     store = open_store(settings)
@@ -359,11 +359,19 @@ def test_identity_based_settings_share_one_managed_identity_credential(monkeypat
             raise AssertionError("no request expected")
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", RecordingCredential)
+    from shared import azure_clients
+
+    given: dict = {}  # the credential each lazily made client (Key Vault, Service Bus) is made with
+    monkeypatch.setattr(azure_clients, "secret_client", lambda url, credential, **options: given.setdefault("vault", credential))
+    monkeypatch.setattr(azure_clients, "servicebus_client", lambda settings, credential: given.setdefault("servicebus", credential))
     bridge = compose(Settings.from_env({"AzureWebJobsStorage__accountName": "bridgeacct", "AzureWebJobsStorage__clientId": "cid-1",
                                         "KEY_VAULT_URL": "https://kv.vault.azure.net",
                                         "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": "sb.servicebus.windows.net"}))
     assert made == [{"managed_identity_client_id": "cid-1"}]
-    [credential] = {id(bridge.pat._credential), id(bridge.targets._credential)}
+    assert given == {}  # not made while composing: on first use
+    bridge.pat._secret_client()
+    bridge.targets._servicebus_client()
+    [credential] = {id(given["vault"]), id(given["servicebus"])}
     assert bridge.store.name == "tables" and bridge.store.service.url.startswith("https://bridgeacct.table.core.windows.net")
     assert id(bridge.store.service.credential) == credential
     queue = bridge.deliveries.scheduler._client
@@ -408,9 +416,10 @@ def test_table_storage_refusing_connections_is_store_unavailable(operation):
 
 
 def test_table_storage_that_hangs_fails_within_bounded_time(monkeypatch):
-    from shared.store import tables
+    from shared import azure_clients
 
-    monkeypatch.setattr(tables, "CLIENT_OPTIONS", {**tables.CLIENT_OPTIONS, "connection_timeout": 0.5, "read_timeout": 0.5})
+    monkeypatch.setattr(azure_clients, "TABLE_CLIENT_OPTIONS",
+                        {**azure_clients.TABLE_CLIENT_OPTIONS, "connection_timeout": 0.5, "read_timeout": 0.5})
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -438,7 +447,8 @@ def test_use_development_storage_true_works_against_azurite(dev_storage_azurite)
     """The sample's connection string, as `func start` users have it, against a real Azurite."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-    from shared.retry_queue import QueueScheduler, queue_client
+    from shared.azure_clients import queue_client
+    from shared.retry_queue import QueueScheduler
 
     queue = f"q{uuid.uuid4().hex[:12]}"
     settings = Settings.from_env({"AzureWebJobsStorage": dev_storage_azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}",

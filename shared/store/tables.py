@@ -35,23 +35,6 @@ TOMBSTONE_ROW = "gone"
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
-# Bounded, so a hung storage endpoint fails a callback within Calendly's 15 s, not minutes
-# (the SDK defaults are 10 retries and 300 s socket timeouts).
-CLIENT_OPTIONS = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2, "retry_backoff_factor": 0.2}
-
-
-def table_service(settings: Settings, credential: Any = None):
-    """The Table service of ``AzureWebJobsStorage`` (a connection string, or identity-based with ``credential``)."""
-    from azure.data.tables import TableServiceClient
-
-    if settings.storage_connection:
-        # "UseDevelopmentStorage=true" is understood by the SDK: Azurite on 127.0.0.1:10002.
-        return TableServiceClient.from_connection_string(settings.storage_connection, **CLIENT_OPTIONS)
-    # As the Functions host does for AzureWebJobsStorage__accountName alone: the public cloud's endpoint.
-    endpoint = settings.table_service_uri or f"https://{settings.storage_account}.table.core.windows.net"
-    return TableServiceClient(endpoint=endpoint, credential=credential, **CLIENT_OPTIONS)
-
-
 class TableStore:
     name = "tables"
 

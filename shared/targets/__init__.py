@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..models import Delivery, HttpEndpoint, Subscription
 
@@ -38,10 +38,10 @@ def forwarding_headers(sub: Subscription, delivery: Delivery) -> dict[str, str]:
 class Targets:
     """One sender per kind of endpoint, built on first use and reused (HTTP pool, Service Bus client)."""
 
-    def __init__(self, settings: "Settings", credential: Any = None, resolver: "Resolver | None" = None):
+    def __init__(self, settings: "Settings", servicebus_client: Callable[[], Any], resolver: "Resolver | None" = None):
         self._settings = settings
         self._resolver = resolver
-        self._credential = credential
+        self._servicebus_client = servicebus_client  # a factory: the client is made on the first send
         self._made: dict[str, Target] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +61,7 @@ class Targets:
             return HttpTarget(self._settings, self._resolver)
         from .servicebus import ServiceBusTarget
 
-        return ServiceBusTarget(self._settings, self._credential)
+        return ServiceBusTarget(self._servicebus_client)
 
     def close(self) -> None:
         for target in self._made.values():

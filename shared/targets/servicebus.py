@@ -16,8 +16,6 @@ from . import SendResult
 
 log = logging.getLogger("shared.targets.servicebus")
 
-NOT_CONFIGURED = ("this bridge has no Service Bus namespace: set SERVICEBUS_FULLY_QUALIFIED_NAMESPACE "
-                  "(managed identity) or SERVICEBUS_CONNECTION")
 # azure-servicebus 7.15's send timeout does not cover opening the connection: against a peer that
 # accepts TCP and stays silent it blocks in the TLS/SASL handshake for good. So each send runs on a
 # daemon thread the caller waits for at most budget + this grace, then gives up on that sender.
@@ -27,16 +25,6 @@ MAX_STUCK_SENDS = 8  # abandoned sends still blocked; past this, fail fast inste
 
 def configured(settings: Settings) -> bool:
     return bool(settings.servicebus_namespace or settings.servicebus_connection)
-
-
-def _client_from_settings(settings: Settings, credential: Any = None):
-    from azure.servicebus import ServiceBusClient  # imported only when a Service Bus target is used
-
-    if settings.servicebus_connection:
-        return ServiceBusClient.from_connection_string(settings.servicebus_connection)
-    if not settings.servicebus_namespace:
-        raise BridgeError(400, "servicebus_not_configured", NOT_CONFIGURED)
-    return ServiceBusClient(settings.servicebus_namespace, credential)
 
 
 def message_for(sub: Subscription, delivery: Delivery):
@@ -83,8 +71,9 @@ class _Sender:
 
 
 class ServiceBusTarget:
-    def __init__(self, settings: Settings, credential: Any = None, client_factory: Callable[[], Any] | None = None):
-        self._factory = client_factory or (lambda: _client_from_settings(settings, credential))
+    def __init__(self, client_factory: Callable[[], Any]):
+        """``client_factory`` makes the ServiceBusClient, on the first send (shared.azure_clients)."""
+        self._factory = client_factory
         self._client = None
         self._senders: dict[tuple[str, str], _Sender] = {}
         self._lock = threading.Lock()
