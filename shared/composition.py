@@ -9,6 +9,7 @@ composed, not when the Functions host indexes function_app (see the cold-start b
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -83,8 +84,10 @@ def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> Retry
 
 def compose(settings: Settings, *, store: Store | None = None, calendly: CalendlyClient | None = None,
             pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None, policy: DeliveryPolicy | None = None,
-            clock: Clock = utcnow, auth: Authenticator | None = None, resolver: Resolver | None = None) -> Bridge:
-    """``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in)."""
+            clock: Clock = utcnow, auth: Authenticator | None = None, resolver: Resolver | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> Bridge:
+    """``clock`` (wall time) and ``sleep`` (reconcile's waits for Calendly's rate window) are injected so
+    tests drive time; ``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in)."""
     from .auth import Authenticator
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
@@ -118,7 +121,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
                   lifecycle=lifecycle, subscriptions=subscriptions, deliveries=deliveries,
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance, cache),
-                  reconciler=Reconciler(settings, store, calendly, subscriptions, lifecycle, deliveries, clock),
+                  reconciler=Reconciler(settings, store, calendly, subscriptions, lifecycle, deliveries, clock, sleep),
                   retention=RetentionService(store, settings.delivery_retention_hours,
                                              settings.dead_delivery_retention_days, clock),
                   limits=CallerLimits(settings.calendly_calls_per_caller_per_minute))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .errors import BridgeError, ConcurrencyConflict
@@ -38,11 +38,14 @@ class DeliveryPolicy:
     lease_seconds: float = 60.0  # a delivery being attempted is not picked up by another worker meanwhile
     backoff_base: float = 60.0
     backoff_max: float = 4 * 3600.0
+    # The jitter factor of each backoff, drawn from (low, high): spreads retries of one outage
+    # apart. Injected (tests pass a fixed draw), never patched.
+    jitter: Callable[[float, float], float] = field(default=random.uniform, repr=False, compare=False)
 
     def backoff_seconds(self, attempts: int, retry_after: float | None = None) -> float:
-        """1 min, 3 min, 9 min, 27 min, 81 min, 4 h, 4 h...: 8 attempts span about 10 hours."""
+        """1 min, 3 min, 9 min, 27 min, 81 min, 4 h, 4 h... (each ±10 %): 8 attempts span about 10 hours."""
         delay = min(self.backoff_max, self.backoff_base * 3 ** max(0, attempts - 1))
-        delay *= random.uniform(0.9, 1.1)
+        delay *= self.jitter(0.9, 1.1)
         # A target's Retry-After counts only within the schedule's bounds: never sooner than the next
         # step, never later than the largest one (so every delivery still ends: delivered or dead).
         if retry_after is not None and math.isfinite(retry_after) and retry_after > delay:

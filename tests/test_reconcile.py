@@ -70,11 +70,11 @@ def make_bridge(request, tmp_path, sandbox):
         env |= overrides
         clock, monotonic = FakeClock(), Monotonic()
         client = CalendlyClient(sandbox.url, EnvironmentPat("test-pat"), monotonic=monotonic)
-        bridge = compose(Settings.from_env(env), calendly=client, clock=clock)
+        waits = Waits(sandbox, monotonic)
+        bridge = compose(Settings.from_env(env), calendly=client, clock=clock, sleep=waits)
         assert bridge.store.name == request.param
         bridge.clock = clock
-        bridge.waits = Waits(sandbox, monotonic)
-        bridge.reconciler.sleep = bridge.waits
+        bridge.waits = waits
         made.append(bridge)
         return bridge
 

@@ -127,8 +127,17 @@ def test_target_down_past_the_last_attempt_is_dead_and_kept_for_replay(azure_bri
 
 
 def test_the_backoff_spans_hours_with_the_default_attempts():
-    delays = [DeliveryPolicy().backoff_seconds(n) / 1.1 for n in range(1, 8)]  # worst case of the jitter
+    delays = [DeliveryPolicy(jitter=lambda low, high: low).backoff_seconds(n) for n in range(1, 8)]  # the shortest draws
     assert int(Settings.from_env({}).delivery_max_attempts) == 8 and sum(delays) > 3 * 3600
+
+
+def test_the_backoff_jitter_is_injected_and_bounded():
+    draws: list = []
+    policy = DeliveryPolicy(jitter=lambda low, high: draws.append((low, high)) or high)
+    assert policy.backoff_seconds(2) == pytest.approx(180 * 1.1) and draws == [(0.9, 1.1)]
+    assert DeliveryPolicy(jitter=lambda low, high: low).backoff_seconds(20) == pytest.approx(4 * 3600 * 0.9)
+    real = [DeliveryPolicy().backoff_seconds(1) for _ in range(50)]  # the default draws from random.uniform
+    assert all(54 <= d <= 66 for d in real) and len(set(real)) > 1
 
 
 @pytest.mark.azurite
