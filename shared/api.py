@@ -57,7 +57,7 @@ def handler(fn: Callable[["Bridge", Request], Response]) -> Callable[[Provider, 
 _OUTCOMES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
 
 
-class Call:
+class AuditRecord:
     """One management call: who made it (once authenticated) and which subscriptions it touched."""
 
     def __init__(self, action: str):
@@ -88,10 +88,10 @@ def management(action: str, spends_calendly: bool = False):
     counts against their per-minute limit (429 past it). Admins and key holders are the operators
     (in function_key mode every caller shares the key, so there is no one to limit separately)."""
 
-    def wrap(fn: Callable[["Bridge", Request, Call], Response]) -> Callable[["Bridge", Request], Response]:
+    def wrap(fn: Callable[["Bridge", Request, AuditRecord], Response]) -> Callable[["Bridge", Request], Response]:
         @functools.wraps(fn)
         def wrapped(bridge: Bridge, req: Request) -> Response:
-            call = Call(action)
+            call = AuditRecord(action)
             try:
                 call.caller = bridge.auth.authenticate(req)
                 if spends_calendly and call.caller.kind == "entra" and not call.caller.admin:
@@ -111,7 +111,7 @@ def management(action: str, spends_calendly: bool = False):
     return wrap
 
 
-def _manageable(bridge: Bridge, call: Call, sub_id: str) -> Subscription:
+def _manageable(bridge: Bridge, call: AuditRecord, sub_id: str) -> Subscription:
     """The subscription, if the caller may see it; another owner's answers 404 like a missing one."""
     sub = bridge.subscriptions.get(sub_id)
     call.touch(sub_id)
@@ -161,7 +161,7 @@ def _limit(req: Request, default: int = 50) -> int:
 # Subscriptions -----------------------------------------------------------------
 @handler
 @management("subscribe", spends_calendly=True)
-def subscribe(bridge: Bridge, req: Request, call: Call) -> Response:
+def subscribe(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     from .schemas import parse_subscribe
 
     body = parse_subscribe(_json_body(req))
@@ -173,7 +173,7 @@ def subscribe(bridge: Bridge, req: Request, call: Call) -> Response:
 
 @handler
 @management("subscribe_trigger", spends_calendly=True)
-def subscribe_trigger(bridge: Bridge, req: Request, call: Call) -> Response:
+def subscribe_trigger(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     """The custom connector's subscribe. Always 201 + Location, also when the subscription existed
     (same id, same Calendly hook): Power Automate reads Location from a 201 only."""
     from .events import TRIGGER_EVENTS
@@ -189,7 +189,7 @@ def subscribe_trigger(bridge: Bridge, req: Request, call: Call) -> Response:
 
 @handler
 @management("list")
-def list_subscriptions(bridge: Bridge, req: Request, call: Call) -> Response:
+def list_subscriptions(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     cursor = req.params.get("cursor") or None
     if cursor is not None and not SUBSCRIPTION_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
@@ -206,13 +206,13 @@ def list_subscriptions(bridge: Bridge, req: Request, call: Call) -> Response:
 
 @handler
 @management("get")
-def get_subscription(bridge: Bridge, req: Request, call: Call) -> Response:
+def get_subscription(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     return Response.json(200, _manageable(bridge, call, _subscription_id(req)).public())
 
 
 @handler
 @management("unsubscribe", spends_calendly=True)
-def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
+def unsubscribe(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     sub_id = req.route_params.get("id", "")
     if SUBSCRIPTION_ID.match(sub_id):
         call.touch(sub_id)
@@ -228,7 +228,7 @@ def unsubscribe(bridge: Bridge, req: Request, call: Call) -> Response:
 
 @handler
 @management("unsubscribe_by_callback", spends_calendly=True)
-def unsubscribe_by_callback(bridge: Bridge, req: Request, call: Call) -> Response:
+def unsubscribe_by_callback(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     url = req.params.get("callbackUrl") or req.params.get("url")
     if not url:
         body = _json_body(req, required=False)
@@ -253,7 +253,7 @@ def calendly_event(bridge: Bridge, req: Request) -> Response:
 
 @handler
 @management("test", spends_calendly=True)
-def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
+def send_test_event(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     sub = _manageable(bridge, call, _subscription_id(req))
     body = _json_body(req, required=False)
     if req.body.strip() and not isinstance(body, dict):  # a JSON null, number, list... is no body
@@ -267,7 +267,7 @@ def send_test_event(bridge: Bridge, req: Request, call: Call) -> Response:
 # Deliveries ------------------------------------------------------------------------
 @handler
 @management("deliveries")
-def list_deliveries(bridge: Bridge, req: Request, call: Call) -> Response:
+def list_deliveries(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     sub_id = _manageable(bridge, call, _subscription_id(req)).id
     cursor = req.params.get("cursor") or None
     if cursor is not None and not DELIVERY_ID.match(cursor):
@@ -282,7 +282,7 @@ def list_deliveries(bridge: Bridge, req: Request, call: Call) -> Response:
 
 @handler
 @management("replay")
-def replay_delivery(bridge: Bridge, req: Request, call: Call) -> Response:
+def replay_delivery(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     delivery_id = req.route_params.get("delivery_id", "")
     if not DELIVERY_ID.match(delivery_id):
         raise BridgeError(404, "delivery_not_found", "no such delivery")

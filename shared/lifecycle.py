@@ -15,7 +15,7 @@ finish, never a hook nobody knows. A new key is written before the hook that sig
 
 Races: every write is a compare-and-set on the record's ETag. Whoever loses takes back what it
 made: a hook created for a record that changed meanwhile is deleted at once (``attach``), and
-``forget`` deletes only the version it was given. The callers (``SubscriptionService`` for the
+``delete_version`` deletes only the version it was given. The callers (``SubscriptionService`` for the
 management API, ``Reconciler`` for the timer) orchestrate these steps and never write the fields
 above themselves.
 """
@@ -180,12 +180,12 @@ class Lifecycle:
         return self.store.update_subscription(sub.replace(state=DELETING, updated_at=self.now()))
 
     def finish_delete(self, sub: Subscription, hooks: Iterable[str] | None = None) -> bool:
-        """Delete ``hooks`` (default: the ones the record knows), then ``forget`` this version."""
+        """Delete ``hooks`` (default: the ones the record knows), then ``delete_version`` (this version of the record)."""
         for uri in dict.fromkeys(hooks if hooks is not None else (h for h in (sub.calendly_webhook, sub.legacy_webhook) if h)):
             self.calendly.delete_webhook(uri)
-        return self.forget(sub)
+        return self.delete_version(sub)
 
-    def forget(self, sub: Subscription) -> bool:
+    def delete_version(self, sub: Subscription) -> bool:
         """Delete the deliveries and the record, in this version only: when another request
         finished it first, or a new subscribe already took the id, nothing is touched. The callback
         token is buried so a call Calendly still makes on it is answered 410 (drop the hook)."""

@@ -125,7 +125,7 @@ def test_claim_of_a_record_being_deleted_finishes_the_delete_first(bridge, life,
     assert old.calendly_webhook not in {h["uri"] for h in hooks(sandbox)}
 
 
-# mark_deleting / finish_delete / forget -------------------------------------------------------
+# mark_deleting / finish_delete / delete_version -------------------------------------------------------
 def test_mark_deleting_is_a_compare_and_set(bridge, life, sandbox):
     record = active(bridge, life, sandbox)
     changed_elsewhere(bridge, record)
@@ -152,12 +152,12 @@ def test_crash_after_mark_deleting_leaves_a_record_the_next_delete_finishes(brid
     assert hooks(sandbox) == [] and bridge.store.get_subscription(deleting.id) is None
 
 
-def test_forget_touches_only_the_version_it_was_given(bridge, life, sandbox):
+def test_delete_version_touches_only_the_version_it_was_given(bridge, life, sandbox):
     stale = life.mark_deleting(active(bridge, life, sandbox))
     assert life.finish_delete(stale) is True
     newer, inserted = life.claim(draft(bridge, sandbox))  # a new subscribe took the id meanwhile
     newer = life.activate(newer, inserted)
-    assert life.forget(stale) is False
+    assert life.delete_version(stale) is False
     assert bridge.store.get_subscription(newer.id) == newer
 
 
