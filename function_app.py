@@ -8,14 +8,14 @@ composed (nothing is swapped after the fact).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import azure.functions as func
 
 from shared import api, retry_queue
 from shared.composition import Bridge, BridgeProvider
-from shared.http import Request, Response
 from shared.hostauth import management_host_auth_level
+from shared.http import Request, Response
 
 # FUNCTION: the host checks function keys (MANAGEMENT_AUTH=function_key, the default). ANONYMOUS when
 # MANAGEMENT_AUTH=entra|both: the app checks Entra ID tokens itself (shared/auth.py), as the host would refuse

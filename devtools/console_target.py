@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Mapping
 
 from .servers import BackgroundServer, read_request
 
@@ -35,7 +36,7 @@ class ConsoleTargetApp:
         print(line.encode(encoding, "backslashreplace").decode(encoding), file=out, flush=True)
 
 
-def describe(headers: dict, body: bytes) -> str:
+def describe(headers: Mapping[str, str], body: bytes) -> str:
     """``[target] invitee.created delivery <id>: Zoë Ångström <zoe@…> at <start_time>``"""
     event = headers.get("X-Calendly-Event", "?")
     line = f"[target] {event} delivery {headers.get('X-Bridge-Delivery-Id', '?')}"

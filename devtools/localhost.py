@@ -25,9 +25,10 @@ import os
 import threading
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from .servers import BadRequest, read_request
@@ -76,7 +77,7 @@ class Route:
         if not len(required) <= len(raw_segments) <= len(self.segments):
             return None
         values = {}
-        for segment, raw in zip(self.segments, raw_segments):
+        for segment, raw in zip(self.segments, raw_segments, strict=True):
             text = unquote(raw)
             if not segment.parameter:
                 if text.casefold() != segment.text.casefold():
@@ -203,8 +204,7 @@ class BackgroundWork(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from shared.errors import BridgeError
-        from shared.errors import SettingsError
+        from shared.errors import BridgeError, SettingsError
 
         tick = min(i for i in (self.redeliver_interval, self.reconcile_interval) if i > 0)
         next_redeliver = next_reconcile = time.monotonic()

@@ -7,7 +7,7 @@ must forward the bytes untouched. Every call makes fresh uuids unless overridden
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from shared.events import EVENT_TYPES
 
@@ -18,7 +18,7 @@ HOST_EMAIL = "host@example.com"
 
 
 def _time(minutes: int = 0) -> str:
-    return (datetime.now(timezone.utc) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _id() -> str:

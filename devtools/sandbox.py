@@ -29,15 +29,16 @@ import argparse
 import base64
 import bisect
 import itertools
-import math
 import json
+import math
 import os
 import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import requests
@@ -68,7 +69,7 @@ _RESPONSE_EXCERPT = 2048
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Reply(Exception):
@@ -84,9 +85,9 @@ class _Drop(Exception):
 
 
 def _error(status: int, details: list[dict] | None = None, headers: dict | None = None,
-           message: str | None = None) -> _Reply:
+           message: str | None = None, **extra: Any) -> _Reply:
     title, default = _ERRORS.get(status, (HTTPStatus(status).phrase, HTTPStatus(status).description + "."))
-    body = {"title": title, "message": message or default}
+    body: dict[str, Any] = {"title": title, "message": message or default, **extra}
     if details:
         body["details"] = details
     return _Reply(status, body, headers)
@@ -343,8 +344,8 @@ class SandboxApp:
 
             raise ClientDisconnected() from None  # waitress closes the socket without writing a byte
         except Exception:  # noqa: BLE001 - like Calendly, never leak a traceback
-            reply = _error(500)
-            status, body, headers = reply.status, reply.body, reply.headers
+            failure = _error(500)
+            status, body, headers = failure.status, failure.body, failure.headers
         data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         out = [("Content-Length", str(len(data))), *headers.items()]
         if body is not None:
@@ -392,7 +393,7 @@ class SandboxApp:
             case ("GET", "hooks"):
                 return 200, {"hooks": self.hooks()}
             case ("PATCH", "hooks", hook_id):
-                return 200, {"resource": self.set_state(hook_id, self._json(raw).get("state"))}
+                return 200, {"resource": self.set_state(hook_id, str(self._json(raw).get("state")))}
             case ("DELETE", "hooks", hook_id):
                 self.remove(hook_id)
                 return 204, None
@@ -411,7 +412,7 @@ class SandboxApp:
                 return 200, self.set_rate_limit(**spec)
             case ("POST", "members"):
                 spec = self._json(raw)
-                return 201, {"resource": self.add_member(spec.get("email"), spec.get("name"), spec.get("role", "user"))}
+                return 201, {"resource": self.add_member(str(spec.get("email") or ""), spec.get("name"), spec.get("role", "user"))}
             case ("POST", "token"):
                 spec = self._json(raw)
                 pat, granted = spec.get("pat"), spec.get("scopes")
@@ -459,9 +460,8 @@ class SandboxApp:
             needed = scopes.subscribe_scopes([e for e in events if isinstance(e, str)] if isinstance(events, list) else [])
         missing = scopes.granted(self.scopes, needed)
         if missing:
-            reply = _error(403, message="This operation requires the scopes listed in the 'required_scopes' array")
-            reply.body["required_scopes"] = list(needed)
-            raise reply
+            raise _error(403, message="This operation requires the scopes listed in the 'required_scopes' array",
+                         required_scopes=list(needed))
 
     def _count_request(self) -> tuple[dict, bool]:
         """Count one API request in the current rate-limit window (lock held): Calendly's
@@ -473,7 +473,7 @@ class SandboxApp:
         headers = {"X-RateLimit-Limit": str(rate["limit"]),
                    "X-RateLimit-Remaining": str(max(0, rate["limit"] - self._window_used)),
                    "X-RateLimit-Reset": str(max(1, math.ceil(self._window_start + rate["window"] - now)))}
-        return headers, rate["enforce"] and self._window_used > rate["limit"]
+        return headers, bool(rate["enforce"] and self._window_used > rate["limit"])
 
     def _route(self, method: str, parts: list[str], query: dict, raw: bytes, epoch: int):
         """The handler for a Calendly API route, or None."""
@@ -567,7 +567,7 @@ class SandboxApp:
             raise _error(400, details)
         if organization != self.organization_uri:
             raise _error(403)
-        return organization, scope, user, group
+        return str(organization), str(scope), user, group
 
     def _create(self, data: dict, epoch: int) -> dict:
         url, events, key = data.get("url"), data.get("events"), data.get("signing_key")
@@ -584,6 +584,7 @@ class SandboxApp:
             details.append({"parameter": "signing_key", "message": "must be a non-empty string"})
         if details:
             raise _error(400, details)
+        assert isinstance(url, str) and isinstance(events, list)  # checked above (for the type checker)
         organization, scope, user, group = self._scope(data)
         if scope != "organization" and (refused := sorted(ORGANIZATION_ONLY & set(events))):
             raise _invalid("events", f"{', '.join(refused)} requires organization scope")
@@ -624,9 +625,9 @@ class SandboxApp:
             window = [(key, _public(self._hooks.by_seq(sign * key))) for key in keys]
             first, last = (ordered[0], ordered[-1]) if ordered else (None, None)
         next_token = previous_token = None
-        if window and window[-1][0] < last:
+        if window and last is not None and window[-1][0] < last:
             next_token = _token("after", window[-1][0])
-        if window and window[0][0] > first:
+        if window and first is not None and window[0][0] > first:
             previous_token = _token("before", window[0][0])
 
         def link(token: str | None) -> str | None:
@@ -714,7 +715,7 @@ class Sandbox(BackgroundServer):
     def __init__(self, pat: str | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(SandboxApp(pat or os.environ.get("SANDBOX_PAT") or DEFAULT_PAT), host, port, threads=8)
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         super().start()
         self.app.base_url = self.url
         return self

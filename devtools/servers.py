@@ -68,12 +68,12 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         import waitress
 
-        self._server = waitress.create_server(self.app, host=self.host, port=self.port, threads=self.threads,
-                                              ident="calendly-bridge-peer")
-        self.port = self._server.effective_port
+        server = self._server = waitress.create_server(self.app, host=self.host, port=self.port, threads=self.threads,
+                                                       ident="calendly-bridge-peer")
+        self.port = server.effective_port
         self._stopping = False
         self._thread = threading.Thread(target=self._run, args=(self._server,), name=f"wsgi:{self.port}", daemon=True)
         self._thread.start()
@@ -92,7 +92,7 @@ class BackgroundServer:
             self._server.close()
             self._server = None
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from . import jsonbody
@@ -35,7 +36,7 @@ MAX_MANAGEMENT_BODY = 64 * 1024
 Provider = Callable[[], "Bridge"]
 
 
-def handler(fn: Callable[["Bridge", Request], Response]) -> Callable[[Provider, Request], Response]:
+def handler(fn: Callable[[Bridge, Request], Response]) -> Callable[[Provider, Request], Response]:
     """Turn every failure into a JSON error; never a stack trace."""
 
     @functools.wraps(fn)
@@ -66,6 +67,13 @@ class AuditRecord:
         self.subjects: list[str] = []
         self.refused: list[str] = []  # another owner's: the caller was answered as if they did not exist
 
+    @property
+    def who(self) -> Caller:
+        """The authenticated caller: handlers run only once ``management`` has authenticated them."""
+        if self.caller is None:
+            raise RuntimeError("a management handler ran before its caller was authenticated")
+        return self.caller
+
     def touch(self, *subscription_ids: str) -> None:
         self.subjects.extend(subscription_ids)
 
@@ -88,14 +96,14 @@ def management(action: str, spends_calendly: bool = False):
     counts against their per-minute limit (429 past it). Admins and key holders are the operators
     (in function_key mode every caller shares the key, so there is no one to limit separately)."""
 
-    def wrap(fn: Callable[["Bridge", Request, AuditRecord], Response]) -> Callable[["Bridge", Request], Response]:
+    def wrap(fn: Callable[[Bridge, Request, AuditRecord], Response]) -> Callable[[Bridge, Request], Response]:
         @functools.wraps(fn)
         def wrapped(bridge: Bridge, req: Request) -> Response:
             call = AuditRecord(action)
             try:
-                call.caller = bridge.auth.authenticate(req)
-                if spends_calendly and call.caller.kind == "entra" and not call.caller.admin:
-                    bridge.limits.spend(f"{call.caller.tenant_id or '-'}/{call.caller.describe()}")
+                caller = call.caller = bridge.auth.authenticate(req)
+                if spends_calendly and caller.kind == "entra" and not caller.admin:
+                    bridge.limits.spend(f"{caller.tenant_id or '-'}/{caller.describe()}")
                 response = fn(bridge, req, call)
             except BridgeError as exc:
                 call.audit(exc.status)
@@ -115,9 +123,9 @@ def _manageable(bridge: Bridge, call: AuditRecord, sub_id: str) -> Subscription:
     """The subscription, if the caller may see it; another owner's answers 404 like a missing one."""
     sub = bridge.subscriptions.get(sub_id)
     call.touch(sub_id)
-    if sub is not None and not call.caller.may_manage(sub):
+    if sub is not None and not call.who.may_manage(sub):
         call.refuse(sub_id)
-    if sub is None or not call.caller.may_manage(sub):
+    if sub is None or not call.who.may_manage(sub):
         raise BridgeError(404, "subscription_not_found", "no such subscription")
     return sub
 
@@ -165,7 +173,7 @@ def subscribe(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     from .schemas import parse_subscribe
 
     body = parse_subscribe(_json_body(req))
-    sub, created = bridge.subscriptions.subscribe(body, call.caller)
+    sub, created = bridge.subscriptions.subscribe(body, call.who)
     call.touch(sub.id)
     location = bridge.subscriptions.location(sub.id)
     return Response.json(201 if created else 200, sub.public(), {"Location": location})
@@ -182,7 +190,7 @@ def subscribe_trigger(bridge: Bridge, req: Request, call: AuditRecord) -> Respon
     trigger = req.route_params.get("trigger", "")
     if trigger not in TRIGGER_EVENTS:
         raise BridgeError(404, "unknown_trigger", f"no such trigger; the triggers are {', '.join(TRIGGER_EVENTS)}")
-    sub, _created = bridge.subscriptions.subscribe(parse_trigger(trigger, _json_body(req)), call.caller)
+    sub, _created = bridge.subscriptions.subscribe(parse_trigger(trigger, _json_body(req)), call.who)
     call.touch(sub.id)
     return Response.json(201, sub.public(), {"Location": bridge.subscriptions.location(sub.id)})
 
@@ -194,13 +202,13 @@ def list_subscriptions(bridge: Bridge, req: Request, call: AuditRecord) -> Respo
     if cursor is not None and not SUBSCRIPTION_ID.match(cursor):
         raise BridgeError(400, "invalid_cursor", "cursor is not one this bridge returned")
     limit = _limit(req)
-    owner = _owner_filter(req, call.caller)
+    owner = _owner_filter(req, call.who)
     subs, next_cursor = bridge.subscriptions.list(limit, cursor, owner)
     next_link = None
     if next_cursor:
         query = {"limit": limit, "cursor": next_cursor, **({"owner": req.params["owner"]} if req.params.get("owner") else {})}
         next_link = f"{bridge.settings.require_public_url()}/api/subscriptions?{urlencode(query)}"
-    value = [s.public() for s in subs if call.caller.may_manage(s)]
+    value = [s.public() for s in subs if call.who.may_manage(s)]
     return Response.json(200, {"value": value, "next_cursor": next_cursor, "nextLink": next_link})
 
 
@@ -217,7 +225,7 @@ def unsubscribe(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     if SUBSCRIPTION_ID.match(sub_id):
         call.touch(sub_id)
         sub = bridge.subscriptions.get(sub_id)
-        if sub is not None and call.caller.may_manage(sub):
+        if sub is not None and call.who.may_manage(sub):
             bridge.subscriptions.unsubscribe(sub_id)
         elif sub is not None:
             call.refuse(sub_id)
@@ -236,7 +244,7 @@ def unsubscribe_by_callback(bridge: Bridge, req: Request, call: AuditRecord) -> 
             url = body.get("callbackUrl") or body.get("url") or body.get("notificationUrl")
     if not isinstance(url, str) or not url.strip():
         raise BridgeError(400, "missing_callback_url", "give the callback URL as ?callbackUrl=<url-encoded> or in a JSON body")
-    call.touch(*bridge.subscriptions.unsubscribe_target(url, call.caller))
+    call.touch(*bridge.subscriptions.unsubscribe_target(url, call.who))
     return Response.empty(204)
 
 
@@ -288,11 +296,11 @@ def replay_delivery(bridge: Bridge, req: Request, call: AuditRecord) -> Response
         raise BridgeError(404, "delivery_not_found", "no such delivery")
     sub_id = delivery_id.split("-", 1)[0]  # a delivery id starts with its subscription's id
     call.touch(sub_id)
-    if not call.caller.admin:
+    if not call.who.admin:
         sub = bridge.subscriptions.get(sub_id)
-        if sub is not None and not call.caller.may_manage(sub):
+        if sub is not None and not call.who.may_manage(sub):
             call.refuse(sub_id)
-        if sub is None or not call.caller.may_manage(sub):
+        if sub is None or not call.who.may_manage(sub):
             raise BridgeError(404, "delivery_not_found", "no such delivery")
     delivery = bridge.deliveries.replay(delivery_id)
     return Response.json(200 if delivery.status == DeliveryStatus.DELIVERED else 202, delivery.public())

@@ -59,7 +59,7 @@ class Caller:
             return None
         return Owner(self.tenant_id, self.object_id, self.name)
 
-    def may_manage(self, sub: "Subscription") -> bool:
+    def may_manage(self, sub: Subscription) -> bool:
         return self.admin or (self.owner is not None and sub.owned_by(self.owner))
 
     def describe(self) -> str:
@@ -170,8 +170,8 @@ class EntraTokens:
     def caller(self, token: str) -> Caller:
         claims = self.claims(token)
         home = claims["tid"] == self.home_tenant
-        roles = claims.get("roles") if isinstance(claims.get("roles"), list) and home else []
-        roles = frozenset(r for r in roles if isinstance(r, str))
+        claimed = claims.get("roles")
+        roles = frozenset(r for r in (claimed if isinstance(claimed, list) and home else []) if isinstance(r, str))
         admin = self.admin_role in roles
         return Caller(kind="entra", tenant_id=claims["tid"], object_id=claims["oid"], name=_display_name(claims),
                       email=_user_name(claims) if home else None, roles=roles, admin=admin,
@@ -215,7 +215,7 @@ class Authenticator:
         self._key = (management_key or "").encode("utf-8")
 
     @classmethod
-    def from_settings(cls, settings: "Settings", **token_options: Any) -> "Authenticator":
+    def from_settings(cls, settings: Settings, **token_options: Any) -> Authenticator:
         settings.require_entra()
         if settings.management_auth == "function_key":
             return cls("function_key")
@@ -226,7 +226,7 @@ class Authenticator:
                              **token_options)
         return cls(settings.management_auth, tokens, settings.management_key)
 
-    def authenticate(self, req: "Request") -> Caller:
+    def authenticate(self, req: Request) -> Caller:
         if self.mode == "function_key":
             return FUNCTION_KEY_CALLER  # the host let the request through: it carried a valid function key
         authorization = req.headers.get("Authorization")
@@ -234,6 +234,8 @@ class Authenticator:
             match = _BEARER.match(authorization)
             if not match:
                 raise unauthenticated("the Authorization header must be 'Bearer <Entra ID access token>'")
+            if self.tokens is None:  # from_settings always gives entra and both modes their validator
+                raise unauthenticated("this bridge does not accept Entra ID tokens")
             return self.tokens.caller(match.group(1))
         if self.mode == "both":
             key = req.headers.get("x-functions-key") or req.params.get("code")

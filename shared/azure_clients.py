@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # The SDK defaults are 10 retries and 300 s socket timeouts (Key Vault: 3 retries of each kind),
 # which could hold a callback or a management call for minutes when an endpoint hangs.
-TABLE_CLIENT_OPTIONS = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2, "retry_backoff_factor": 0.2}
+TABLE_CLIENT_OPTIONS: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2, "retry_backoff_factor": 0.2}
 VAULT_CLIENT_OPTIONS: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 5, "retry_total": 2,
                                         "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
 SERVICEBUS_NOT_CONFIGURED = ("this bridge has no Service Bus namespace: set SERVICEBUS_FULLY_QUALIFIED_NAMESPACE "
@@ -53,11 +53,12 @@ def queue_client(settings: Settings, credential: Any = None) -> Any:
     """A QueueClient for ``DELIVERY_QUEUE`` on the same storage account as the Table store."""
     from azure.storage.queue import LinearRetry, QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-    options = {
+    options: dict[str, Any] = {
         # The Functions queue trigger expects base64 message text (host.json messageEncoding).
         "message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy(),
         # Bounded like the Table client: the SDK default backs off 15 s+ between retries.
-        "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),
+        # random_jitter_range is typed int in the SDK but used as a float (random.uniform): half a second.
+        "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),  # type: ignore[arg-type]
         "connection_timeout": 3, "read_timeout": 5,
     }
     if settings.storage_connection:
@@ -65,8 +66,9 @@ def queue_client(settings: Settings, credential: Any = None) -> Any:
     endpoint = settings.queue_service_uri
     if not endpoint and settings.storage_account:  # as the Functions host does: the public cloud's endpoint
         endpoint = f"https://{settings.storage_account}.queue.core.windows.net"
-    if not endpoint and ".table." in (settings.table_service_uri or ""):
-        endpoint = settings.table_service_uri.replace(".table.", ".queue.", 1)
+    table_uri = settings.table_service_uri or ""
+    if not endpoint and ".table." in table_uri:
+        endpoint = table_uri.replace(".table.", ".queue.", 1)
     if not endpoint:
         raise SettingsError("AzureWebJobsStorage__queueServiceUri", "must be set (or AzureWebJobsStorage__accountName) "
                             "for the retry queue when storage is identity-based")
@@ -84,8 +86,10 @@ def servicebus_client(settings: Settings, credential: Any = None) -> Any:
     return ServiceBusClient(settings.servicebus_namespace, credential)
 
 
-def secret_client(vault_url: str, credential: Any, **options: Any) -> Any:
+def secret_client(vault_url: str | None, credential: Any, **options: Any) -> Any:
     """A Key Vault SecretClient (``options`` over the bounded defaults, e.g. ``connection_verify``)."""
     from azure.keyvault.secrets import SecretClient
 
+    if not vault_url:
+        raise SettingsError("KEY_VAULT_URL", "must be set to read the PAT from Key Vault")
     return SecretClient(vault_url, credential, **{**VAULT_CLIENT_OPTIONS, **options})

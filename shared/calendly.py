@@ -6,8 +6,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -78,7 +79,7 @@ class RateWindow:
     seq: int          # which answer said it (later answers are newer)
 
     @classmethod
-    def from_headers(cls, headers: Any, seq: int, now: float) -> "RateWindow | None":
+    def from_headers(cls, headers: Any, seq: int, now: float) -> RateWindow | None:
         try:
             limit = int(headers["X-RateLimit-Limit"])
             remaining = int(headers["X-RateLimit-Remaining"])
@@ -102,7 +103,8 @@ def _error_from(response: requests.Response) -> CalendlyError:
     body = body if isinstance(body, dict) else {}
     title = str(body.get("title") or response.reason or "error")
     message = str(body.get("message") or "")
-    details = body.get("details") if isinstance(body.get("details"), list) else []
+    listed = body.get("details")
+    details = listed if isinstance(listed, list) else []
     detail = "; ".join(f"{d.get('parameter', '')}: {d.get('message', '')}".strip(": ") for d in details if isinstance(d, dict))
     said = f"Calendly answered {response.status_code} {title}" + (f": {message}" if message else "") + (f" ({detail})" if detail else "")
     status = response.status_code
@@ -126,8 +128,8 @@ def _forbidden(response: requests.Response, body: dict, said: str, message: str)
     """Calendly's 403 says one of three things; each gets its own error and remedy: the token lacks
     scopes (it names them in ``required_scopes``), the plan lacks the feature, or the token's owner
     lacks the role."""
-    required = body.get("required_scopes") if isinstance(body.get("required_scopes"), list) else []
-    required = [str(s) for s in required if isinstance(s, str)]
+    listed = body.get("required_scopes")
+    required = [str(s) for s in (listed if isinstance(listed, list) else []) if isinstance(s, str)]
     request = getattr(response, "request", None)
     method, path = (request.method or "GET", urlsplit(request.url or "").path) if request is not None else ("GET", "")
     if required or "scope" in message.lower():
@@ -196,7 +198,8 @@ class CalendlyClient:
                 log.warning("calendly %s %s failed: %s", method, urlsplit(url).path, type(exc).__name__)
                 raise CalendlyError(503, "calendly_unavailable",
                                     f"Calendly could not be reached ({type(exc).__name__})", None, {"Retry-After": "30"}) from None
-            log.info("calendly %s %s -> %s in %.0f ms", method, urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000)
+            log.info("calendly %s %s -> %s in %.0f ms", method, urlsplit(url).path, response.status_code,
+                     (time.monotonic() - started) * 1000)
             self._observe_rate(response)
             # A 401 may mean the PAT was rotated: re-read it once (Key Vault) before giving up.
             if response.status_code == 401 and attempt == 1 and self._pat.invalidate():
@@ -217,7 +220,8 @@ class CalendlyClient:
         try:
             body = response.json() if response.content else {}
         except ValueError:
-            raise CalendlyError(502, "calendly_bad_response", f"Calendly answered {response.status_code} with a body that is not JSON") from None
+            raise CalendlyError(502, "calendly_bad_response",
+                                f"Calendly answered {response.status_code} with a body that is not JSON") from None
         if not isinstance(body, dict):
             raise CalendlyError(502, "calendly_bad_response", "Calendly answered with JSON that is not an object")
         return body
@@ -252,7 +256,7 @@ class CalendlyClient:
             yield from pages.fetch()
 
     def webhook_pages(self, *, organization: str, scope: str, user: str | None = None,
-                      group: str | None = None) -> "WebhookPages":
+                      group: str | None = None) -> WebhookPages:
         """The scope's hooks a page (one call, up to 100 hooks) at a time."""
         return WebhookPages(self, {"organization": organization, "count": PAGE_SIZE, **scope_params(scope, user, group)})
 
@@ -400,8 +404,8 @@ class CallBudget:
                 wait = max(wait, rate.resets_at - now)
         return wait
 
-    def rate_limited(self, exc: CalendlyError) -> None:
-        """Calendly answered 429 (past the client's own short waits): pause until it resets."""
+    def rate_limited(self, exc: BridgeError) -> None:
+        """Calendly answered 429 (``is_rate_limited``; past the client's own short waits): pause until it resets."""
         try:
             seconds = float(exc.headers.get("Retry-After", RATE_WINDOW_SECONDS))
         except ValueError:

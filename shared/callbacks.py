@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import hmac
-import secrets
 import json
 import logging
+import secrets
 import threading
 import time
-from typing import Mapping
+from collections.abc import Mapping
+from typing import NoReturn
 
 from cachetools import TTLCache
 
@@ -56,7 +57,7 @@ class CallbackService:
         self.cache.put(path_token, sub)
         return self._receive(sub, headers, body)
 
-    def _gone_or_unknown(self, path_token: str, headers: Mapping[str, str], body: bytes) -> None:
+    def _gone_or_unknown(self, path_token: str, headers: Mapping[str, str], body: bytes) -> NoReturn:
         """A path no live subscription has: ``410`` when it is a deleted subscription's and the request
         is signed with that subscription's key (Calendly then deletes the hook at once, without its
         24 h of retries); otherwise the same ``404`` as any random path, so an unsigned or wrongly

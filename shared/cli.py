@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .composition import Bridge, compose
 from .errors import BridgeError, SettingsError

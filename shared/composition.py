@@ -3,15 +3,17 @@
 Built once per worker process (function_app.py holds a ``BridgeProvider``; each CLI command
 composes its own) and reused, Azure SDK clients and HTTP pools included. Every Azure SDK client is
 made here, with the factories of ``shared.azure_clients`` (Key Vault and Service Bus on first use),
-and handed to the module that uses it. Tests call ``compose`` with stand-ins for the parts they replace. The services are imported when the bridge is first
-composed, not when the Functions host indexes function_app (see the cold-start benchmark).
+and handed to the module that uses it. Tests call ``compose`` with stand-ins for the parts they
+replace. The services are imported when the bridge is first composed, not when the Functions host
+indexes function_app (see the cold-start benchmark).
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .models import Clock, utcnow
 
@@ -21,8 +23,8 @@ if TYPE_CHECKING:
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService, RetryScheduler
     from .lifecycle import Lifecycle
-    from .reconcile import Reconciler
     from .ratelimit import CallerLimits
+    from .reconcile import Reconciler
     from .retention import RetentionService
     from .secrets import PatProvider
     from .settings import Settings
@@ -83,22 +85,23 @@ def _retry_scheduler(settings: Settings, store: Store, credential: Any) -> Retry
 
 
 def compose(settings: Settings, *, store: Store | None = None, calendly: CalendlyClient | None = None,
-            pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None, policy: DeliveryPolicy | None = None,
+            pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None,
+            policy: DeliveryPolicy | None = None,
             clock: Clock = utcnow, auth: Authenticator | None = None, resolver: Resolver | None = None,
             sleep: Callable[[float], None] = time.sleep) -> Bridge:
     """``clock`` (wall time) and ``sleep`` (reconcile's waits for Calendly's rate window) are injected so
     tests drive time; ``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in)."""
     from .auth import Authenticator
+    from .azure_clients import azure_credential, needs_credential, secret_client, servicebus_client
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
     from .delivery import DeliveryPolicy, DeliveryService
-    from .reconcile import Reconciler
     from .isolation import ChangeNotifyingStore, SubscriptionCache
     from .lifecycle import CallbackUrls, Lifecycle
     from .ratelimit import CallerLimits
+    from .reconcile import Reconciler
     from .redaction import install_log_redaction
     from .retention import RetentionService
-    from .azure_clients import azure_credential, needs_credential, secret_client, servicebus_client
     from .secrets import pat_provider
     from .subscriptions import SubscriptionService
     from .targets import Targets

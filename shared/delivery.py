@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .errors import BridgeError, ConcurrencyConflict
 from .models import Clock, Delivery, DeliveryStatus, Subscription, SubscriptionState, isotime, utcnow

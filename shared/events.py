@@ -49,7 +49,7 @@ def event_key(envelope: dict, body: bytes) -> str:
     name = str(envelope.get("event"))
     payload = envelope.get("payload")
     uri = payload.get("uri") if isinstance(payload, dict) else None
-    if not isinstance(uri, str) or not uri:
+    if not isinstance(payload, dict) or not isinstance(uri, str) or not uri:
         return f"{name}|body|{hashlib.sha256(body).hexdigest()}"
     if name.endswith(".updated"):
         stamp = payload.get("updated_at") or envelope.get("created_at") or ""
@@ -59,5 +59,5 @@ def event_key(envelope: dict, body: bytes) -> str:
 
 def delivery_id(subscription_id: str, generation: str, key: str) -> str:
     """Stable delivery id: ``<subscription id>-<24 hex>``; same on every retry of one event."""
-    digest = hashlib.sha256(f"{generation}\n{key}".encode("utf-8")).hexdigest()[:24]
+    digest = hashlib.sha256(f"{generation}\n{key}".encode()).hexdigest()[:24]
     return f"{subscription_id}-{digest}"

@@ -7,7 +7,7 @@ setting with it too, so the host's auth level and the app's own check can never 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import SettingsError
 
@@ -30,7 +30,7 @@ def management_auth_mode(env: Mapping[str, str] | None = None) -> str:
     try:
         return parse_mode(value)
     except ValueError as exc:
-        raise SettingsError("MANAGEMENT_AUTH", f"is invalid: {exc} (got {value.strip()!r})") from None
+        raise SettingsError("MANAGEMENT_AUTH", f"is invalid: {exc} (got {(value or '').strip()!r})") from None
 
 
 def management_host_auth_level(env: Mapping[str, str] | None = None) -> str:

@@ -8,6 +8,7 @@ parse failure, and any document nested deeper than ``max_depth``, is the caller'
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import BridgeError
@@ -24,6 +25,7 @@ def depth(value: Any) -> int:
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

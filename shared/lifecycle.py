@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
@@ -129,18 +129,21 @@ class Lifecycle:
         """Create ``sub``'s Calendly hook with its key on its callback URL. A hook for that URL that
         survived a crash (Calendly answers 409 and never returns a signing key) is found on every
         page of its scope, deleted and made again with the record's key."""
-        kwargs = dict(url=self.urls.of(sub), events=sub.events, organization=sub.organization,
-                      scope=sub.scope, user=sub.user, group=sub.group, signing_key=sub.signing_key)
+        url = self.urls.of(sub)
+
+        def create() -> dict:
+            return self.calendly.create_webhook(url=url, events=sub.events, organization=sub.organization, scope=sub.scope,
+                                                user=sub.user, group=sub.group, signing_key=sub.signing_key)
         try:
-            return self.calendly.create_webhook(**kwargs)
+            return create()
         except CalendlyError as exc:
             if exc.calendly_status != 409:
                 raise
         for hook in self.calendly.list_webhooks(organization=sub.organization, scope=sub.scope, user=sub.user, group=sub.group):
-            if hook.get("callback_url") == kwargs["url"] and hook.get("uri"):
+            if hook.get("callback_url") == url and hook.get("uri"):
                 self.calendly.delete_webhook(hook["uri"])
         log.info("subscription %s: replaced a leftover Calendly hook", sub.id)
-        return self.calendly.create_webhook(**kwargs)
+        return create()
 
     # Repairing (reconcile) -------------------------------------------------------------------
     def rekey(self, sub: Subscription) -> Subscription:

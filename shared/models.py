@@ -5,10 +5,11 @@ import dataclasses
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Callable, Literal, Union
+from typing import Literal
 
 from .redaction import fingerprint, logvalue, render_url
 
@@ -16,13 +17,13 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def isotime(moment: datetime | None = None, plus_seconds: float = 0.0) -> str:
     """The one timestamp format: fixed-width UTC ISO-8601, so timestamps sort as strings in every store."""
     moment = (moment or utcnow()) + timedelta(seconds=plus_seconds)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime:
@@ -97,7 +98,7 @@ class ServiceBusEntity:
         return f"{logvalue(f'servicebus:{self.entity}:{self.name}')} fingerprint={self.fingerprint}"
 
 
-Endpoint = Union[HttpEndpoint, ServiceBusEntity]
+Endpoint = HttpEndpoint | ServiceBusEntity
 
 
 def endpoint_from_dict(data: dict) -> Endpoint:
@@ -189,7 +190,7 @@ class Subscription:
         """Whether Calendly may still call this record on ``/calendly/events/<id>``."""
         return self.callback_token is None or self.legacy_webhook is not None
 
-    def replace(self, **changes) -> "Subscription":
+    def replace(self, **changes) -> Subscription:
         return dataclasses.replace(self, **changes)
 
 
@@ -228,5 +229,5 @@ class Delivery:
             view["payload"] = self.body.decode("utf-8", "replace")
         return view
 
-    def replace(self, **changes) -> "Delivery":
+    def replace(self, **changes) -> Delivery:
         return dataclasses.replace(self, **changes)

@@ -35,8 +35,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Callable
 
 from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
@@ -68,8 +68,8 @@ def scope_of(sub: Subscription) -> ScopeKey:
 
 
 def hook_scope(hook: dict) -> ScopeKey:
-    scope = hook.get("scope")
-    return (hook.get("organization"), scope, hook.get("user") if scope == "user" else None,
+    scope = str(hook.get("scope") or "")
+    return (str(hook.get("organization") or ""), scope, hook.get("user") if scope == "user" else None,
             hook.get("group") if scope == "group" else None)
 
 
@@ -133,7 +133,7 @@ class ReconcileReport:
     waited_seconds: float = 0.0
     leftover_reason: str = ""
     errors: list[ReconcileError] = field(default_factory=list)
-    overdue_deliveries: int | None = None  # the timer's retry safety net (run_timer only)
+    overdue_deliveries: dict[str, int] | None = None  # the timer's retry safety net, by outcome (run_timer only)
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -348,7 +348,8 @@ class Reconciler:
             return
         # Read the records again: a subscribe may have written its record (then its hook) after
         # the first read but before its scope was listed.
-        owned_uris, owned_urls = set(), set()
+        owned_uris: set[str | None] = set()
+        owned_urls: set[tuple[str, ScopeKey]] = set()
         for sub in self._all_subscriptions():
             owned_uris.update((sub.calendly_webhook, sub.legacy_webhook))
             owned_urls.update((url, scope_of(sub)) for url in self.lifecycle.urls.answering(sub))

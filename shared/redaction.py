@@ -121,7 +121,7 @@ def install_log_redaction() -> None:
         record = current(name, *args, **kwargs)
         return scrub_record(record, own=name.split(".", 1)[0] in OWN_LOGGERS)
 
-    factory.bridge_redacting = True  # type: ignore[attr-defined]
+    factory.bridge_redacting = True  # type: ignore[attr-defined]  # a marker on the function: installed once
     logging.setLogRecordFactory(factory)
 
 

@@ -18,14 +18,14 @@ import json
 import logging
 import math
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .delivery import DeliveryService
 from .models import Delivery, DeliveryStatus, parse_time
 from .redaction import logvalue
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    pass
 
 log = logging.getLogger("shared.retry_queue")
 

@@ -51,7 +51,7 @@ class ServiceBusBody(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _one_entity(self) -> "ServiceBusBody":
+    def _one_entity(self) -> ServiceBusBody:
         if (self.queue is None) == (self.topic is None):
             raise ValueError("a servicebus target needs exactly one of 'queue' or 'topic'")
         return self
@@ -92,12 +92,13 @@ class SubscribeBody(BaseModel):
     def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:  # the connector's form sends "" for a cleared field: the same as none
             return None
-        if not CALENDLY_URI[info.field_name].fullmatch(value):
+        kind = str(info.field_name)
+        if not CALENDLY_URI[kind].fullmatch(value):
             raise ValueError(f"must be a Calendly {info.field_name} URI (https://api.calendly.com/{info.field_name}s/<id>)")
         return value
 
     @model_validator(mode="after")
-    def _one_target(self) -> "SubscribeBody":
+    def _one_target(self) -> SubscribeBody:
         urls = [u for u in (self.url, self.callbackUrl, self.notificationUrl) if u]
         if len(set(urls)) > 1:
             raise ValueError("give the target URL once, under 'url', 'callbackUrl' or 'notificationUrl'")
@@ -108,7 +109,7 @@ class SubscribeBody(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _scope_fits(self) -> "SubscribeBody":
+    def _scope_fits(self) -> SubscribeBody:
         conflicts = scope_conflicts(self.events, self.scope)
         if conflicts:
             raise PydanticCustomError("invalid_scope", "{events} can only be subscribed at organization scope",

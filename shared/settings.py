@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from .errors import SettingsError
 from .hostauth import MANAGEMENT_AUTH_MODES, parse_mode
@@ -68,7 +70,7 @@ def _guid(value: str | None) -> str | None:
 
 def _guid_list(value: Any) -> tuple[str, ...]:
     items = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value or ()) if v.strip())
-    return tuple(_guid(v) for v in items)
+    return tuple(str(_guid(v)) for v in items)
 
 
 def _issuer_list(value: Any) -> tuple[str, ...]:
@@ -93,6 +95,11 @@ def setting(name: str, default: Any, description: str, *, platform: bool = False
     ``secret``: an invalid value is named, never echoed."""
     return Field(default, validation_alias=name, description=description,
                  json_schema_extra={"platform": platform, "local_only": local_only, "secret": secret}, **constraints)
+
+
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    """What ``setting`` recorded about a field (platform, local_only, secret)."""
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
 
 
 class Settings(BaseModel):
@@ -175,6 +182,7 @@ class Settings(BaseModel):
         ge=1, le=100)
 
     # Who may call the management API (docs: README "Who can do what") ------------------
+    # Literal over the modes' tuple: pydantic reads it, mypy cannot (it wants the values spelled out).
     management_auth: Annotated[Literal[MANAGEMENT_AUTH_MODES], BeforeValidator(parse_mode)] = setting(  # type: ignore[valid-type]
         "MANAGEMENT_AUTH", "function_key",
         "Management API authentication: function_key (the host checks function keys), entra (Microsoft Entra ID "
@@ -222,7 +230,7 @@ class Settings(BaseModel):
 
     # Loading ------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``env`` (default: the process environment); empty values count as unset."""
         source = os.environ if env is None else env
         values = {name: value for name, value in source.items() if isinstance(value, str) and value.strip()}
@@ -233,19 +241,19 @@ class Settings(BaseModel):
             name = str(first["loc"][0]) if first.get("loc") else "settings"
             reason = first["msg"].removeprefix("Value error, ")
             field = next((f for f in cls.model_fields.values() if f.validation_alias == name), None)
-            secret = bool(field and (field.json_schema_extra or {}).get("secret"))
+            secret = bool(field and _extra(field).get("secret"))
             got = "" if secret else f" (got {values.get(name)!r})"
             raise SettingsError(name, f"is invalid: {reason}{got}") from None
 
     @classmethod
-    def local(cls, defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> "Settings":
+    def local(cls, defaults: Mapping[str, str] | None = None, path: str = DEFAULTS_FILE) -> Settings:
         """As ``func start`` sees them: the environment over local.settings.json ``Values`` over ``defaults``."""
         return cls.from_env(local_environment(defaults, path))
 
     @classmethod
     def declared(cls) -> dict[str, dict[str, Any]]:
         """Every setting by its app-setting name: default, description, platform, local_only."""
-        return {f.validation_alias: {"default": f.default, "description": f.description, **(f.json_schema_extra or {})}
+        return {str(f.validation_alias): {"default": f.default, "description": f.description, **_extra(f)}
                 for f in cls.model_fields.values()}
 
     # Derived ------------------------------------------------------------------------

@@ -16,21 +16,20 @@ import logging
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from cachetools import TTLCache
 
+from .auth import FUNCTION_KEY_CALLER, Caller
+from .azure_clients import SERVICEBUS_NOT_CONFIGURED as NOT_CONFIGURED
 from .calendly import CalendlyClient
 from .errors import BridgeError, ConcurrencyConflict
-from .auth import FUNCTION_KEY_CALLER, Caller
 from .lifecycle import CallbackUrls, Lifecycle
-from .models import (Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime,
-                     target_hash, utcnow)
+from .models import Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime, target_hash, utcnow
 from .redaction import logvalue
 from .settings import Settings
 from .store.base import Store
 from .targets.policy import Resolver, check_target_url
-from .azure_clients import SERVICEBUS_NOT_CONFIGURED as NOT_CONFIGURED
 from .targets.servicebus import configured as servicebus_configured
 
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ class SubscriptionService:
         return f"{self.settings.require_public_url()}/api/subscriptions/{sub_id}"
 
     # Subscribe ------------------------------------------------------------------
-    def subscribe(self, body: "SubscribeBody", caller: Caller = FUNCTION_KEY_CALLER) -> tuple[Subscription, bool]:
+    def subscribe(self, body: SubscribeBody, caller: Caller = FUNCTION_KEY_CALLER) -> tuple[Subscription, bool]:
         """Return (subscription, created). Raises BridgeError on bad input, a scope the caller may not
         take, or Calendly refusal."""
         if body.target is not None and not caller.organization_scope:
@@ -140,16 +139,16 @@ class SubscriptionService:
                               f"you hold {cap} subscriptions, the most one owner may (MAX_SUBSCRIPTIONS_PER_OWNER); "
                               "delete one you no longer need")
 
-    def endpoint_for(self, body: "SubscribeBody") -> Endpoint:
+    def endpoint_for(self, body: SubscribeBody) -> Endpoint:
         """Where the subscription's events go; refuses targets the bridge may not call."""
         if body.target is not None:
             if not servicebus_configured(self.settings):
                 raise BridgeError(400, "servicebus_not_configured", NOT_CONFIGURED)
-            entity = "queue" if body.target.queue else "topic"
-            return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic)
+            entity: Literal["queue", "topic"] = "queue" if body.target.queue else "topic"
+            return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic or "")
         return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings, resolver=self.resolver))
 
-    def _scope_of(self, body: "SubscribeBody", caller: Caller) -> tuple[str, str | None, str | None]:
+    def _scope_of(self, body: SubscribeBody, caller: Caller) -> tuple[str, str | None, str | None]:
         """organization, user, group of the hook. User scope without a user means, for a key holder, the
         PAT's owner; for a signed-in caller (with or without the organization role), their own
         Calendly user. Only the organization role (or a key) may name another user."""

@@ -13,8 +13,7 @@ import pytest
 
 from shared import api
 from shared.calendly import CalendlyError
-from shared.models import HttpEndpoint, Subscription, SubscriptionState
-from shared.subscriptions import subscription_id
+from tests.helpers import legacy_subscription
 from tests.inprocess import PUBLIC_URL, STORES, Caller, compose_on, event
 
 TOKEN_URL = re.compile(rf"{re.escape(PUBLIC_URL)}/api/calendly/events/([A-Za-z0-9_-]{{43}})")
@@ -77,23 +76,6 @@ def test_the_token_is_never_shown_by_the_management_api(caller, target):
 
 
 # Records made before tokens -----------------------------------------------------------------
-def legacy_subscription(caller: Caller, target) -> tuple[Subscription, str]:
-    """A record as an older bridge wrote it (no token), with its hook calling the id path."""
-    bridge = caller.bridge
-    endpoint = HttpEndpoint(f"{target.url}/legacy")
-    identity = bridge.subscriptions.identity()
-    record = bridge.store.create_subscription(Subscription(
-        id=subscription_id(endpoint, ["invitee.created"], "organization", None, None), target=endpoint,
-        events=["invitee.created"], scope="organization", organization=identity["organization"], user=None, group=None,
-        signing_key="legacy-key", generation="g1"))
-    old_url = f"{PUBLIC_URL}/api/calendly/events/{record.id}"
-    assert bridge.subscriptions.callback_url(record) == old_url
-    hook = bridge.calendly.create_webhook(url=old_url, events=record.events, organization=record.organization,
-                                          scope="organization", user=None, group=None, signing_key=record.signing_key)
-    record = bridge.store.update_subscription(record.replace(state=SubscriptionState.ACTIVE, calendly_webhook=hook["uri"]))
-    return record, old_url
-
-
 def calendly_calls(caller: Caller) -> list[tuple[str, str]]:
     return [(r["method"], r["path"]) for r in caller.sandbox.app.requests_log() if r["path"].startswith("/webhook_subscriptions")]
 

@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from tests.test_bridge_e2e import envelope, post_event, signing_key, subscribe
+from tests.helpers import envelope, post_event, signing_key, subscribe
 
 
 def raw_request(bridge, data: bytes) -> bytes:

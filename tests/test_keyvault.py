@@ -152,7 +152,7 @@ def test_plain_pat_wins_over_key_vault_and_key_vault_is_used_otherwise():
 
 def test_management_is_503_but_calendly_events_are_accepted_while_the_vault_is_down(make_host, sandbox, target, tmp_path):
     """The callback path never needs the PAT: signing keys live with the subscriptions."""
-    from tests.test_bridge_e2e import subscribe
+    from tests.helpers import subscribe
 
     bridge = make_host()
     sub = subscribe(bridge, target).json()

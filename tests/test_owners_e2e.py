@@ -54,7 +54,7 @@ def call(bridge, people, who, method, path, **kwargs):
     return bridge.api(method, path, headers=headers, **kwargs)
 
 
-def subscribe(bridge, people, who, target, path="/flow", **body):
+def subscribe_as(bridge, people, who, target, path="/flow", **body):
     body = {"url": f"{target.url}{path}?sig=SECRET{who}", "events": ["invitee.created"], "scope": "user", **body}
     return call(bridge, people, who, "POST", "/subscriptions", json=body)
 
@@ -92,8 +92,8 @@ def test_a_forged_or_expired_token_is_401_over_the_wire(bridge, people, issuer):
 
 # Ownership --------------------------------------------------------------------------------
 def test_each_maker_sees_only_their_own_and_the_admin_sees_all(bridge, people, target, sandbox):
-    alice = subscribe(bridge, people, "alice", target)
-    bob = subscribe(bridge, people, "bob", target)
+    alice = subscribe_as(bridge, people, "alice", target)
+    bob = subscribe_as(bridge, people, "bob", target)
     assert (alice.status_code, bob.status_code) == (201, 201), (alice.text, bob.text)
     a, b = alice.json(), bob.json()
     assert a["owner"] == {"tenant_id": TENANT, "object_id": ALICE, "name": "alice@contoso.com"}
@@ -109,7 +109,7 @@ def test_each_maker_sees_only_their_own_and_the_admin_sees_all(bridge, people, t
 
 
 def test_another_owners_subscription_is_404_for_reads_tests_and_replays_and_untouched_by_deletes(bridge, people, target, sandbox):
-    sub = subscribe(bridge, people, "alice", target).json()
+    sub = subscribe_as(bridge, people, "alice", target).json()
     path = f"/subscriptions/{sub['id']}"
     error(call(bridge, people, "bob", "GET", path), 404, "subscription_not_found")
     error(call(bridge, people, "bob", "GET", f"{path}/deliveries"), 404, "subscription_not_found")
@@ -130,9 +130,9 @@ def test_another_owners_subscription_is_404_for_reads_tests_and_replays_and_unto
 
 
 def test_subscribe_is_idempotent_per_owner_and_two_owners_of_one_target_get_two(bridge, people, target, sandbox):
-    first = subscribe(bridge, people, "olga", target, scope="organization")
-    again = subscribe(bridge, people, "olga", target, scope="organization")
-    admin = subscribe(bridge, people, "admin", target, scope="organization")
+    first = subscribe_as(bridge, people, "olga", target, scope="organization")
+    again = subscribe_as(bridge, people, "olga", target, scope="organization")
+    admin = subscribe_as(bridge, people, "admin", target, scope="organization")
     assert (first.status_code, again.status_code, admin.status_code) == (201, 200, 201)
     assert first.headers["Location"] == again.headers["Location"] != admin.headers["Location"]
     assert len(sandbox_hooks(sandbox)) == 2
@@ -157,36 +157,36 @@ def test_unsubscribe_by_callback_url_removes_only_the_callers_own(bridge, people
 
 # Scope rules ------------------------------------------------------------------------------
 def test_a_maker_cannot_take_organization_or_group_scope(bridge, people, target):
-    message = error(subscribe(bridge, people, "alice", target, scope="organization"), 403, "scope_forbidden")
+    message = error(subscribe_as(bridge, people, "alice", target, scope="organization"), 403, "scope_forbidden")
     assert "Calendly.Organization" in message
-    error(subscribe(bridge, people, "alice", target, scope="group", group="https://api.calendly.com/groups/G1"), 403, "scope_forbidden")
-    assert subscribe(bridge, people, "olga", target, scope="organization").status_code == 201
-    assert subscribe(bridge, people, "admin", target, scope="group", group="https://api.calendly.com/groups/G1").status_code == 201
+    error(subscribe_as(bridge, people, "alice", target, scope="group", group="https://api.calendly.com/groups/G1"), 403, "scope_forbidden")
+    assert subscribe_as(bridge, people, "olga", target, scope="organization").status_code == 201
+    assert subscribe_as(bridge, people, "admin", target, scope="group", group="https://api.calendly.com/groups/G1").status_code == 201
 
 
 def test_a_maker_cannot_take_another_calendly_users_scope(bridge, people, target):
-    message = error(subscribe(bridge, people, "alice", target, user=people["calendly"]["bob"]), 403, "scope_forbidden")
+    message = error(subscribe_as(bridge, people, "alice", target, user=people["calendly"]["bob"]), 403, "scope_forbidden")
     assert people["calendly"]["alice"] in message
-    own = subscribe(bridge, people, "alice", target, user=people["calendly"]["alice"])
+    own = subscribe_as(bridge, people, "alice", target, user=people["calendly"]["alice"])
     assert own.status_code == 201 and own.json()["user"] == people["calendly"]["alice"]
-    assert subscribe(bridge, people, "olga", target, user=people["calendly"]["bob"]).status_code == 201
+    assert subscribe_as(bridge, people, "olga", target, user=people["calendly"]["bob"]).status_code == 201
 
 
 def test_a_caller_without_a_calendly_user_gets_403_saying_why(bridge, people, target):
-    assert "stranger@contoso.com" in error(subscribe(bridge, people, "stranger", target), 403, "scope_forbidden")
-    assert "no user principal name" in error(subscribe(bridge, people, "robot", target), 403, "scope_forbidden")
+    assert "stranger@contoso.com" in error(subscribe_as(bridge, people, "stranger", target), 403, "scope_forbidden")
+    assert "no user principal name" in error(subscribe_as(bridge, people, "robot", target), 403, "scope_forbidden")
 
 
 def test_the_calendly_user_lookup_is_cached(bridge, people, target, sandbox):
     for path in ("/one", "/two", "/three"):
-        assert subscribe(bridge, people, "alice", target, path=path).status_code == 201
+        assert subscribe_as(bridge, people, "alice", target, path=path).status_code == 201
     lookups = [r for r in sandbox_requests(sandbox) if r["path"] == "/organization_memberships"]
     assert len(lookups) == 1 and "email=alice%40contoso.com" in lookups[0]["query"]
 
 
 # Audit --------------------------------------------------------------------------------------
 def test_every_management_call_is_audited_with_who_what_and_which_never_the_token(bridge, people, target):
-    sub = subscribe(bridge, people, "alice", target).json()
+    sub = subscribe_as(bridge, people, "alice", target).json()
     call(bridge, people, "bob", "GET", f"/subscriptions/{sub['id']}")
     bridge.api("GET", "/subscriptions")
     logs = bridge.logs()
@@ -207,7 +207,7 @@ def test_every_management_call_is_audited_with_who_what_and_which_never_the_toke
 def test_both_mode_takes_the_management_key_as_the_admin_and_tokens_as_makers(make_host, issuer, people, target):
     key = "management-key-" + "x" * 24
     bridge = make_host(**issuer.settings(MANAGEMENT_AUTH="both", MANAGEMENT_KEY=key))
-    alice = subscribe(bridge, people, "alice", target).json()
+    alice = subscribe_as(bridge, people, "alice", target).json()
     by_key = bridge.api("POST", "/subscriptions", headers={"x-functions-key": key},
                         json={"url": f"{target.url}/keyed?sig=K", "events": ["invitee.created"]})
     assert by_key.status_code == 201 and by_key.json()["owner"] is None and by_key.json()["scope"] == "organization"
@@ -238,9 +238,9 @@ def test_user_scope_without_a_user_is_the_callers_own_calendly_user_even_with_th
     """As connector/README.md and examples/logic-app/README.md say: signed in, ``user`` scope follows
     the caller's own Calendly user; the organization role only lets them *name* another user."""
     olga = sandbox.app.add_member("olga@contoso.com", "Olga")["user"]["uri"]
-    own = subscribe(bridge, people, "olga", target, path="/own")
+    own = subscribe_as(bridge, people, "olga", target, path="/own")
     assert own.status_code == 201 and own.json()["user"] == olga, own.text
-    named = subscribe(bridge, people, "olga", target, path="/named", user=people["calendly"]["bob"])
+    named = subscribe_as(bridge, people, "olga", target, path="/named", user=people["calendly"]["bob"])
     assert named.status_code == 201 and named.json()["user"] == people["calendly"]["bob"]
 
 
@@ -249,7 +249,7 @@ def test_a_look_alike_user_name_never_gets_another_users_scope(bridge, people, i
     people["tokens"]["kelvin"] = issuer.token(oid=STRANGER, upn="\u212Aate@contoso.com")  # KELVIN SIGN + "ate"
     people["tokens"]["mail"] = issuer.token(oid=STRANGER, email="kate@contoso.com")        # unverified email claim
     for who in ("kelvin", "mail"):
-        response = subscribe(bridge, people, who, target, path=f"/{who}")
+        response = subscribe_as(bridge, people, who, target, path=f"/{who}")
         assert "no user principal name" in error(response, 403, "scope_forbidden")
     assert not [h for h in sandbox_hooks(sandbox) if h.get("user") == kate]
 
@@ -258,15 +258,15 @@ def test_a_partner_tenants_admin_is_a_maker_without_a_calendly_user(make_host, i
     from tests.entra_issuer import OTHER_TENANT
 
     bridge = make_host(**issuer.settings(ENTRA_ALLOWED_TENANTS=OTHER_TENANT))
-    home = subscribe(bridge, people, "alice", target).json()
+    home = subscribe_as(bridge, people, "alice", target).json()
     people["tokens"]["partner"] = issuer.token(oid=STRANGER, tenant=OTHER_TENANT, upn="alice@contoso.com",
                                                roles=["Bridge.Admin", "Calendly.Organization"])
     assert ids(call(bridge, people, "partner", "GET", "/subscriptions")) == set()
     assert call(bridge, people, "partner", "GET", f"/subscriptions/{home['id']}").status_code == 404
     assert call(bridge, people, "partner", "GET", f"/subscriptions/{home['id']}/deliveries?include=payload").status_code == 404
     error(call(bridge, people, "partner", "GET", f"/subscriptions?owner={ALICE}"), 403, "forbidden")
-    error(subscribe(bridge, people, "partner", target, path="/p", scope="organization"), 403, "scope_forbidden")
-    error(subscribe(bridge, people, "partner", target, path="/p"), 403, "scope_forbidden")  # not Alice's user scope
+    error(subscribe_as(bridge, people, "partner", target, path="/p", scope="organization"), 403, "scope_forbidden")
+    error(subscribe_as(bridge, people, "partner", target, path="/p"), 403, "scope_forbidden")  # not Alice's user scope
 
 
 # What a maker may reach, and the shared Calendly budget -------------------------------------------
@@ -286,30 +286,30 @@ def test_service_bus_targets_are_for_admins_and_the_organization_role_only(make_
 def test_a_maker_is_limited_per_minute_on_routes_that_spend_calendlys_budget(make_host, issuer, people, target):
     bridge = make_host(CALENDLY_CALLS_PER_CALLER_PER_MINUTE="3", **issuer.settings())
     for n in range(3):
-        assert subscribe(bridge, people, "alice", target, path=f"/r{n}").status_code == 201
-    limited = subscribe(bridge, people, "alice", target, path="/r3")
+        assert subscribe_as(bridge, people, "alice", target, path=f"/r{n}").status_code == 201
+    limited = subscribe_as(bridge, people, "alice", target, path="/r3")
     error(limited, 429, "rate_limited")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     sub_id = next(iter(ids(call(bridge, people, "alice", "GET", "/subscriptions"))))
     error(call(bridge, people, "alice", "POST", f"/subscriptions/{sub_id}/test"), 429, "rate_limited")
     assert call(bridge, people, "alice", "GET", "/subscriptions").status_code == 200  # reads spend nothing
-    assert subscribe(bridge, people, "bob", target, path="/b").status_code == 201     # another maker's own minute
+    assert subscribe_as(bridge, people, "bob", target, path="/b").status_code == 201     # another maker's own minute
     for n in range(4):
-        assert subscribe(bridge, people, "admin", target, path=f"/a{n}", scope="organization").status_code == 201
+        assert subscribe_as(bridge, people, "admin", target, path=f"/a{n}", scope="organization").status_code == 201
 
 
 def test_an_owner_holds_at_most_max_subscriptions_per_owner(make_host, issuer, people, target):
     bridge = make_host(MAX_SUBSCRIPTIONS_PER_OWNER="2", **issuer.settings())
-    assert [subscribe(bridge, people, "alice", target, path=p).status_code for p in ("/1", "/2", "/1")] == [201, 201, 200]
-    assert "MAX_SUBSCRIPTIONS_PER_OWNER" in error(subscribe(bridge, people, "alice", target, path="/3"), 403,
+    assert [subscribe_as(bridge, people, "alice", target, path=p).status_code for p in ("/1", "/2", "/1")] == [201, 201, 200]
+    assert "MAX_SUBSCRIPTIONS_PER_OWNER" in error(subscribe_as(bridge, people, "alice", target, path="/3"), 403,
                                                   "subscription_limit_reached")
-    assert subscribe(bridge, people, "bob", target, path="/3").status_code == 201
-    assert all(subscribe(bridge, people, "admin", target, path=f"/x{n}", scope="organization").status_code == 201
+    assert subscribe_as(bridge, people, "bob", target, path="/3").status_code == 201
+    assert all(subscribe_as(bridge, people, "admin", target, path=f"/x{n}", scope="organization").status_code == 201
                for n in range(3))
 
 
 def test_test_events_reuse_calendlys_sample_payload(bridge, people, target, sandbox):
-    sub = subscribe(bridge, people, "alice", target).json()
+    sub = subscribe_as(bridge, people, "alice", target).json()
     for _ in range(3):
         assert call(bridge, people, "alice", "POST", f"/subscriptions/{sub['id']}/test").status_code in (200, 202)
     assert len([r for r in sandbox_requests(sandbox) if r["path"] == "/sample_webhook_data"]) == 1

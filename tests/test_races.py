@@ -106,7 +106,7 @@ def test_a_subscribe_while_an_unsubscribe_deletes_the_hook_ends_subscribed(calle
 
 
 def test_an_unsubscribe_while_reconcile_moves_an_old_record_leaves_no_hook(caller, target, monkeypatch):
-    from tests.test_callback_tokens import legacy_subscription
+    from tests.helpers import legacy_subscription
 
     record, _ = legacy_subscription(caller, target)
     hold = Hold(monkeypatch, caller.bridge.calendly, "create_webhook")

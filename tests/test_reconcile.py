@@ -58,7 +58,7 @@ class Waits:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
-def make_bridge(request, tmp_path, sandbox):
+def reconcile_bridge(request, tmp_path, sandbox):
     made = []
 
     def make(**overrides):
@@ -144,8 +144,8 @@ def assert_consistent(bridge, sandbox, foreign=()):
 
 
 # Cost -------------------------------------------------------------------------------------------
-def test_healthy_subscriptions_cost_one_list_call_per_page_per_scope(make_bridge, sandbox):
-    bridge = make_bridge()
+def test_healthy_subscriptions_cost_one_list_call_per_page_per_scope(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge()
     seed(bridge, sandbox, 300)                      # 3 pages of organization hooks
     seed(bridge, sandbox, 101, scope="user")        # 2 pages of the PAT owner's
     seed(bridge, sandbox, 5, scope="group")         # 1 page of a group's
@@ -164,8 +164,8 @@ def test_healthy_subscriptions_cost_one_list_call_per_page_per_scope(make_bridge
 
 
 # The diff ------------------------------------------------------------------------------------------
-def test_the_diff_is_exact_over_pages_and_scopes(make_bridge, sandbox):
-    bridge = make_bridge()
+def test_the_diff_is_exact_over_pages_and_scopes(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge()
     app = sandbox.app
     org = seed(bridge, sandbox, 250)
     user = seed(bridge, sandbox, 130, scope="user")
@@ -232,10 +232,10 @@ def test_the_diff_is_exact_over_pages_and_scopes(make_bridge, sandbox):
     assert (again.checked, again.healthy, again.leftover) == (405, 403, 0), again
 
 
-def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(make_bridge, sandbox, monkeypatch):
+def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(reconcile_bridge, sandbox, monkeypatch):
     """When the callback URL a record's hook must have changes (e.g. to a random token), the hook
     moves: the new one (same key) exists before the old one is deleted."""
-    bridge = make_bridge()
+    bridge = reconcile_bridge()
     [sub] = seed(bridge, sandbox, 1)
     old_url = bridge.subscriptions.callback_url(sub)
     monkeypatch.setattr(bridge.subscriptions.urls, "of", lambda sub: f"{PUBLIC_URL}/api/calendly/events/t-{sub.id}")
@@ -249,8 +249,8 @@ def test_a_hook_calling_an_outdated_url_is_moved_without_a_gap(make_bridge, sand
     assert_consistent(bridge, sandbox)
 
 
-def test_a_member_pat_refused_organization_hooks_is_reported_and_the_rest_reconciled(make_bridge, sandbox):
-    bridge = make_bridge()
+def test_a_member_pat_refused_organization_hooks_is_reported_and_the_rest_reconciled(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge()
     org = seed(bridge, sandbox, 3)
     user = seed(bridge, sandbox, 3, scope="user")
     for sub in (org[0], user[0]):
@@ -264,8 +264,8 @@ def test_a_member_pat_refused_organization_hooks_is_reported_and_the_rest_reconc
     assert bridge.store.get_subscription(org[0].id).calendly_webhook == org[0].calendly_webhook  # left alone
 
 
-def test_a_subscribe_landing_while_hooks_are_listed_is_not_taken_for_an_orphan(make_bridge, sandbox):
-    bridge = make_bridge()
+def test_a_subscribe_landing_while_hooks_are_listed_is_not_taken_for_an_orphan(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge()
     seed(bridge, sandbox, 2)
     store = bridge.store
     real_list = store.list_subscriptions
@@ -285,8 +285,8 @@ def test_a_subscribe_landing_while_hooks_are_listed_is_not_taken_for_an_orphan(m
 
 
 # The budget and Calendly's rate limit ---------------------------------------------------------------
-def test_repair_calls_are_bounded_per_run_paced_per_window_and_finished_by_later_runs(make_bridge, sandbox):
-    bridge = make_bridge(RECONCILE_RATE_SHARE_PERCENT="10")
+def test_repair_calls_are_bounded_per_run_paced_per_window_and_finished_by_later_runs(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge(RECONCILE_RATE_SHARE_PERCENT="10")
     subs = seed(bridge, sandbox, 30)
     for sub in subs:
         sandbox.app.set_state(hook_id(sub.calendly_webhook), "disabled")
@@ -309,11 +309,11 @@ def test_repair_calls_are_bounded_per_run_paced_per_window_and_finished_by_later
 
 
 @pytest.mark.parametrize("where", ["GET", "POST", "DELETE"])
-def test_calendly_rate_limiting_mid_run_loses_nothing_and_the_next_run_finishes(make_bridge, sandbox, where):
+def test_calendly_rate_limiting_mid_run_loses_nothing_and_the_next_run_finishes(reconcile_bridge, sandbox, where):
     """Mid-run, Calendly answers 429 with an X-RateLimit-Reset far beyond what a run waits (someone
     else spent the PAT's window): the run stops, reports the leftover (not an error), and leaves
     every record in a state the next run finishes."""
-    bridge = make_bridge()
+    bridge = reconcile_bridge()
     subs = seed(bridge, sandbox, 250)
     broken = subs[10:250:20]  # 12 disabled hooks over three pages
     for sub in broken:
@@ -344,8 +344,8 @@ def test_calendly_rate_limiting_mid_run_loses_nothing_and_the_next_run_finishes(
     assert_consistent(bridge, sandbox)
 
 
-def test_a_short_x_ratelimit_reset_is_waited_for_within_the_run(make_bridge, sandbox):
-    bridge = make_bridge(RECONCILE_RATE_SHARE_PERCENT="100")
+def test_a_short_x_ratelimit_reset_is_waited_for_within_the_run(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge(RECONCILE_RATE_SHARE_PERCENT="100")
     subs = seed(bridge, sandbox, 20)
     for sub in subs[:6]:
         sandbox.app.set_state(hook_id(sub.calendly_webhook), "disabled")
@@ -359,10 +359,10 @@ def test_a_short_x_ratelimit_reset_is_waited_for_within_the_run(make_bridge, san
     assert_consistent(bridge, sandbox)
 
 
-def test_reconcile_leaves_room_when_subscribes_used_the_window(make_bridge, sandbox):
+def test_reconcile_leaves_room_when_subscribes_used_the_window(reconcile_bridge, sandbox):
     """Makers' subscribes spent most of Calendly's window: the run waits for the next one rather
     than take what is left (and gives up past its allowance of waiting)."""
-    bridge = make_bridge()
+    bridge = reconcile_bridge()
     subs = seed(bridge, sandbox, 5)
     sandbox.app.set_state(hook_id(subs[0].calendly_webhook), "disabled")
     sandbox.app.reset(keep_hooks=True)
@@ -378,7 +378,7 @@ def test_reconcile_leaves_room_when_subscribes_used_the_window(make_bridge, sand
 
 # The command -----------------------------------------------------------------------------------------
 def test_command_prints_leftover_and_logs_it(make_host, sandbox, target):
-    from tests.test_bridge_e2e import subscribe
+    from tests.helpers import subscribe
 
     bridge = make_host()
     made = [subscribe(bridge, target, path=f"/f{i}").json() for i in range(4)]
@@ -427,8 +427,8 @@ def test_the_benchmark_counts_the_calls_of_the_command(tmp_path):
     assert (sick["disabled"], sick["runs"], sick["recreated"], sick["after"]) == (1, [5], 1, 3)
 
 
-def test_a_record_changed_while_its_hook_is_recreated_leaves_no_hook_behind(make_bridge, sandbox):
-    bridge = make_bridge()
+def test_a_record_changed_while_its_hook_is_recreated_leaves_no_hook_behind(reconcile_bridge, sandbox):
+    bridge = reconcile_bridge()
     [sub] = seed(bridge, sandbox, 1)
     sandbox.app.set_state(hook_id(sub.calendly_webhook), "disabled")
     create_hook = bridge.reconciler.lifecycle.create_hook

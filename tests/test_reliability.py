@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import sandbox_hooks, simulate
-from tests.test_bridge_e2e import assert_error, callback_url, subscribe
+from tests.helpers import assert_error, callback_url, subscribe
 
 
 def fault(sandbox, **spec):

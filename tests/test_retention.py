@@ -195,15 +195,13 @@ def test_a_retired_subscription_keeps_no_deliveries(make, target):
 
 # Where purge runs ---------------------------------------------------------------------------------
 def test_the_timer_function_purges(make, target, monkeypatch):
-    import function_app
-    from tests.conftest import declared_functions
+    from tests.conftest import functions_over
 
     caller, clock = make()
     sub, url = caller.subscribed(target)
     assert caller.post_event(url, event(30)).status == 200
     clock.advance(73 * HOUR)
-    [timer] = [f for f in declared_functions() if f.get_function_name() == "reconcile"]
-    monkeypatch.setattr(function_app, "bridge", lambda: caller.bridge)
+    timer = functions_over(caller.bridge)["reconcile"]  # the declared timer function, over this bridge
     timer.get_user_function()(None)
     assert stored(caller, sub["id"]) == []
     assert caller.bridge.store.get_subscription(sub["id"]).state == "active"  # and it reconciled

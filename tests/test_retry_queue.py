@@ -45,7 +45,7 @@ def storage_env(azurite: str, **extra: str) -> dict[str, str]:
 FAST = DeliveryPolicy(max_attempts=MAX_ATTEMPTS, in_request_budget=1.0, worker_budget=1.0, backoff_base=1.0)
 
 
-def make_bridge(env: dict[str, str], target, clock=None) -> tuple[Bridge, Subscription]:
+def queue_bridge(env: dict[str, str], target, clock=None) -> tuple[Bridge, Subscription]:
     bridge = compose(Settings.from_env(env), policy=FAST, **({"clock": clock} if clock else {}))
     sub = bridge.store.create_subscription(Subscription(
         id=uuid.uuid4().hex, target=HttpEndpoint(f"{target.url}/flow"), events=["invitee.created"], scope="organization",
@@ -58,14 +58,14 @@ def make_bridge(env: dict[str, str], target, clock=None) -> tuple[Bridge, Subscr
 def azure_bridge(azurite, target):
     env = storage_env(azurite)
     clock = FakeClock()
-    bridge, sub = make_bridge(env, target, clock)
+    bridge, sub = queue_bridge(env, target, clock)
     reader = QueueClient.from_connection_string(azurite, env["DELIVERY_QUEUE"], message_decode_policy=TextBase64DecodePolicy())
     yield bridge, sub, reader, clock
     bridge.close()
     reader.close()
 
 
-def post_event(bridge, sub, n=0):
+def receive_signed(bridge, sub, n=0):
     body = json.dumps({"event": "invitee.created", "payload": {"uri": f"https://api.calendly.com/x/invitees/{n}", "name": "Zoë"}},
                       ensure_ascii=False).encode()
     return bridge.callbacks.receive(sub.id, {signatures.HEADER: signatures.sign(body, "k")}, body)
@@ -94,7 +94,7 @@ def status_of(bridge, delivery_id):
 def failed_first_attempt(bridge, sub, target, n=0) -> str:
     """An event whose in-request attempt met a target answering 503: pending, queued for a retry."""
     target.respond(default=503)
-    response = post_event(bridge, sub, n)
+    response = receive_signed(bridge, sub, n)
     assert response.status == 202
     return json.loads(response.body)["delivery_id"]
 
@@ -198,10 +198,10 @@ def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_i
     parts = dict(part.split("=", 1) for part in azurite.split(";") if part)
     parts["QueueEndpoint"] = f"http://127.0.0.1:{free_port()}/{ACCOUNT}"  # nothing listens there
     clock = FakeClock()
-    bridge, sub = make_bridge(storage_env(";".join(f"{k}={v}" for k, v in parts.items())), target, clock)
+    bridge, sub = queue_bridge(storage_env(";".join(f"{k}={v}" for k, v in parts.items())), target, clock)
     try:
         target.respond(default=503)
-        response = post_event(bridge, sub, 6)
+        response = receive_signed(bridge, sub, 6)
         assert response.status == 202
         delivery_id = json.loads(response.body)["delivery_id"]
         assert status_of(bridge, delivery_id) == PENDING
@@ -216,10 +216,10 @@ def test_queue_down_when_scheduling_still_answers_202_and_the_safety_net_sends_i
 @pytest.mark.azurite
 def test_redeliver_command_works_against_table_storage(azurite, target, tmp_path):
     env = storage_env(azurite)
-    bridge, sub = make_bridge(env, target)
+    bridge, sub = queue_bridge(env, target)
     try:
         target.respond(default=503)
-        delivery_id = json.loads(post_event(bridge, sub, 7).body)["delivery_id"]
+        delivery_id = json.loads(receive_signed(bridge, sub, 7).body)["delivery_id"]
         target.respond(default=200)
         done = subprocess.run([sys.executable, "-m", "shared", "redeliver"], cwd=tmp_path, capture_output=True, text=True,
                               timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import requests
 
+from shared.composition import open_store
+from shared.settings import Settings
 from tests.conftest import free_port, simulate
-from tests.test_bridge_e2e import LOGIC_APP_URL_QS, callback_url, subscribe
+from tests.helpers import LOGIC_APP_URL_QS, callback_url, subscribe
 
 PAT = "test-pat"
 # Secrets in the shapes real targets carry them: Slack-style path tokens, assorted query names.
@@ -49,9 +50,13 @@ def test_no_secret_reaches_logs_or_responses(make_host, sandbox, target):
     for item in shaped_deliveries:
         keep(bridge.api("POST", f"/deliveries/{item['id']}/replay"))
     keep(requests.post(callback_url(bridge, sub), data=b"{}", headers={"Calendly-Webhook-Signature": "t=1,v1=00"}, timeout=10))
-    with sqlite3.connect(bridge.env["BRIDGE_SQLITE_PATH"]) as db:
-        records = [json.loads(row[0]) for row in db.execute("SELECT data FROM subscriptions")]
-    keys = [secret for record in records for secret in (record["signing_key"], record.get("callback_token"))]
+    store = open_store(Settings.from_env({"BRIDGE_SQLITE_PATH": bridge.env["BRIDGE_SQLITE_PATH"]}))  # the store's API
+    try:
+        records, _ = store.list_subscriptions(100)
+    finally:
+        store.close()
+    keys = [secret for record in records for secret in (record.signing_key, record.callback_token)]
+    assert len(records) >= 4 and all(keys[::2])
     requests.post(f"{sandbox.url}/_sandbox/token", json={"pat": "rotated"}, timeout=5)
     keep(subscribe(bridge, target, path="/other"))         # Calendly 401
     keep(bridge.api("DELETE", "/subscriptions", params={"callbackUrl": f"{target.url}/flow{LOGIC_APP_URL_QS}"}))

@@ -63,7 +63,7 @@ class FakeClient:
         self.closed = True
 
 
-def sub(entity="queue", name="calendly-events"):
+def sb_subscription(entity="queue", name="calendly-events"):
     return Subscription(id="a" * 32, target=ServiceBusEntity(entity, name), events=["invitee.created"],
                         scope="organization", organization="o", user=None, group=None, signing_key="k", generation="g")
 
@@ -75,7 +75,7 @@ def delivery(n=0):
 def test_message_carries_raw_body_and_ids():
     client = FakeClient()
     target = ServiceBusTarget(lambda: client)
-    assert target.send(sub(), delivery(), 8.0).ok
+    assert target.send(sb_subscription(), delivery(), 8.0).ok
     [message] = client.senders[0].sent
     assert b"".join(message.body) == BODY
     assert message.content_type == "application/json"
@@ -89,14 +89,14 @@ def test_message_carries_raw_body_and_ids():
 def test_topic_targets_use_a_topic_sender():
     client = FakeClient()
     target = ServiceBusTarget(lambda: client)
-    assert target.send(sub("topic", "calendly"), delivery(), 8.0).ok
+    assert target.send(sb_subscription("topic", "calendly"), delivery(), 8.0).ok
     assert [(s.entity, s.name, len(s.sent)) for s in client.senders] == [("topic", "calendly", 1)]
 
 
 def test_one_client_and_one_sender_per_entity_are_reused_across_threads():
     made = []
     target = ServiceBusTarget(lambda: made.append(FakeClient()) or made[-1])
-    threads = [threading.Thread(target=lambda i=i: target.send(sub("topic" if i % 2 else "queue", "t" if i % 2 else "q"), delivery(i), 8))
+    threads = [threading.Thread(target=lambda i=i: target.send(sb_subscription("topic" if i % 2 else "queue", "t" if i % 2 else "q"), delivery(i), 8))
                for i in range(20)]
     [t.start() for t in threads]
     [t.join() for t in threads]
@@ -112,7 +112,7 @@ def test_one_client_and_one_sender_per_entity_are_reused_across_threads():
 ])
 def test_service_bus_errors_are_retryable_failures_not_retirements(error, hint):
     target = ServiceBusTarget(lambda: FakeClient(fail=error))
-    result = target.send(sub(), delivery(), 8.0)
+    result = target.send(sb_subscription(), delivery(), 8.0)
     assert not result.ok and not result.gone and type(error).__name__ in result.error and hint in result.error
     assert result.error.startswith("Service Bus queue 'calendly-events': ")
 
@@ -122,12 +122,12 @@ def test_a_send_the_sdk_does_not_bound_is_abandoned_at_the_budget_and_its_sender
     client = FakeClient(block=release)
     target = ServiceBusTarget(lambda: client)
     started = time.monotonic()
-    result = target.send(sub(), delivery(), 1.0)
+    result = target.send(sb_subscription(), delivery(), 1.0)
     assert not result.ok and "no answer within 1 s" in result.error
     assert time.monotonic() - started < 1.0 + servicebus_module.ABANDON_GRACE_SECONDS + 0.5
     assert target.stuck == 1
     client.block = None
-    assert target.send(sub(), delivery(1), 1.0).ok and len(client.senders) == 2  # a fresh sender
+    assert target.send(sb_subscription(), delivery(1), 1.0).ok and len(client.senders) == 2  # a fresh sender
     release.set()
     deadline = time.monotonic() + 5
     while (target.stuck or not client.senders[0].closed) and time.monotonic() < deadline:
@@ -141,9 +141,9 @@ def test_too_many_stuck_sends_fail_fast(monkeypatch):
     release = threading.Event()
     client = FakeClient(block=release)
     target = ServiceBusTarget(lambda: client)
-    assert "no answer" in target.send(sub(), delivery(), 1.0).error
+    assert "no answer" in target.send(sb_subscription(), delivery(), 1.0).error
     started = time.monotonic()
-    result = target.send(sub(), delivery(1), 1.0)
+    result = target.send(sb_subscription(), delivery(1), 1.0)
     assert not result.ok and "still blocked" in result.error and time.monotonic() - started < 0.1
     assert len(client.senders) == 1
     release.set()
@@ -153,15 +153,13 @@ def test_real_sdk_against_a_closed_loopback_port_fails_cleanly_without_secrets(c
     # UseDevelopmentEmulator: plain AMQP on the port given (without it the SDK dials 5671 over TLS).
     connection = (f"Endpoint=sb://127.0.0.1:{free_port()};SharedAccessKeyName=send;SharedAccessKey=SUPERSECRETKEY;"
                   "UseDevelopmentEmulator=true")
-    settings = Settings.from_env({"SERVICEBUS_CONNECTION": connection})
-
     def factory():
         from azure.servicebus import ServiceBusClient
 
         return ServiceBusClient.from_connection_string(connection, retry_total=0)
 
     with caplog.at_level("DEBUG"):
-        result = ServiceBusTarget(factory).send(sub(), delivery(), 3.0)
+        result = ServiceBusTarget(factory).send(sb_subscription(), delivery(), 3.0)
     assert not result.ok and "ServiceBusConnectionError" in result.error
     assert "SUPERSECRETKEY" not in result.error and "SUPERSECRETKEY" not in caplog.text
 
@@ -192,7 +190,7 @@ def test_real_sdk_against_a_silent_peer_is_bounded_by_the_budget(silent_listener
     connection = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=send;SharedAccessKey=SUPERSECRETKEY;UseDevelopmentEmulator=true"
     target = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({"SERVICEBUS_CONNECTION": connection})))
     started = time.monotonic()
-    result = target.send(sub(), delivery(), 2.0)
+    result = target.send(sb_subscription(), delivery(), 2.0)
     assert not result.ok and "no answer within 2 s" in result.error and "SUPERSECRETKEY" not in result.error
     assert time.monotonic() - started < 2.0 + servicebus_module.ABANDON_GRACE_SECONDS + 0.5
     assert accepted and target.stuck == 1
@@ -207,12 +205,12 @@ def test_real_sdk_against_a_silent_peer_is_bounded_by_the_budget(silent_listener
 
 def test_a_malformed_connection_string_is_a_failure_not_a_crash():
     target = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({"SERVICEBUS_CONNECTION": "Endpoint=nonsense;SharedAccessKey=SUPERSECRETKEY"})))
-    result = target.send(sub(), delivery(), 2.0)
+    result = target.send(sb_subscription(), delivery(), 2.0)
     assert not result.ok and "ValueError" in result.error and "SUPERSECRETKEY" not in result.error
 
 
 def test_an_unconfigured_target_fails_with_the_settings_to_set():
-    result = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({}))).send(sub(), delivery(), 2.0)
+    result = ServiceBusTarget(lambda: servicebus_client(Settings.from_env({}))).send(sb_subscription(), delivery(), 2.0)
     assert not result.ok and "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE" in result.error and "SERVICEBUS_CONNECTION" in result.error
 
 
@@ -234,7 +232,7 @@ def test_client_comes_from_the_connection_string_or_the_namespace_with_the_apps_
 def test_close_releases_the_client_and_its_senders():
     client = FakeClient()
     target = ServiceBusTarget(lambda: client)
-    target.send(sub(), delivery(), 2.0)
+    target.send(sb_subscription(), delivery(), 2.0)
     target.close()
     assert client.closed and client.senders[0].closed
 

@@ -381,7 +381,7 @@ def test_product_commands_keep_the_guard_on_and_only_the_local_host_turns_it_off
     """``serve`` (development) allows loopback targets by default; ``redeliver`` run on the same
     store without ALLOW_INSECURE_TARGETS (as an operator would on a deployed box) refuses them."""
     from tests.conftest import simulate
-    from tests.test_bridge_e2e import subscribe
+    from tests.helpers import subscribe
 
     bridge = make_host()
     bridge.env.pop("ALLOW_INSECURE_TARGETS")  # the local host's own default applies

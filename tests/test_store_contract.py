@@ -29,7 +29,7 @@ def store(request, tmp_path):
     s.close()
 
 
-def sub(n=0, url="https://flow.example/a", **kw) -> Subscription:
+def a_record(n=0, url="https://flow.example/a", **kw) -> Subscription:
     fields = dict(id=f"{n:032x}", target=HttpEndpoint(url), events=["invitee.created"], scope="organization",
                   organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="key", generation="g")
     fields.update(kw)
@@ -65,7 +65,7 @@ def test_ping_of_a_sqlite_file_that_went_bad_is_store_unavailable(tmp_path):
 
 
 def test_create_get_update_delete(store):
-    created = store.create_subscription(sub(1, user=None, group="https://api.calendly.com/groups/G", events=["a", "b"]))
+    created = store.create_subscription(a_record(1, user=None, group="https://api.calendly.com/groups/G", events=["a", "b"]))
     assert created.etag
     got = store.get_subscription(created.id)
     assert (got.target, got.events, got.group, got.user, got.etag) == (created.target, ["a", "b"], created.group, None, created.etag)
@@ -83,16 +83,16 @@ def test_unknown_subscription_is_none(store):
 
 
 def test_duplicate_create_is_a_conflict(store):
-    store.create_subscription(sub(2, callback_token="W" * 43))
+    store.create_subscription(a_record(2, callback_token="W" * 43))
     with pytest.raises(ConcurrencyConflict):
-        store.create_subscription(sub(2, url="https://flow.example/other", callback_token="L" * 43))
+        store.create_subscription(a_record(2, url="https://flow.example/other", callback_token="L" * 43))
     assert store.callback_subscription_id("W" * 43) == f"{2:032x}" and store.callback_subscription_id("L" * 43) is None
     assert store.get_subscription(f"{2:032x}").target == HttpEndpoint("https://flow.example/a")
     assert store.find_subscriptions_by_target(hash_of("https://flow.example/other")) == []
 
 
 def test_stale_etag_update_is_a_conflict(store):
-    first = store.create_subscription(sub(3))
+    first = store.create_subscription(a_record(3))
     store.update_subscription(first.replace(state=SubscriptionState.ACTIVE))
     with pytest.raises(ConcurrencyConflict):
         store.update_subscription(first.replace(state=SubscriptionState.DELETING))
@@ -100,7 +100,7 @@ def test_stale_etag_update_is_a_conflict(store):
 
 
 def test_update_of_a_vanished_record_is_a_conflict(store):
-    first = store.create_subscription(sub(4))
+    first = store.create_subscription(a_record(4))
     store.delete_subscription(first.id)
     with pytest.raises(ConcurrencyConflict):
         store.update_subscription(first)
@@ -110,7 +110,7 @@ def test_update_of_a_vanished_record_is_a_conflict(store):
 def test_list_pages_with_a_cursor(store):
     assert store.list_subscriptions(10) == ([], None)
     for n in (14, 10, 13, 11, 12):
-        store.create_subscription(sub(n, url=f"https://flow.example/{n}"))
+        store.create_subscription(a_record(n, url=f"https://flow.example/{n}"))
     page, cursor = store.list_subscriptions(2)
     seen = [s.id for s in page]
     while cursor:
@@ -123,9 +123,9 @@ def test_list_pages_with_a_cursor(store):
 
 
 def test_find_by_target_follows_creates_updates_and_deletes(store):
-    a = store.create_subscription(sub(20, url="https://flow.example/same"))
-    store.create_subscription(sub(21, url="https://flow.example/same", events=["invitee.canceled"]))
-    c = store.create_subscription(sub(22, url="https://flow.example/other"))
+    a = store.create_subscription(a_record(20, url="https://flow.example/same"))
+    store.create_subscription(a_record(21, url="https://flow.example/same", events=["invitee.canceled"]))
+    c = store.create_subscription(a_record(22, url="https://flow.example/other"))
     same, other = hash_of("https://flow.example/same"), hash_of("https://flow.example/other")
     assert [s.id for s in store.find_subscriptions_by_target(same)] == [f"{20:032x}", f"{21:032x}"]
     store.delete_subscription(a.id)
@@ -216,18 +216,18 @@ def test_due_deliveries_are_pending_and_due_oldest_first(store):
 
 def test_callback_token_finds_its_subscription_for_the_records_life(store):
     token = "T" * 43
-    created = store.create_subscription(sub(80, callback_token=token))
+    created = store.create_subscription(a_record(80, callback_token=token))
     assert store.callback_subscription_id(token) == created.id
     assert store.get_subscription(created.id).callback_token == token
     assert store.callback_subscription_id("U" * 43) is None
-    store.create_subscription(sub(81, url="https://flow.example/legacy"))  # made before tokens: none
+    store.create_subscription(a_record(81, url="https://flow.example/legacy"))  # made before tokens: none
     assert store.get_subscription(f"{81:032x}").callback_token is None
     store.delete_subscription(created.id)
     assert store.callback_subscription_id(token) is None
 
 
 def test_a_legacy_record_gets_its_token_and_the_old_hook_is_remembered(store):
-    legacy = store.create_subscription(sub(82))
+    legacy = store.create_subscription(a_record(82))
     moved = store.update_subscription(legacy.replace(callback_token="M" * 43, legacy_webhook="https://api.calendly.com/webhook_subscriptions/OLD"))
     assert store.callback_subscription_id("M" * 43) == legacy.id
     got = store.get_subscription(legacy.id)
@@ -237,7 +237,7 @@ def test_a_legacy_record_gets_its_token_and_the_old_hook_is_remembered(store):
 
 
 def test_deleting_a_known_version_is_conditional(store):
-    first = store.create_subscription(sub(83, callback_token="D" * 43))
+    first = store.create_subscription(a_record(83, callback_token="D" * 43))
     changed = store.update_subscription(first.replace(state=SubscriptionState.DELETING))
     with pytest.raises(ConcurrencyConflict):
         store.delete_subscription(first.id, etag=first.etag)  # stale: someone moved it on
@@ -249,9 +249,9 @@ def test_deleting_a_known_version_is_conditional(store):
 
 
 def test_a_stale_delete_leaves_the_record_a_new_subscribe_made_under_the_same_id(store):
-    old = store.create_subscription(sub(84, callback_token="O" * 43))
+    old = store.create_subscription(a_record(84, callback_token="O" * 43))
     store.delete_subscription(old.id, etag=old.etag)
-    new = store.create_subscription(sub(84, callback_token="N" * 43, generation="g2"))
+    new = store.create_subscription(a_record(84, callback_token="N" * 43, generation="g2"))
     with pytest.raises(ConcurrencyConflict):
         store.delete_subscription(old.id, etag=old.etag)
     assert store.get_subscription(old.id).generation == "g2"
@@ -312,7 +312,7 @@ def test_an_older_sqlite_file_is_upgraded_in_place(tmp_path):
                                      next_attempt_at TEXT NOT NULL, data TEXT NOT NULL, body BLOB NOT NULL, version INTEGER NOT NULL);""")
         from shared.store.records import delivery_record, subscription_record
 
-        legacy = sub(95)
+        legacy = a_record(95)
         db.execute("INSERT INTO subscriptions VALUES (?, ?, ?, 1)", (legacy.id, legacy.target_hash, json.dumps(subscription_record(legacy))))
         old = delivery(95, 1, status=DeliveryStatus.DELIVERED, updated_at="2026-01-01T00:00:00.000000Z")
         db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, 1)", (old.id, old.subscription_id, old.status.value,
@@ -404,7 +404,7 @@ def _tables_at(port: int):
 @pytest.mark.parametrize("operation", [
     lambda s: s.ping(),
     lambda s: s.get_subscription("0" * 32),
-    lambda s: s.create_subscription(sub(1)),
+    lambda s: s.create_subscription(a_record(1)),
     lambda s: s.record_delivery(delivery(1, 1)),
     lambda s: s.update_delivery(delivery(1, 1, etag="x")),
     lambda s: s.due_deliveries(isotime(), 10),
@@ -434,7 +434,7 @@ def test_table_storage_that_hangs_fails_within_bounded_time(monkeypatch):
 def test_a_dangling_target_index_row_is_skipped(azurite):
     """What a crash between writing the index row and the subscription leaves behind."""
     store = open_store(Settings.from_env({"AzureWebJobsStorage": azurite, "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}"}))
-    ghost = sub(60, url="https://flow.example/ghost")
+    ghost = a_record(60, url="https://flow.example/ghost")
     store._index(ghost)
     assert store.find_subscriptions_by_target(ghost.target_hash) == []
     store.create_subscription(ghost)
@@ -468,8 +468,8 @@ ALICE_ID, BOB_ID, TENANT_ID = "aaaaaaaa-1111-4111-8111-111111111111", "bbbbbbbb-
 
 
 def test_owner_fields_round_trip_and_owner_less_rows_stay_owner_less(store):
-    store.create_subscription(sub(1, owner_tenant=TENANT_ID, owner_id=ALICE_ID, owner_name="alice@contoso.com"))
-    store.create_subscription(sub(2))
+    store.create_subscription(a_record(1, owner_tenant=TENANT_ID, owner_id=ALICE_ID, owner_name="alice@contoso.com"))
+    store.create_subscription(a_record(2))
     owned, plain = store.get_subscription(f"{1:032x}"), store.get_subscription(f"{2:032x}")
     assert (owned.owner_tenant, owned.owner_id, owned.owner_name) == (TENANT_ID, ALICE_ID, "alice@contoso.com")
     assert plain.owner is None
@@ -477,7 +477,7 @@ def test_owner_fields_round_trip_and_owner_less_rows_stay_owner_less(store):
 
 def test_listing_by_owner_pages_through_only_that_owners_subscriptions(store):
     for n in range(1, 8):
-        store.create_subscription(sub(n, url=f"https://flow.example/{n}", owner_tenant=TENANT_ID if n % 3 else None,
+        store.create_subscription(a_record(n, url=f"https://flow.example/{n}", owner_tenant=TENANT_ID if n % 3 else None,
                                       owner_id=(ALICE_ID if n % 2 else BOB_ID) if n % 3 else None))
     seen, cursor = [], None
     while True:

@@ -1,7 +1,7 @@
 """Test events: Calendly's sample payload through the normal pipeline (signed, deduped, forwarded)."""
 import json
 
-from tests.test_bridge_e2e import assert_error, subscribe
+from tests.helpers import assert_error, subscribe
 
 
 def test_test_event_reaches_the_target_through_the_pipeline(bridge, sandbox, target):

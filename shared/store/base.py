@@ -6,7 +6,8 @@ Scans (``due_deliveries``, ``purge_deliveries``) belong to the timer and the com
 """
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from ..models import Delivery, DeliveryStatus, Subscription
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..models import Delivery, DeliveryStatus, Subscription, SubscriptionState, endpoint_from_dict
 

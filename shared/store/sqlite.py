@@ -6,8 +6,8 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
 from ..models import Delivery, DeliveryStatus, Subscription
@@ -249,7 +249,8 @@ class SqliteStore:
         return items, (items[-1].id if len(rows) > limit else None)
 
     def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
-        rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+        rows = self._read(f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries "
+                          "WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                           (DeliveryStatus.PENDING.value, now, limit))
         return [self._delivery(r) for r in rows]
 

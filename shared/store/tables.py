@@ -26,7 +26,6 @@ from typing import Any
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
 from ..models import Delivery, DeliveryStatus, Subscription
-from ..settings import Settings
 from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
 
 SUB_ROW = "subscription"
@@ -40,17 +39,18 @@ class TableStore:
 
     def __init__(self, service: Any, prefix: str = "calendlybridge"):
         from azure.core import MatchConditions
-        from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
-                                           ResourceNotFoundError)
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import TableTransactionError, UpdateMode
 
         self._errors = (AzureError, OSError)
-        self._exists, self._modified, self._not_found, self._http = ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, HttpResponseError
+        self._exists, self._modified = ResourceExistsError, ResourceModifiedError
+        self._not_found, self._http = ResourceNotFoundError, HttpResponseError
         self._batch_error = TableTransactionError
         self._if_not_modified = MatchConditions.IfNotModified
         self._replace = UpdateMode.REPLACE
         self.service = service
-        self._tables = {kind: service.get_table_client(f"{prefix}{kind}") for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones")}
+        self._tables = {kind: service.get_table_client(f"{prefix}{kind}")
+                        for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones")}
         self._ready = False
         self._ready_lock = threading.Lock()
 

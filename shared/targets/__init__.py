@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Delivery, HttpEndpoint, Subscription
 
@@ -38,7 +39,7 @@ def forwarding_headers(sub: Subscription, delivery: Delivery) -> dict[str, str]:
 class Targets:
     """One sender per kind of endpoint, built on first use and reused (HTTP pool, Service Bus client)."""
 
-    def __init__(self, settings: "Settings", servicebus_client: Callable[[], Any], resolver: "Resolver | None" = None):
+    def __init__(self, settings: Settings, servicebus_client: Callable[[], Any], resolver: Resolver | None = None):
         self._settings = settings
         self._resolver = resolver
         self._servicebus_client = servicebus_client  # a factory: the client is made on the first send

@@ -23,7 +23,7 @@ from cachetools import LRUCache
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 from urllib3.util.retry import Retry
 
-from ..models import Delivery, Subscription
+from ..models import Delivery, HttpEndpoint, Subscription
 from ..redaction import logvalue
 from ..settings import Settings
 from . import SendResult, forwarding_headers
@@ -145,6 +145,8 @@ class HttpTarget:
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
         try:
             # Once per attempt: DNS may have changed since subscribe; the answer vetted is the one used.
+            if not isinstance(sub.target, HttpEndpoint):
+                raise TypeError("an HTTP target sends only to an HTTP endpoint")
             target, address = vet(sub.target.url, self._settings, self._resolver)
         except TargetRefused as exc:
             log.info("forward delivery=%s target=%s refused=%s", delivery.id, sub.target.describe(), logvalue(exc.message))

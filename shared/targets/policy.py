@@ -22,8 +22,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 from urllib.parse import urlsplit
 
 import idna
@@ -36,7 +36,7 @@ from ..settings import Settings
 MAX_URL_LENGTH = 4096
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host, port -> the addresses the name resolves to (strings, in the resolver's order).
 Resolver = Callable[[str, int], "list[str]"]
 
@@ -87,10 +87,10 @@ def _canonical_host(raw: str) -> tuple[str, IPAddress | None]:
         raise TargetRefused("the target host must not contain percent-escapes or an IPv6 zone id")
     if raw.startswith("[") or raw.endswith("]"):
         try:
-            address = ipaddress.IPv6Address(raw[1:-1] if raw.startswith("[") and raw.endswith("]") else "!")
+            v6 = ipaddress.IPv6Address(raw[1:-1] if raw.startswith("[") and raw.endswith("]") else "!")
         except ValueError:
             raise TargetRefused("the target host is not a valid IPv6 address") from None
-        return str(address), address
+        return str(v6), v6
     if not raw:
         raise TargetRefused("the target URL has no host")
     name = _canonical_name(raw)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BridgeError
-from ..models import Delivery, Subscription
+from ..models import Delivery, ServiceBusEntity, Subscription
 from ..redaction import logvalue
 from ..settings import Settings
 from . import SendResult
@@ -74,7 +75,7 @@ class ServiceBusTarget:
     def __init__(self, client_factory: Callable[[], Any]):
         """``client_factory`` makes the ServiceBusClient, on the first send (shared.azure_clients)."""
         self._factory = client_factory
-        self._client = None
+        self._client: Any = None
         self._senders: dict[tuple[str, str], _Sender] = {}
         self._lock = threading.Lock()
         self.stuck = 0  # abandoned sends whose thread is still blocked
@@ -93,6 +94,8 @@ class ServiceBusTarget:
     def send(self, sub: Subscription, delivery: Delivery, budget_seconds: float) -> SendResult:
         from azure.core.exceptions import AzureError
 
+        if not isinstance(sub.target, ServiceBusEntity):
+            raise TypeError("a Service Bus target sends only to a Service Bus entity")
         entity, name = sub.target.entity, sub.target.name
         where = f"Service Bus {entity} '{name}'"
         budget = max(1.0, budget_seconds)
