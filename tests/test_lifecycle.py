@@ -157,8 +157,11 @@ def test_delete_version_touches_only_the_version_it_was_given(bridge, life, sand
     assert life.finish_delete(stale) is True
     newer, inserted = life.claim(draft(bridge, sandbox))  # a new subscribe took the id meanwhile
     newer = life.activate(newer, inserted)
+    bridge.store.record_delivery(Delivery(id=f"{newer.id}-{'1' * 24}", subscription_id=newer.id,
+                                          event="invitee.created", event_key="k1", body=b"{}"))
     assert life.delete_version(stale) is False
     assert bridge.store.get_subscription(newer.id) == newer
+    assert len(bridge.store.list_deliveries(newer.id, 10)[0]) == 1  # the newer record's deliveries are untouched
 
 
 # retire / clear_hooks ----------------------------------------------------------------------------
