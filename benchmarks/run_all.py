@@ -8,7 +8,7 @@ import argparse
 import os
 import platform
 
-from benchmarks import cold_start, handler_cost, ingest, isolation, reconcile, soak
+from benchmarks import cold_start, handler_cost, ingest, isolation, reconcile, retention, soak
 
 
 def main(argv=None) -> None:
@@ -24,6 +24,7 @@ def main(argv=None) -> None:
                                                ("sqlite",) if args.quick else ("sqlite", "tables"))
     isolated = (isolation.storage_requests(20 if args.quick else 100), isolation.isolation(50 if args.quick else 200),
                 isolation.posts_per_event(3 if args.quick else 8))
+    purge = retention.measure(1000 if args.quick else 10_000, 10)
     c1, c16 = flow["c1"], flow["c16"]
     rows = [
         ("handler in-process p50 / p99", f"{handler['p50_us']:.0f} µs / {handler['p99_us']:.0f} µs", "p50 ≤ 1 ms"),
@@ -44,6 +45,7 @@ def main(argv=None) -> None:
          f"{soaked['lost']} lost, {soaked['calendly_5xx']} 5xx", "0 lost, 0 dup, 0 5xx"),
         *reconcile.rows(reconciled),
         *isolation.rows(*isolated),
+        *retention.rows(purge),
     ]
     print(f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, SQLite store (reconcile: also "
           f"Table Storage on Azurite), loopback\n")
