@@ -17,7 +17,7 @@ from . import jsonbody, signatures
 from .calendly import CalendlyClient
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
-from .events import delivery_id, event_key
+from .events import delivery_id, event_key, is_reschedule_half
 from .http import Response
 from .isolation import Bulkhead, SubscriptionCache
 from .models import CALLBACK_TOKEN, DeliveryStatus, Subscription, SubscriptionState, isotime
@@ -97,6 +97,9 @@ class CallbackService:
         event = envelope["event"]
         if event not in sub.events:
             return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
+        if sub.exclude_rescheduled and is_reschedule_half(envelope):
+            # Answered 200 (Calendly must not retry), never stored nor forwarded: the maker asked to leave it out.
+            return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "rescheduled", "event": event})
         key = event_key(envelope, body)
         if test_nonce:  # every test event is a delivery of its own, though Calendly's sample is the same each time
             key = f"{key}#test-{test_nonce}"

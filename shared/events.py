@@ -34,6 +34,23 @@ TRIGGER_EVENTS: dict[str, tuple[str, ...] | None] = {
 }
 
 
+# Calendly has no reschedule event: a reschedule is an invitee.canceled for the old invitee
+# (payload.rescheduled true, new_invitee set) and an invitee.created for the new one (old_invitee set).
+RESCHEDULE_HALVES = ("invitee.created", "invitee.canceled")
+
+
+def is_reschedule_half(envelope: dict) -> bool:
+    """Whether this invitee event is one half of a reschedule, as Calendly marks it in the payload."""
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        return False
+    if envelope.get("event") == "invitee.canceled":
+        return payload.get("rescheduled") is True
+    if envelope.get("event") == "invitee.created":
+        return isinstance(payload.get("old_invitee"), str) and bool(payload["old_invitee"])
+    return False
+
+
 def scope_conflicts(events: list[str], scope: str) -> list[str]:
     """The events Calendly would refuse in ``scope``."""
     return [e for e in events if e in ORGANIZATION_ONLY and scope != "organization"]

@@ -151,6 +151,9 @@ class Subscription:
     owner_tenant: str | None = None
     owner_id: str | None = None
     owner_name: str | None = None
+    # Leave out the halves of a reschedule (Calendly's invitee.canceled with rescheduled: true and
+    # invitee.created with old_invitee set): part of the subscription's identity.
+    exclude_rescheduled: bool = False
     etag: str | None = None
 
     @property
@@ -177,6 +180,7 @@ class Subscription:
             "organization": self.organization,
             "user": self.user,
             "group": self.group,
+            "exclude_rescheduled": self.exclude_rescheduled,
             "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
             "state": str(self.state),

@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
-from .events import EVENT_TYPES, SCOPES, TRIGGER_EVENTS, scope_conflicts
+from .events import EVENT_TYPES, RESCHEDULE_HALVES, SCOPES, TRIGGER_EVENTS, scope_conflicts
 
 # Azure's rules for Service Bus queue and topic names (the entity path relative to the namespace):
 # 1-260 characters of letters, digits, '.', '-', '_' and '/', starting and ending with a letter or
@@ -69,6 +69,7 @@ class SubscribeBody(BaseModel):
     user: str | None = Field(default=None, max_length=512)
     group: str | None = Field(default=None, max_length=512)
     target: ServiceBusBody | None = None
+    exclude_rescheduled: StrictBool = False
 
     @field_validator("events")
     @classmethod
@@ -116,6 +117,9 @@ class SubscribeBody(BaseModel):
                                       {"events": ", ".join(conflicts)})
         if self.scope == "group" and not self.group:
             raise ValueError("group scope needs 'group' (a Calendly group URI)")
+        if self.exclude_rescheduled and not set(self.events) & set(RESCHEDULE_HALVES):
+            raise ValueError("exclude_rescheduled applies to invitee.created and invitee.canceled, which this "
+                             "subscription does not include")
         return self
 
     @property
@@ -134,6 +138,7 @@ class TriggerBody(BaseModel):
     user: str | None = Field(default=None, max_length=512)
     group: str | None = Field(default=None, max_length=512)
     events: list[str] | None = None
+    exclude_rescheduled: StrictBool = False
 
 
 def _describe(error: ValidationError) -> str:

@@ -45,13 +45,16 @@ MEMBERSHIP_TTL_SECONDS = 300.0
 
 
 def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None,
-                    owner: Owner | None = None) -> str:
-    """Same target + events + scope (+ owner) -> same id, so repeating a subscribe is idempotent
-    (and two concurrent identical subscribes collide on one insert). Owner-less (function-key)
-    subscriptions hash exactly as before owners existed; two owners of one target get two ids."""
+                    owner: Owner | None = None, exclude_rescheduled: bool = False) -> str:
+    """Same target + events + scope (+ owner, + options) -> same id, so repeating a subscribe is
+    idempotent (and two concurrent identical subscribes collide on one insert). Owner-less
+    (function-key) subscriptions without options hash exactly as before owners and options existed;
+    two owners of one target get two ids, and so do two flows that differ in an option."""
     parts: list = [target.as_dict(), sorted(events), scope, user, group]
     if owner is not None:
         parts.append({"tenant": owner.tenant_id, "object_id": owner.object_id})
+    if exclude_rescheduled:
+        parts.append({"exclude_rescheduled": True})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
@@ -105,7 +108,8 @@ class SubscriptionService:
         self.settings.require_public_url()
         organization, user, group = self._scope_of(body, caller)
         events, owner = sorted(body.events), caller.owner
-        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner), target=target, events=events,
+        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled),
+                             target=target, events=events, exclude_rescheduled=body.exclude_rescheduled,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=self.lifecycle.new_key(), generation=secrets.token_hex(8),
                              callback_token=self.lifecycle.new_token(),

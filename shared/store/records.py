@@ -47,7 +47,8 @@ def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str |
         owner_tenant=_present(record, "owner_tenant"), owner_id=_present(record, "owner_id"),
         owner_name=_present(record, "owner_name"),
         created_at=record["created_at"], updated_at=record["updated_at"],
-        callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"))
+        callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"),
+        exclude_rescheduled=bool(record.get("exclude_rescheduled") or False))
 
 
 def delivery_record(delivery: Delivery) -> dict[str, Any]:
