@@ -328,6 +328,19 @@ class SandboxApp:
                     deliveries.append(_deliver(session, hook, body, headers))
         return {"deliveries": deliveries, "envelope": envelope}
 
+    def simulate_reschedule(self, order: str = "cancel_first", webhook: str | None = None) -> dict:
+        """A reschedule as Calendly sends it: ``invitee.canceled`` for the old invitee (``rescheduled``,
+        ``new_invitee`` set) and ``invitee.created`` for the new one (``old_invitee`` set), each POSTed
+        signed to the hooks subscribed to it, in ``order`` (``cancel_first`` or ``create_first``)."""
+        if order not in ("cancel_first", "create_first"):
+            raise ValueError("order must be cancel_first or create_first")
+        canceled, created = sample_events.reschedule(self.base_url, user_uri=self.user_uri,
+                                                     organization_uri=self.organization_uri)
+        pair = (canceled, created) if order == "cancel_first" else (created, canceled)
+        sent = [self.simulate(envelope=envelope, webhook=webhook) for envelope in pair]
+        return {"deliveries": [{**d, "event": env["event"]} for env, one in zip(pair, sent, strict=True) for d in one["deliveries"]],
+                "envelopes": list(pair)}
+
     # WSGI -----------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET").upper()
@@ -381,6 +394,9 @@ class SandboxApp:
 
     def _control_route(self, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
         match (method, *parts):
+            case ("POST", "simulate") if self._json(raw).get("event") == "reschedule":
+                spec = self._json(raw)
+                return 200, self.simulate_reschedule(str(spec.get("order") or "cancel_first"), spec.get("webhook"))
             case ("POST", "simulate"):
                 spec = self._json(raw)
                 return 200, self.simulate(spec.get("event"), spec.get("webhook"), spec.get("payload"),
@@ -744,15 +760,18 @@ def main_sandbox(argv: list[str]) -> int:
 
 def main_simulate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared simulate", description="Make the sandbox fire a signed event.")
-    parser.add_argument("event", choices=EVENT_TYPES, metavar="EVENT", help=", ".join(EVENT_TYPES))
+    parser.add_argument("event", choices=[*EVENT_TYPES, "reschedule"], metavar="EVENT",
+                        help=", ".join(EVENT_TYPES) + ", or reschedule (both halves, as Calendly sends one)")
+    parser.add_argument("--order", choices=["cancel_first", "create_first"], default="cancel_first",
+                        help="reschedule only: which half Calendly sends first")
     parser.add_argument("--sandbox-url", default=os.environ.get("SANDBOX_URL", f"http://127.0.0.1:{DEFAULT_PORT}"))
     parser.add_argument("--webhook", help="only this hook (its uuid)")
     parser.add_argument("--repeat", type=int, default=1, help="send the identical bytes N times")
     args = parser.parse_args(argv)
     url = f"{args.sandbox_url.rstrip('/')}/_sandbox/simulate"
     try:
-        response = requests.post(url, json={"event": args.event, "webhook": args.webhook, "repeat": args.repeat},
-                                 timeout=(5, 120))
+        response = requests.post(url, json={"event": args.event, "webhook": args.webhook, "repeat": args.repeat,
+                                            "order": args.order}, timeout=(5, 120))
     except requests.RequestException as exc:
         print(f"error: the sandbox at {args.sandbox_url} is not reachable ({type(exc).__name__}); start it with "
               "`python -m shared sandbox` or `python -m shared serve --sandbox`", file=sys.stderr)
@@ -768,5 +787,5 @@ def main_simulate(argv: list[str]) -> int:
         print(f"{args.event}: no active hook is subscribed to it")
     for delivery in result["deliveries"]:
         outcome = delivery["status"] if delivery["status"] is not None else delivery["error"]
-        print(f"{args.event} -> {delivery['callback_url']}: {outcome} {delivery['response'] or ''}".rstrip())
+        print(f"{delivery.get('event', args.event)} -> {delivery['callback_url']}: {outcome} {delivery['response'] or ''}".rstrip())
     return 0

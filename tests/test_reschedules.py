@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from devtools import sample_events
-from tests.helpers import assert_error, post_event, signing_key
+from tests.conftest import simulate
+from tests.helpers import assert_error, callback_url, post_event, signing_key
 
 EVENTS = ["invitee.canceled", "invitee.created"]
 
@@ -91,3 +92,28 @@ def test_the_connector_offers_the_option_on_the_invitee_triggers():
     for path in ("/triggers/invitee-created", "/triggers/invitee-canceled"):
         prop = swagger["paths"][path]["post"]["parameters"][0]["schema"]["properties"]["exclude_rescheduled"]
         assert prop["type"] == "boolean" and prop["default"] is False and "x-ms-visibility" not in prop
+
+
+def test_the_sandbox_simulates_a_reschedule_in_either_order(bridge, sandbox, target):
+    plain = _subscribe(bridge, target, "/all")
+    picky = _subscribe(bridge, target, "/picky", exclude_rescheduled=True)
+    for order, first in (("cancel_first", "invitee.canceled"), ("create_first", "invitee.created")):
+        result = simulate(sandbox, "reschedule", order=order)
+        canceled, created = sorted(result["envelopes"], key=lambda e: e["event"])
+        assert result["envelopes"][0]["event"] == first
+        assert canceled["payload"]["rescheduled"] is True and canceled["payload"]["new_invitee"] == created["payload"]["uri"]
+        assert created["payload"]["old_invitee"] == canceled["payload"]["uri"]
+        statuses = {(d["callback_url"] == callback_url(bridge, picky), d["event"]): json.loads(d["response"])["status"]
+                    for d in result["deliveries"]}
+        assert statuses == {(False, "invitee.canceled"): "delivered", (False, "invitee.created"): "delivered",
+                            (True, "invitee.canceled"): "filtered", (True, "invitee.created"): "filtered"}
+    assert len(_events_at(target, "/all")) == 4 and _events_at(target, "/picky") == []
+    assert plain["id"] != picky["id"]
+
+
+def test_the_simulate_command_sends_a_reschedule(bridge, sandbox, target):
+    _subscribe(bridge, target, "/all")
+    done = bridge.run("simulate", "reschedule", "--order", "create_first", "--sandbox-url", sandbox.url)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(" ->")[0] for line in lines] == ["invitee.created", "invitee.canceled"] and all(": 200 " in line for line in lines)
