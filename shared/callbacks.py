@@ -97,6 +97,8 @@ class CallbackService:
         event = envelope["event"]
         if event not in sub.events:
             return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
+        if sub.filters and not sub.filters.matches(envelope):
+            return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "filters", "event": event})
         if sub.exclude_rescheduled and is_reschedule_half(envelope):
             # Answered 200 (Calendly must not retry), never stored nor forwarded: the maker asked to leave it out.
             return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "rescheduled", "event": event})

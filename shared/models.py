@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
+from .filters import Filters
 from .redaction import fingerprint, logvalue, render_url
 
 Clock = Callable[[], datetime]
@@ -154,6 +155,7 @@ class Subscription:
     # Leave out the halves of a reschedule (Calendly's invitee.canceled with rescheduled: true and
     # invitee.created with old_invitee set): part of the subscription's identity.
     exclude_rescheduled: bool = False
+    filters: Filters = field(default_factory=Filters)  # which invitee events reach the target (shared.filters)
     etag: str | None = None
 
     @property
@@ -181,6 +183,7 @@ class Subscription:
             "user": self.user,
             "group": self.group,
             "exclude_rescheduled": self.exclude_rescheduled,
+            "filters": self.filters.as_dict(),
             "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
             "state": str(self.state),

@@ -9,6 +9,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
 from .events import EVENT_TYPES, RESCHEDULE_HALVES, SCOPES, TRIGGER_EVENTS, scope_conflicts
+from .filters import FILTERABLE_EVENTS, Filters, event_type_problem, host_problem
+from .filters import MAX_VALUES as MAX_FILTER_VALUES
 
 # Azure's rules for Service Bus queue and topic names (the entity path relative to the namespace):
 # 1-260 characters of letters, digits, '.', '-', '_' and '/', starting and ending with a letter or
@@ -70,6 +72,27 @@ class SubscribeBody(BaseModel):
     group: str | None = Field(default=None, max_length=512)
     target: ServiceBusBody | None = None
     exclude_rescheduled: StrictBool = False
+    event_types: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+    hosts: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+
+    @field_validator("event_types")
+    @classmethod
+    def _event_types(cls, values: list[str] | None) -> list[str] | None:
+        problems = [p for p in (event_type_problem(v) for v in values or []) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return sorted(set(values)) if values else None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, values: list[str] | None) -> list[str] | None:
+        problems = [p for p in (host_problem(v) for v in values or []) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return sorted(set(values)) if values else None
+
+    def filters(self) -> Filters:
+        return Filters(tuple(self.event_types or ()), tuple(self.hosts or ()))
 
     @field_validator("events")
     @classmethod
@@ -117,6 +140,9 @@ class SubscribeBody(BaseModel):
                                       {"events": ", ".join(conflicts)})
         if self.scope == "group" and not self.group:
             raise ValueError("group scope needs 'group' (a Calendly group URI)")
+        if (self.event_types or self.hosts) and not set(self.events) <= set(FILTERABLE_EVENTS):
+            raise ValueError("event_types and hosts filters apply to invitee.created and invitee.canceled only "
+                             "(the events whose payload names the scheduled event)")
         if self.exclude_rescheduled and not set(self.events) & set(RESCHEDULE_HALVES):
             raise ValueError("exclude_rescheduled applies to invitee.created and invitee.canceled, which this "
                              "subscription does not include")

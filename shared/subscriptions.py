@@ -24,6 +24,7 @@ from .auth import FUNCTION_KEY_CALLER, Caller
 from .azure_clients import SERVICEBUS_NOT_CONFIGURED as NOT_CONFIGURED
 from .calendly import CalendlyClient
 from .errors import BridgeError, ConcurrencyConflict
+from .filters import Filters
 from .lifecycle import CallbackUrls, Lifecycle
 from .models import Clock, Endpoint, HttpEndpoint, Owner, ServiceBusEntity, Subscription, SubscriptionState, isotime, target_hash, utcnow
 from .redaction import logvalue
@@ -45,7 +46,7 @@ MEMBERSHIP_TTL_SECONDS = 300.0
 
 
 def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None,
-                    owner: Owner | None = None, exclude_rescheduled: bool = False) -> str:
+                    owner: Owner | None = None, exclude_rescheduled: bool = False, filters: Filters | None = None) -> str:
     """Same target + events + scope (+ owner, + options) -> same id, so repeating a subscribe is
     idempotent (and two concurrent identical subscribes collide on one insert). Owner-less
     (function-key) subscriptions without options hash exactly as before owners and options existed;
@@ -55,6 +56,8 @@ def subscription_id(target: Endpoint, events: list[str], scope: str, user: str |
         parts.append({"tenant": owner.tenant_id, "object_id": owner.object_id})
     if exclude_rescheduled:
         parts.append({"exclude_rescheduled": True})
+    if filters:
+        parts.append({"filters": {"event_types": sorted(filters.event_types), "hosts": sorted(filters.hosts)}})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
@@ -108,8 +111,9 @@ class SubscriptionService:
         self.settings.require_public_url()
         organization, user, group = self._scope_of(body, caller)
         events, owner = sorted(body.events), caller.owner
-        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled),
-                             target=target, events=events, exclude_rescheduled=body.exclude_rescheduled,
+        filters = body.filters()
+        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled, filters),
+                             target=target, events=events, exclude_rescheduled=body.exclude_rescheduled, filters=filters,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=self.lifecycle.new_key(), generation=secrets.token_hex(8),
                              callback_token=self.lifecycle.new_token(),

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..filters import Filters
 from ..models import Delivery, DeliveryStatus, Subscription, SubscriptionState, endpoint_from_dict
 
 _KEYS = {"id", "etag"}
@@ -34,7 +35,8 @@ def _present(record: Mapping[str, Any], name: str) -> Any:
 
 def subscription_record(sub: Subscription) -> dict[str, Any]:
     return _scalars(sub, _SUB_FIELDS, target=json.dumps(sub.target.as_dict(), ensure_ascii=False),
-                    events=json.dumps(list(sub.events), ensure_ascii=False), state=sub.state.value)
+                    events=json.dumps(list(sub.events), ensure_ascii=False), state=sub.state.value,
+                    filters=json.dumps(sub.filters.as_dict(), ensure_ascii=False) if sub.filters else None)
 
 
 def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str | None) -> Subscription:
@@ -48,7 +50,8 @@ def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str |
         owner_name=_present(record, "owner_name"),
         created_at=record["created_at"], updated_at=record["updated_at"],
         callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"),
-        exclude_rescheduled=bool(record.get("exclude_rescheduled") or False))
+        exclude_rescheduled=bool(record.get("exclude_rescheduled") or False),
+        filters=Filters.from_dict(json.loads(record["filters"])) if _present(record, "filters") else Filters())
 
 
 def delivery_record(delivery: Delivery) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""Filters a subscription may carry (issue 25, first part): which invitee events reach its target.
+
+Everything a filter needs is in Calendly's payload (``scheduled_event.event_type`` and
+``scheduled_event.event_memberships``), so applying one costs no Calendly call and no storage request
+on the callback path. Each filter is a list (any of its values matches); the filters given are all
+required. An event the filters leave out is answered ``200`` and neither stored nor forwarded.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# The event families whose payload carries the scheduled event the filters read.
+FILTERABLE_EVENTS = ("invitee.created", "invitee.canceled")
+MAX_VALUES = 50
+EVENT_TYPE_URI = re.compile(r"^https?://[^/\s?#]+/event_types/[A-Za-z0-9_-]{1,64}$")
+USER_URI = re.compile(r"^https?://[^/\s?#]+/users/[A-Za-z0-9_-]{1,64}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    event_types: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()  # Calendly user URIs, or emails (compared ASCII-case-insensitively)
+
+    def __bool__(self) -> bool:
+        return bool(self.event_types or self.hosts)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"event_types": list(self.event_types), "hosts": list(self.hosts)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Filters:
+        data = data if isinstance(data, dict) else {}
+        return cls(tuple(data.get("event_types") or ()), tuple(data.get("hosts") or ()))
+
+    def matches(self, envelope: dict) -> bool:
+        """Whether the event passes every filter given (no filters: every event passes)."""
+        payload = envelope.get("payload")
+        scheduled = payload.get("scheduled_event") if isinstance(payload, dict) else None
+        scheduled = scheduled if isinstance(scheduled, dict) else {}
+        if self.event_types and scheduled.get("event_type") not in self.event_types:
+            return False
+        if self.hosts:
+            members = scheduled.get("event_memberships")
+            members = [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+            uris = {m.get("user") for m in members if isinstance(m.get("user"), str)}
+            emails = {m["user_email"].lower() for m in members if isinstance(m.get("user_email"), str) and m["user_email"].isascii()}
+            if not any(host in uris or host.lower() in emails for host in self.hosts):
+                return False
+        return True
+
+
+def host_problem(value: str) -> str | None:
+    if USER_URI.fullmatch(value) or (EMAIL.fullmatch(value) and value.isascii()):
+        return None
+    return f"{value!r} is neither a Calendly user URI (<API base>/users/<id>) nor an email address"
+
+
+def event_type_problem(value: str) -> str | None:
+    return None if EVENT_TYPE_URI.fullmatch(value) else f"{value!r} is not a Calendly event type URI (<API base>/event_types/<id>)"
