@@ -14,8 +14,17 @@ from typing import Any
 # The event families whose payload carries the scheduled event the filters read.
 FILTERABLE_EVENTS = ("invitee.created", "invitee.canceled")
 MAX_VALUES = 50
-EVENT_TYPE_URI = re.compile(r"^https?://[^/\s?#]+/event_types/[A-Za-z0-9_-]{1,64}$")
-USER_URI = re.compile(r"^https?://[^/\s?#]+/users/[A-Za-z0-9_-]{1,64}$")
+
+
+def resource_uri(collection: str) -> re.Pattern[str]:
+    """A Calendly resource URI as the bridge takes it: ``<API base>/<collection>/<id>`` (the host is
+    Calendly's to judge: the sandbox's differs). Only ASCII classes, spelled out: the connector
+    definition carries the same pattern, and ECMA's ``\\s`` and Python's differ (``\\x1c``-``\\x1f``)."""
+    return re.compile(rf"^https?://[A-Za-z0-9.:\[\]-]+/{collection}/[A-Za-z0-9_-]{{1,64}}$")
+
+
+EVENT_TYPE_URI = resource_uri("event_types")
+USER_URI = resource_uri("users")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 

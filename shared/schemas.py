@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
 from .events import EVENT_TYPES, RESCHEDULE_HALVES, SCOPES, TRIGGER_EVENTS, scope_conflicts
-from .filters import FILTERABLE_EVENTS, Filters, event_type_problem, host_problem
+from .filters import FILTERABLE_EVENTS, Filters, event_type_problem, host_problem, resource_uri
 from .filters import MAX_VALUES as MAX_FILTER_VALUES
 
 # Azure's rules for Service Bus queue and topic names (the entity path relative to the namespace):
@@ -18,10 +18,9 @@ from .filters import MAX_VALUES as MAX_FILTER_VALUES
 _ENTITY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._\-/]{0,258}[A-Za-z0-9])?")
 
 
-# A Calendly user or group URI as the bridge takes it: "<API base>/users/<id>" or ".../groups/<id>"
-# (the host is Calendly's to judge: the sandbox's differs). The connector definition's `pattern` for
-# `user`/`group` is this one, plus "" for a cleared field (tests/test_connector_fuzz.py compares them).
-CALENDLY_URI = {kind: re.compile(rf"^https?://[^/\s?#]+/{kind}s/[A-Za-z0-9_-]{{1,64}}$") for kind in ("user", "group")}
+# A Calendly user or group URI: "<API base>/users/<id>" or ".../groups/<id>". The connector definition's
+# `pattern` for `user`/`group` is this one, plus "" for a cleared field (tests/test_connector_fuzz.py compares them).
+CALENDLY_URI = {kind: resource_uri(f"{kind}s") for kind in ("user", "group")}
 
 
 def entity_name_problem(name: str) -> str | None:
@@ -75,18 +74,13 @@ class SubscribeBody(BaseModel):
     event_types: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
     hosts: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
 
-    @field_validator("event_types")
+    @field_validator("event_types", "hosts")
     @classmethod
-    def _event_types(cls, values: list[str] | None) -> list[str] | None:
-        problems = [p for p in (event_type_problem(v) for v in values or []) if p]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return sorted(set(values)) if values else None
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, values: list[str] | None) -> list[str] | None:
-        problems = [p for p in (host_problem(v) for v in values or []) if p]
+    def _filter_values(cls, values: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """Every value well formed (each problem named); kept sorted and unique, so the same filters
+        in another order are the same subscription."""
+        problem_of = event_type_problem if info.field_name == "event_types" else host_problem
+        problems = [p for p in (problem_of(v) for v in values or []) if p]
         if problems:
             raise ValueError("; ".join(problems))
         return sorted(set(values)) if values else None
