@@ -394,11 +394,10 @@ class SandboxApp:
 
     def _control_route(self, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
         match (method, *parts):
-            case ("POST", "simulate") if self._json(raw).get("event") == "reschedule":
-                spec = self._json(raw)
-                return 200, self.simulate_reschedule(str(spec.get("order") or "cancel_first"), spec.get("webhook"))
             case ("POST", "simulate"):
                 spec = self._json(raw)
+                if spec.get("event") == "reschedule":  # both halves, as Calendly sends a reschedule
+                    return 200, self.simulate_reschedule(str(spec.get("order") or "cancel_first"), spec.get("webhook"))
                 return 200, self.simulate(spec.get("event"), spec.get("webhook"), spec.get("payload"),
                                           spec.get("envelope"), int(spec.get("repeat", 1)))
             case ("GET", "requests"):

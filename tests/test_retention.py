@@ -133,12 +133,18 @@ def test_pending_deliveries_are_never_purged(make, target):
     assert pending.status == DeliveryStatus.PENDING and b"zoe@example.com" in pending.body
 
 
-def test_each_run_purges_rounds_up_to_its_bound_and_later_runs_finish(make, target):
+def expired_deliveries(make, target, count: int, first: int):
+    """A subscription with ``count`` delivered events (numbered from ``first``), past their retention."""
     caller, clock = make()
     sub, url = caller.subscribed(target)
-    for n in range(7):
-        assert caller.post_event(url, event(10 + n)).status == 200
+    for n in range(count):
+        assert caller.post_event(url, event(first + n)).status == 200
     clock.advance(73 * HOUR)
+    return caller, sub
+
+
+def test_each_run_purges_rounds_up_to_its_bound_and_later_runs_finish(make, target):
+    caller, sub = expired_deliveries(make, target, 7, 10)
     retention = caller.bridge.retention
     retention.batch, retention.per_run = 2, 5  # rounds of 2, at most 5 a run
     assert [retention.purge()["delivered"] for _ in range(3)] == [5, 2, 0]
@@ -146,11 +152,7 @@ def test_each_run_purges_rounds_up_to_its_bound_and_later_runs_finish(make, targ
 
 
 def test_a_run_stops_starting_rounds_once_its_time_budget_is_spent(make, target):
-    caller, clock = make()
-    sub, url = caller.subscribed(target)
-    for n in range(6):
-        assert caller.post_event(url, event(40 + n)).status == 200
-    clock.advance(73 * HOUR)
+    caller, sub = expired_deliveries(make, target, 6, 40)
     retention = caller.bridge.retention
     ticks = iter(range(0, 1000, 100))  # each reading of the monotonic clock is 100 s later
     retention.batch, retention.budget_seconds, retention.monotonic = 2, 150, lambda: float(next(ticks))
@@ -246,11 +248,7 @@ def test_a_record_changed_between_the_purge_read_and_its_delete_stays(make, targ
     """The purge deletes only the versions it read: Table Storage deletes a subscription's expired
     records in one transaction; when one of them changed meanwhile (a replay), the transaction fails
     as a whole and the others go one by one, the changed one stays. SQLite decides in one statement."""
-    caller, clock = make()
-    sub, url = caller.subscribed(target)
-    for n in range(5):
-        assert caller.post_event(url, event(60 + n)).status == 200
-    clock.advance(73 * HOUR)
+    caller, sub = expired_deliveries(make, target, 5, 60)
     store = caller.bridge.store
     changed: list[str] = []
     if store.name == "tables":
