@@ -18,7 +18,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.harness import azurite
+from benchmarks.harness import azurite, bench_subscription, bulk_record
 from benchmarks.isolation import TransportCount
 
 EXPIRED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -30,12 +30,12 @@ def _seed(store, records: int, subscriptions: int) -> None:
     from shared.models import Delivery, DeliveryStatus, isotime
 
     old = isotime(EXPIRED)
-    for n in range(records):
-        sub = f"{n % subscriptions:032x}"
-        store.record_delivery(Delivery(id=f"{sub}-{n:024x}", subscription_id=sub, event="invitee.created",
-                                       event_key=f"k{n}", body=b'{"event": "invitee.created", "payload": {}}',
-                                       status=DeliveryStatus.DELIVERED, updated_at=old, next_attempt_at=old,
-                                       created_at=old))
+    for i in range(subscriptions):
+        store.create_subscription(bench_subscription(i))
+    bulk_record(store, [Delivery(id=f"{n % subscriptions:032x}-{n:024x}", subscription_id=f"{n % subscriptions:032x}",
+                                 event="invitee.created", event_key=f"k{n}", body=b'{"event": "invitee.created", "payload": {}}',
+                                 status=DeliveryStatus.DELIVERED, updated_at=old, next_attempt_at=old, created_at=old)
+                        for n in range(records)])
 
 
 def _purge(store, batched: bool) -> tuple[int, float]:

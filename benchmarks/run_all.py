@@ -8,7 +8,7 @@ import argparse
 import os
 import platform
 
-from benchmarks import cold_start, handler_cost, ingest, isolation, reconcile, retention, soak
+from benchmarks import cold_start, handler_cost, ingest, isolation, reconcile, retention, soak, timer
 
 
 def main(argv=None) -> None:
@@ -25,6 +25,8 @@ def main(argv=None) -> None:
     isolated = (isolation.storage_requests(20 if args.quick else 100), isolation.isolation(50 if args.quick else 200),
                 isolation.posts_per_event(3 if args.quick else 8))
     purge = retention.measure(1000 if args.quick else 10_000, 10)
+    timed = timer.measure([1000, 5000] if args.quick else [10_000, 100_000], 10 if args.quick else 100,
+                          rate=1 if args.quick else timer.DESIGN_EVENTS_PER_SECOND)
     c1, c16 = flow["c1"], flow["c16"]
     rows = [
         ("handler in-process p50 / p99", f"{handler['p50_us']:.0f} µs / {handler['p99_us']:.0f} µs", "p50 ≤ 1 ms"),
@@ -46,6 +48,7 @@ def main(argv=None) -> None:
         *reconcile.rows(reconciled),
         *isolation.rows(*isolated),
         *retention.rows(purge),
+        *timer.rows(timed),
     ]
     print(f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, SQLite store (reconcile: also "
           f"Table Storage on Azurite), loopback\n")

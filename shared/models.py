@@ -217,6 +217,9 @@ class Delivery:
     updated_at: str = field(default_factory=isotime)
     delivered_at: str | None = None
     etag: str | None = None
+    # The store's own bookkeeping, like the etag: the key of the delivery's row in the Table store's
+    # due/expiry index (shared/store/tables.py), carried from a read to the next update.
+    index_key: str | None = field(default=None, compare=False, repr=False)
 
     def public(self, include_payload: bool = False) -> dict:
         view = {

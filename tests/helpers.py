@@ -75,3 +75,11 @@ def legacy_subscription(caller: Caller, target) -> tuple[Subscription, str]:
                                           scope="organization", user=None, group=None, signing_key=record.signing_key)
     record = bridge.store.update_subscription(record.replace(state=SubscriptionState.ACTIVE, calendly_webhook=hook["uri"]))
     return record, old_url
+
+
+def a_record(n=0, url="https://flow.example/a", **kw) -> Subscription:
+    """A stored subscription record with id ``f"{n:032x}"`` (for store-level tests)."""
+    fields = dict(id=f"{n:032x}", target=HttpEndpoint(url), events=["invitee.created"], scope="organization",
+                  organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="key", generation="g")
+    fields.update(kw)
+    return Subscription(**fields)

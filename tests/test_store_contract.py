@@ -14,6 +14,7 @@ from shared.models import Delivery, DeliveryStatus, HttpEndpoint, Subscription, 
 from shared.settings import Settings
 from shared.composition import open_store
 from tests.azurite import ACCOUNT, KEY, free_port
+from tests.helpers import a_record
 
 
 @pytest.fixture(params=["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
@@ -27,13 +28,6 @@ def store(request, tmp_path):
     assert s.name == request.param
     yield s
     s.close()
-
-
-def a_record(n=0, url="https://flow.example/a", **kw) -> Subscription:
-    fields = dict(id=f"{n:032x}", target=HttpEndpoint(url), events=["invitee.created"], scope="organization",
-                  organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="key", generation="g")
-    fields.update(kw)
-    return Subscription(**fields)
 
 
 def delivery(sub_n=0, n=0, body=b"{}", **kw) -> Delivery:
@@ -201,6 +195,8 @@ def test_list_deliveries_pages_within_a_subscription(store):
 
 
 def test_due_deliveries_are_pending_and_due_oldest_first(store):
+    for n in (50, 51, 52, 53):  # deliveries belong to subscriptions: the timer's reads go subscription by subscription
+        store.create_subscription(a_record(n, url=f"https://flow.example/{n}"))
     store.record_delivery(delivery(50, 1, next_attempt_at="2026-01-01T00:00:02.000000Z"))
     store.record_delivery(delivery(51, 2, next_attempt_at="2026-01-01T00:00:01.000000Z"))
     store.record_delivery(delivery(52, 3, next_attempt_at="2026-01-01T00:00:03.000000Z"))
@@ -278,6 +274,7 @@ def test_delete_deliveries_of_a_large_log_crosses_transaction_batches(store):
 
 def test_purge_takes_a_bounded_batch_of_one_status_changed_before_the_cutoff(store):
     old, new = "2026-01-01T00:00:00.000000Z", "2026-01-05T00:00:00.000000Z"
+    store.create_subscription(a_record(93))
     for n in range(5):
         store.record_delivery(delivery(93, n, status=DeliveryStatus.DELIVERED, updated_at=old))
     store.record_delivery(delivery(93, 10, status=DeliveryStatus.DELIVERED, updated_at=new))
@@ -292,6 +289,7 @@ def test_purge_takes_a_bounded_batch_of_one_status_changed_before_the_cutoff(sto
 
 
 def test_purge_follows_the_last_change_not_the_first(store):
+    store.create_subscription(a_record(94))
     recorded = store.record_delivery(delivery(94, 1, updated_at="2026-01-01T00:00:00.000000Z"))
     store.update_delivery(recorded.replace(status=DeliveryStatus.DELIVERED, updated_at="2026-01-09T00:00:00.000000Z"))
     assert store.purge_deliveries(DeliveryStatus.DELIVERED, "2026-01-05T00:00:00.000000Z", 10) == 0

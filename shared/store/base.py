@@ -64,7 +64,9 @@ class Store(Protocol):
     def list_deliveries(self, subscription_id: str, limit: int, cursor: str | None = None) -> tuple[list[Delivery], str | None]: ...
 
     def due_deliveries(self, now: str, limit: int) -> Iterable[Delivery]:
-        """Pending deliveries whose ``next_attempt_at`` is at or before ``now`` (``now`` may be far future for 'all')."""
+        """Pending deliveries whose ``next_attempt_at`` is at or before ``now`` (``now`` may be far future for 'all'),
+        oldest first. Like ``purge_deliveries``, it covers the deliveries of every stored subscription and of
+        those deleted within the tombstone week; ``purge_tombstones`` empties a deleted one's deliveries."""
 
     def delete_deliveries(self, subscription_id: str) -> int:
         """Delete every delivery of the subscription (its log and payloads); returns how many."""

@@ -16,7 +16,7 @@ from typing import Any
 from ..filters import Filters
 from ..models import Delivery, DeliveryStatus, Subscription, SubscriptionState, endpoint_from_dict
 
-_KEYS = {"id", "etag"}
+_KEYS = {"id", "etag", "index_key"}
 _SUB_FIELDS = tuple(f.name for f in dataclasses.fields(Subscription) if f.name not in _KEYS)
 _DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery) if f.name not in _KEYS | {"body"})
 

@@ -164,7 +164,11 @@ class SqliteStore:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def purge_tombstones(self, buried_before: str, limit: int) -> int:
+        # As on Table Storage: a delivery a callback in flight recorded after its subscription was
+        # deleted goes with the tombstone.
         with self._tx() as db:
+            db.execute("DELETE FROM deliveries WHERE subscription_id IN (SELECT subscription_id FROM tombstones WHERE buried_at < ? "
+                       "LIMIT ?) AND subscription_id NOT IN (SELECT id FROM subscriptions)", (buried_before, limit))
             return db.execute("DELETE FROM tombstones WHERE token IN (SELECT token FROM tombstones WHERE buried_at < ? LIMIT ?)",
                               (buried_before, limit)).rowcount
 

@@ -13,7 +13,12 @@ Keys make the Calendly callback path point operations only:
   callback path may cache what it read (a dangling row leads to a record without that token: 404);
 - deliveries: PartitionKey = subscription id, RowKey = the delivery id's suffix, so recording a
   delivery is an insert-if-absent (the dedupe), replay is a point read, and a subscription's
-  delivery log is one partition query;
+  delivery log is one partition query. Beside each delivery, in the same partition and written in
+  the same entity-group transaction (one request, all or nothing), its one index row: ``~d|<due
+  time>|<row>`` while pending, ``~x|<status>|<settled time>|<row>`` after; the delivery names it
+  (``index_key``). The timer finds due and expired deliveries with one key-range query per
+  subscription: its reads grow with the subscriptions and with what is due or expired, not with
+  what is stored (README "Scale");
 - tombstones (deleted subscriptions' callback paths, so Calendly can be answered 410): PartitionKey
   = the old callback token, RowKey = "gone", with the subscription id, its old signing key and when
   it was deleted: a point read, only for paths no live subscription has; purged after a week.
@@ -34,6 +39,21 @@ TOMBSTONE_ROW = "gone"
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
+META_PARTITION = "~meta"  # the store's own markers in the deliveries table (no subscription id starts with "~")
+ADOPTED_ROW = "index-adopted"
+INDEX = "~"          # index rows sort after every delivery row (hex) in a subscription's partition
+DUE = "~d|"          # ~d|<next_attempt_at>|<delivery row>: a pending delivery, by when it is due
+SETTLED = "~x|"      # ~x|<status>|<updated_at>|<delivery row>: a delivered/discarded/dead one, by when it settled
+
+
+class _Failed(Exception):
+    """An entity-group transaction failed as a whole; ``index`` is the operation that failed."""
+
+    def __init__(self, index: int, cause: Exception):
+        super().__init__(str(cause))
+        self.index = index
+
+
 class TableStore:
     name = "tables"
 
@@ -47,11 +67,12 @@ class TableStore:
         self._not_found, self._http = ResourceNotFoundError, HttpResponseError
         self._batch_error = TableTransactionError
         self._if_not_modified = MatchConditions.IfNotModified
-        self._replace = UpdateMode.REPLACE
+        self._replace, self._merge = UpdateMode.REPLACE, UpdateMode.MERGE
         self.service = service
         self._tables = {kind: service.get_table_client(f"{prefix}{kind}")
                         for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones")}
         self._ready = False
+        self._adopted = False
         self._ready_lock = threading.Lock()
 
     # plumbing -------------------------------------------------------------------------------
@@ -152,10 +173,16 @@ class TableStore:
 
     def purge_tombstones(self, buried_before: str, limit: int) -> int:
         # A filtered scan of a small table (one row per unsubscribe, kept days), timer path only.
+        # Before a tombstone goes, its subscription's delivery partition is emptied: a callback that
+        # was in flight while the subscription was deleted may have recorded one after the delete,
+        # and once the tombstone is gone the timer no longer visits that partition.
         table = self._table("tombstones")
         found = self._call(lambda: self._iter(table.query_entities(
-            "buried_at lt @b", parameters={"b": buried_before}, select=["PartitionKey", "RowKey"],
+            "buried_at lt @b", parameters={"b": buried_before}, select=["PartitionKey", "RowKey", "subscription_id"],
             results_per_page=min(limit, 1000)), limit))
+        for entity in found:
+            if entity.get("subscription_id") and self.get_subscription(entity["subscription_id"]) is None:
+                self.delete_deliveries(entity["subscription_id"])
         return sum(self._delete_if_present(table, e["PartitionKey"], e["RowKey"], e.metadata.get("etag")) for e in found)
 
     def update_subscription(self, sub: Subscription) -> Subscription:
@@ -233,12 +260,19 @@ class TableStore:
         partition, _, row = delivery_id.partition("-")
         return partition, row
 
-    def _delivery_entity(self, d: Delivery) -> dict:
+    @staticmethod
+    def _index_key(d: Delivery, row: str) -> str:
+        """The delivery's one row in its partition's index: when it is due (pending) or when it settled."""
+        if d.status == DeliveryStatus.PENDING:
+            return f"{DUE}{d.next_attempt_at}|{row}"
+        return f"{SETTLED}{d.status.value}|{d.updated_at}|{row}"
+
+    def _delivery_entity(self, d: Delivery, index_key: str) -> dict:
         partition, row = self._split(d.id)
         chunks = [d.body[i:i + BODY_CHUNK] for i in range(0, len(d.body), BODY_CHUNK)] or [b""]
         if len(chunks) > MAX_BODY_CHUNKS:
             raise ValueError("delivery body too large for Table Storage")
-        entity = {"PartitionKey": partition, "RowKey": row, **delivery_record(d), "body_parts": len(chunks)}
+        entity = {"PartitionKey": partition, "RowKey": row, **delivery_record(d), "body_parts": len(chunks), "index_key": index_key}
         for i, chunk in enumerate(chunks):
             entity[f"body{i}"] = chunk
         return entity
@@ -247,14 +281,27 @@ class TableStore:
     def _delivery(entity: Any) -> Delivery:
         body = b"".join(bytes(entity.get(f"body{i}") or b"") for i in range(int(entity.get("body_parts", 1))))
         record = {**entity, "subscription_id": entity["PartitionKey"]}
-        return delivery_from_record(record, f"{entity['PartitionKey']}-{entity['RowKey']}", body, entity.metadata.get("etag"))
+        delivery = delivery_from_record(record, f"{entity['PartitionKey']}-{entity['RowKey']}", body, entity.metadata.get("etag"))
+        return delivery.replace(index_key=entity.get("index_key") or None)
+
+    def _transact(self, operations: list) -> list:
+        try:
+            return self._call(self._table("deliveries").submit_transaction, operations)
+        except self._batch_error as exc:
+            raise _Failed(getattr(exc, "index", 0), exc) from None
+        except (self._exists, self._modified, self._not_found) as exc:
+            raise _Failed(0, exc) from None
 
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
+        # One entity-group transaction: the delivery and its index row, or neither.
+        partition, row = self._split(delivery.id)
+        key = self._index_key(delivery, row)
         try:
-            result = self._call(self._table("deliveries").create_entity, self._delivery_entity(delivery))
-        except self._exists:
-            return None
-        return delivery.replace(etag=self._etag(result))
+            result = self._transact([("create", self._delivery_entity(delivery, key)),
+                                     ("create", {"PartitionKey": partition, "RowKey": key})])
+        except _Failed:
+            return None  # the delivery exists (a duplicate); an index row can only exist with its delivery
+        return delivery.replace(etag=self._etag(result[0]), index_key=key)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         partition, row = self._split(delivery_id)
@@ -264,37 +311,110 @@ class TableStore:
             return None
 
     def update_delivery(self, delivery: Delivery) -> Delivery:
+        # One entity-group transaction: the delivery (if its ETag still matches), its new index row
+        # (written even when the key is the same, so its ETag changes: a purge that read the old one
+        # then leaves this delivery alone), and the old index row gone.
+        partition, row = self._split(delivery.id)
+        key = self._index_key(delivery, row)
+        update = ("update", self._delivery_entity(delivery, key),
+                  {"mode": self._replace, "etag": delivery.etag, "match_condition": self._if_not_modified})
+        operations = [update, ("upsert", {"PartitionKey": partition, "RowKey": key}, {"mode": self._replace})]
+        if delivery.index_key and delivery.index_key != key:
+            operations.append(("delete", {"PartitionKey": partition, "RowKey": delivery.index_key}))
         try:
-            result = self._call(self._table("deliveries").update_entity, self._delivery_entity(delivery), mode=self._replace,
-                                etag=delivery.etag, match_condition=self._if_not_modified)
-        except (self._modified, self._not_found):
-            raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished") from None
-        return delivery.replace(etag=self._etag(result))
+            result = self._transact(operations)
+        except _Failed as failed:
+            if failed.index != 2:
+                raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished") from None
+            # The old index row was already gone (a partial delete_deliveries): nothing to remove.
+            try:
+                result = self._transact(operations[:2])
+            except _Failed:
+                raise ConcurrencyConflict(f"delivery {delivery.id} changed or vanished") from None
+        return delivery.replace(etag=self._etag(result[0]), index_key=key)
 
     def list_deliveries(self, subscription_id: str, limit: int, cursor: str | None = None) -> tuple[list[Delivery], str | None]:
         after = self._split(cursor)[1] if cursor else ""
-        query = "PartitionKey eq @p and RowKey gt @r"
+        query = "PartitionKey eq @p and RowKey gt @r and RowKey lt @i"
         rows = self._call(lambda: self._iter(self._table("deliveries").query_entities(
-            query, parameters={"p": subscription_id, "r": after}, results_per_page=min(limit + 1, 1000)), limit + 1))
+            query, parameters={"p": subscription_id, "r": after, "i": INDEX}, results_per_page=min(limit + 1, 1000)), limit + 1))
         items = [self._delivery(e) for e in rows]
         page = items[:limit]
         return page, (page[-1].id if len(items) > limit else None)
 
+    # The timer's index reads -------------------------------------------------------------------
+    # Every delivery has exactly one index row in its own partition (same entity-group transaction),
+    # so the timer finds what is due or expired with one range query per partition — requests grow
+    # with the subscriptions and with what is due/expired, never with what is stored. The partitions
+    # are the subscriptions' ids plus those of subscriptions deleted within the tombstone week (a
+    # callback in flight while its subscription was deleted may have left a delivery behind).
+    def _partitions(self) -> list[str]:
+        subs = self._call(lambda: [e["PartitionKey"] for e in self._table("subscriptions").query_entities(
+            "RowKey eq @r", parameters={"r": SUB_ROW}, select=["PartitionKey"], results_per_page=1000)])
+        gone = self._call(lambda: [e.get("subscription_id") for e in self._table("tombstones").query_entities(
+            "RowKey eq @r", parameters={"r": TOMBSTONE_ROW}, select=["subscription_id"], results_per_page=1000)])
+        return sorted(set(subs) | {g for g in gone if g})
+
+    def _index_range(self, partition: str, low: str, high: str, inclusive: bool, limit: int) -> list:
+        query = f"PartitionKey eq @p and RowKey ge @lo and RowKey {'le' if inclusive else 'lt'} @hi"
+        return self._call(lambda: self._iter(self._table("deliveries").query_entities(
+            query, parameters={"p": partition, "lo": low, "hi": high}, select=["PartitionKey", "RowKey"],
+            results_per_page=min(limit, 1000)), limit))
+
+    def _adopt_legacy(self) -> None:
+        """Deliveries written before the index (no ``index_key``) get their index row, once per
+        store: a full scan the first time a new version's timer runs, then a marker (one point read
+        per process) says it is done. Rows written by this version are indexed when written."""
+        if self._adopted:
+            return
+        table = self._table("deliveries")
+        try:
+            self._call(table.get_entity, META_PARTITION, ADOPTED_ROW)
+        except self._not_found:
+            rows = self._call(lambda: list(table.query_entities(
+                "RowKey lt @i", parameters={"i": INDEX}, results_per_page=1000,
+                select=["PartitionKey", "RowKey", "status", "next_attempt_at", "updated_at", "index_key"])))
+            for entity in rows:
+                if entity.get("index_key") or entity["PartitionKey"] == META_PARTITION:
+                    continue
+                delivery = Delivery(id=f"{entity['PartitionKey']}-{entity['RowKey']}", subscription_id=entity["PartitionKey"],
+                                    event="", event_key="", body=b"", status=DeliveryStatus(entity["status"]),
+                                    next_attempt_at=entity["next_attempt_at"], updated_at=entity["updated_at"])
+                key = self._index_key(delivery, entity["RowKey"])
+                try:  # conditional on the version read: a delivery changed since is indexed by its writer
+                    self._transact([("update", {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "index_key": key},
+                                     {"mode": self._merge, "etag": entity.metadata.get("etag"), "match_condition": self._if_not_modified}),
+                                    ("upsert", {"PartitionKey": entity["PartitionKey"], "RowKey": key}, {"mode": self._replace})])
+                except _Failed:
+                    pass
+            self._call(table.upsert_entity, {"PartitionKey": META_PARTITION, "RowKey": ADOPTED_ROW, "rows": len(rows)})
+        self._adopted = True
+
     def due_deliveries(self, now: str, limit: int) -> list[Delivery]:
-        # A filtered scan (the retry safety net and `redeliver`, never the callback path). Keys
-        # only, so the oldest `limit` across all partitions are found without pulling bodies.
-        keys = self._call(lambda: list(self._table("deliveries").query_entities(
-            "status eq @s and next_attempt_at le @n", parameters={"s": DeliveryStatus.PENDING.value, "n": now},
-            select=["PartitionKey", "RowKey", "next_attempt_at"], results_per_page=1000)))
-        keys.sort(key=lambda e: (e["next_attempt_at"], e["PartitionKey"], e["RowKey"]))
-        due = (self.get_delivery(f"{e['PartitionKey']}-{e['RowKey']}") for e in keys[:limit])
-        return [d for d in due if d is not None and d.status == DeliveryStatus.PENDING and d.next_attempt_at <= now]
+        # The timer's retry safety net and `redeliver`, never the callback path.
+        self._adopt_legacy()
+        found = []
+        for partition in self._partitions():
+            found.extend(self._index_range(partition, DUE, f"{DUE}{now}|{INDEX}", True, limit))
+        found.sort(key=lambda e: (e["RowKey"], e["PartitionKey"]))
+        due = []
+        for entity in found[:limit]:
+            partition, key = entity["PartitionKey"], entity["RowKey"]
+            delivery = self.get_delivery(f"{partition}-{key.rsplit('|', 1)[1]}")
+            if delivery is None or delivery.index_key != key:  # a row a partial delete left behind
+                self._delete_if_present(self._table("deliveries"), partition, key, entity.metadata.get("etag"))
+            elif delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at <= now:
+                due.append(delivery)
+        return due
 
     def delete_deliveries(self, subscription_id: str) -> int:
-        # One partition: a keys-only partition query, then batched deletes.
+        # One partition: a keys-only partition query, then batched deletes, in key order: the
+        # deliveries before the index rows (which sort last), so an interrupted delete leaves at
+        # most index rows without a delivery, which the timer's reads drop.
         table = self._table("deliveries")
         keys = self._call(lambda: list(table.query_entities(
             "PartitionKey eq @p", parameters={"p": subscription_id}, select=["PartitionKey", "RowKey"], results_per_page=1000)))
+        keys.sort(key=lambda e: e["RowKey"])
         for start in range(0, len(keys), BATCH):
             operations = [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]}) for e in keys[start:start + BATCH]]
             try:
@@ -302,7 +422,7 @@ class TableStore:
             except (self._not_found, self._exists, self._modified, self._batch_error):
                 for _, entity in operations:  # one vanished meanwhile: the rest one by one
                     self._delete_if_present(table, entity["PartitionKey"], entity["RowKey"])
-        return len(keys)
+        return sum(1 for e in keys if not e["RowKey"].startswith(INDEX))
 
     def _delete_if_present(self, table, partition: str, row: str, etag: str | None = None) -> bool:
         conditions = {"etag": etag, "match_condition": self._if_not_modified} if etag else {}
@@ -313,31 +433,42 @@ class TableStore:
         return True
 
     def purge_deliveries(self, status: DeliveryStatus, updated_before: str, limit: int) -> int:
-        # A filtered scan (the timer's purge, never the callback path), keys and ETags only, at most
-        # `limit`. Deleted in entity-group transactions of up to 100 (a subscription's deliveries share
-        # one partition): one request per 100 records instead of one each. Every delete is conditional
-        # on the ETag read, so a record replayed meanwhile stays: its transaction fails as a whole and
-        # that chunk is deleted one by one.
-        table = self._table("deliveries")
-        found = self._call(lambda: self._iter(table.query_entities(
-            "status eq @s and updated_at lt @u", parameters={"s": status.value, "u": updated_before},
-            select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000)), limit))
-        by_partition: dict[str, list] = {}
-        for entity in found:
-            by_partition.setdefault(entity["PartitionKey"], []).append(entity)
+        # The timer's purge, never the callback path: per partition, one range query over the index
+        # rows of deliveries in `status` settled before the cutoff, then entity-group transactions of
+        # up to 50 pairs (index row + delivery). Each pair's index row is deleted on the ETag read:
+        # a delivery replayed meanwhile rewrote its index row, so its transaction fails as a whole
+        # and that chunk goes pair by pair (the replayed one stays).
+        self._adopt_legacy()
+        prefix = f"{SETTLED}{status.value}|"
         deleted = 0
-        for entities in by_partition.values():
-            for start in range(0, len(entities), BATCH):
-                chunk = entities[start:start + BATCH]
-                operations = [("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]},
-                               {"etag": e.metadata.get("etag"), "match_condition": self._if_not_modified}) for e in chunk]
+        for partition in self._partitions():
+            if deleted >= limit:
+                break
+            rows = self._index_range(partition, prefix, f"{prefix}{updated_before}", False, limit - deleted)
+            for start in range(0, len(rows), BATCH // 2):
+                chunk = rows[start:start + BATCH // 2]
                 try:
-                    self._call(table.submit_transaction, operations)
+                    self._transact([op for e in chunk for op in self._purge_pair(e)])
                     deleted += len(chunk)
-                except (self._not_found, self._exists, self._modified, self._batch_error):
-                    deleted += sum(self._delete_if_present(table, e["PartitionKey"], e["RowKey"], e.metadata.get("etag"))
-                                   for e in chunk)
+                except _Failed:
+                    deleted += sum(self._purge_one(e) for e in chunk)
         return deleted
+
+    def _purge_pair(self, index_row: Any) -> list:
+        partition, key = index_row["PartitionKey"], index_row["RowKey"]
+        return [("delete", {"PartitionKey": partition, "RowKey": key}, {"etag": index_row.metadata.get("etag"),
+                                                                         "match_condition": self._if_not_modified}),
+                ("delete", {"PartitionKey": partition, "RowKey": key.rsplit("|", 1)[1]})]
+
+    def _purge_one(self, index_row: Any) -> bool:
+        try:
+            self._transact(self._purge_pair(index_row))
+            return True
+        except _Failed as failed:
+            if failed.index == 1:  # the delivery was already gone: drop its dangling index row
+                self._delete_if_present(self._table("deliveries"), index_row["PartitionKey"], index_row["RowKey"],
+                                        index_row.metadata.get("etag"))
+            return False
 
     def close(self) -> None:
         for table in self._tables.values():
