@@ -318,7 +318,7 @@ class TableStore:
         key = self._index_key(delivery, row)
         update = ("update", self._delivery_entity(delivery, key),
                   {"mode": self._replace, "etag": delivery.etag, "match_condition": self._if_not_modified})
-        operations = [update, ("upsert", {"PartitionKey": partition, "RowKey": key}, {"mode": self._replace})]
+        operations: list[tuple] = [update, ("upsert", {"PartitionKey": partition, "RowKey": key}, {"mode": self._replace})]
         if delivery.index_key and delivery.index_key != key:
             operations.append(("delete", {"PartitionKey": partition, "RowKey": delivery.index_key}))
         try:
