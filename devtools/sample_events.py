@@ -206,4 +206,6 @@ def reschedule(base_url: str, *, user_uri: str | None = None, organization_uri: 
     created = envelope("invitee.created", base_url, **scope)
     canceled = envelope("invitee.canceled", base_url, **scope, rescheduled=True, new_invitee=created["payload"]["uri"])
     created["payload"]["old_invitee"] = canceled["payload"]["uri"]
+    new_event = created["payload"]["scheduled_event"]  # moved two days later than the old booking
+    new_event["start_time"], new_event["end_time"] = _time(60 * 24 * 3), _time(60 * 24 * 3 + 30)
     return canceled, created

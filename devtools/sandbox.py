@@ -167,6 +167,9 @@ class SandboxApp:
         self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
         self._window_start, self._window_used = 0.0, 0
         self._members: dict[str, dict] = {}  # lower-cased email -> membership, besides the PAT's owner
+        # API paths -> resources: every scheduled event and invitee a simulated invitee event named,
+        # readable as Calendly serves them (GET /scheduled_events/<id>[/invitees/<id>]).
+        self._resources: dict[str, dict] = {}
 
     @property
     def user_uri(self) -> str:
@@ -189,6 +192,7 @@ class SandboxApp:
             self._rate = {"limit": _RATE_LIMIT, "window": _RATE_WINDOW, "enforce": False}
             self._window_start, self._window_used = 0.0, 0
             self._members.clear()
+            self._resources.clear()
 
     def add_member(self, email: str, name: str | None = None, role: str = "user") -> dict:
         """Another user of the organization (the PAT's owner is always one); returns the membership."""
@@ -309,6 +313,7 @@ class SandboxApp:
             envelope = sample_events.envelope(event, self.base_url, user_uri=self.user_uri,
                                               organization_uri=self.organization_uri, **(payload or {}))
         event = envelope.get("event")
+        self.remember(envelope)
         if not 1 <= repeat <= 100:
             raise ValueError("repeat must be between 1 and 100")
         with self._lock:
@@ -327,6 +332,19 @@ class SandboxApp:
                 for _ in range(repeat):  # a repeat is the very same request, as a duplicate delivery would be
                     deliveries.append(_deliver(session, hook, body, headers))
         return {"deliveries": deliveries, "envelope": envelope}
+
+    def remember(self, envelope: dict) -> None:
+        """Keep an invitee event's invitee and scheduled event, so they can be read back by URI."""
+        payload = envelope.get("payload")
+        if not str(envelope.get("event", "")).startswith("invitee.") or not isinstance(payload, dict):
+            return
+        base = len(self.base_url)
+        with self._lock:
+            scheduled = payload.get("scheduled_event")
+            if isinstance(scheduled, dict) and str(scheduled.get("uri", "")).startswith(self.base_url):
+                self._resources[scheduled["uri"][base:]] = scheduled
+            if str(payload.get("uri", "")).startswith(self.base_url):  # Calendly's invitee resource names its event by URI
+                self._resources[payload["uri"][base:]] = {k: v for k, v in payload.items() if k != "scheduled_event"}
 
     def simulate_reschedule(self, order: str = "cancel_first", webhook: str | None = None) -> dict:
         """A reschedule as Calendly sends it: ``invitee.canceled`` for the old invitee (``rescheduled``,
@@ -505,7 +523,16 @@ class SandboxApp:
                 return lambda: (200, self._sample(query))
             case ("GET", "organization_memberships"):
                 return lambda: (200, self._memberships(query))
+            case ("GET", "scheduled_events", _) | ("GET", "scheduled_events", _, "invitees", _):
+                return lambda: self._resource("/" + "/".join(parts))
         return None
+
+    def _resource(self, path: str) -> tuple[int, dict]:
+        with self._lock:
+            resource = self._resources.get(path)
+        if resource is None:
+            raise _error(404)
+        return 200, {"resource": resource}
 
     def _get_or_delete(self, method: str, hook_id: str) -> tuple[int, dict | None]:
         with self._lock:

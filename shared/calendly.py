@@ -296,6 +296,16 @@ class CalendlyClient:
                 return item
         return None
 
+    def resource(self, path: str) -> dict:
+        """``GET <path>``'s ``resource`` (e.g. ``/scheduled_events/<id>``). ``path`` is built by the caller from
+        ids only: always on this client's base URL."""
+        if not path.startswith("/") or "//" in path or "?" in path or "#" in path:
+            raise CalendlyError(502, "calendly_bad_response", "not a Calendly API path")
+        resource = self._json("GET", path, (200,)).get("resource")
+        if not isinstance(resource, dict):
+            raise CalendlyError(502, "calendly_bad_response", f"Calendly's {path.split('/')[1]} answer has no resource")
+        return resource
+
     def sample_webhook_data(self, *, event: str, organization: str, scope: str, user: str | None = None, group: str | None = None) -> dict:
         params: dict[str, Any] = {"event": event, "organization": organization, **scope_params(scope, user, group)}
         return self._json("GET", "/sample_webhook_data", (200,), params=params)

@@ -13,11 +13,11 @@ from typing import NoReturn
 
 from cachetools import TTLCache
 
-from . import jsonbody, signatures
+from . import jsonbody, reschedules, signatures
 from .calendly import CalendlyClient
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
-from .events import delivery_id, event_key, is_reschedule_half
+from .events import RESCHEDULED, delivery_id, event_key, is_reschedule_half
 from .http import Response
 from .isolation import Bulkhead, SubscriptionCache
 from .models import CALLBACK_TOKEN, DeliveryStatus, Subscription, SubscriptionState, isotime
@@ -95,6 +95,10 @@ class CallbackService:
                                                                          "message": f"the subscription is {sub.state}"}})
         envelope = _parse(body)
         event = envelope["event"]
+        if RESCHEDULED in sub.events and is_reschedule_half(envelope):
+            if sub.filters and not sub.filters.matches(envelope):
+                return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "filters", "event": event})
+            return self._reschedule_half(sub, envelope)
         if event not in sub.events:
             return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
         if sub.filters and not sub.filters.matches(envelope):
@@ -117,6 +121,36 @@ class CallbackService:
                 self.deliveries.scheduler.schedule(recorded, 0.0)
                 return _answer(202, "deferred", sub, recorded.id, event, {"status": "pending", "delivery_id": recorded.id})
             return self._forward(sub, recorded)
+
+    def _reschedule_half(self, sub: Subscription, envelope: dict) -> Response:
+        """Half of a reschedule, for a subscription to ``invitee.rescheduled`` (shared/reschedules.py):
+        the first half records the one delivery, due after the pairing wait; the other half completes
+        it and forwards it at once; a repeat of either half changes nothing."""
+        event, uri = envelope["event"], reschedules.pair_uri(envelope)
+        if uri is None:  # not in Calendly's shape: nothing to pair it with
+            return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
+        key = f"{RESCHEDULED}|{uri}"
+        half = reschedules.half_name(envelope)
+        waiting = self.deliveries.new_delivery(sub, delivery_id(sub.id, sub.generation, key), RESCHEDULED, key,
+                                               reschedules.pairing_body({half: envelope}), attempt_now=False)
+        recorded = self.store.record_delivery(waiting.replace(next_attempt_at=self.deliveries.now(reschedules.PAIR_WAIT_SECONDS)))
+        if recorded is not None:
+            self.deliveries.scheduler.schedule(recorded, reschedules.PAIR_WAIT_SECONDS)
+            return _answer(202, "pairing", sub, recorded.id, event, {"status": "pending", "delivery_id": recorded.id})
+        for _ in range(3):  # another writer (the other half, the retry path) may be changing it: re-read
+            current = self.store.get_delivery(waiting.id)
+            halves = reschedules.pairing(current.body) if current is not None and current.status == DeliveryStatus.PENDING else None
+            if current is None or halves is None or half in halves:  # sent or composed already, or this half again
+                return _answer(200, "duplicate", sub, waiting.id, event, {"status": "duplicate", "delivery_id": waiting.id})
+            composed = reschedules.compose_pair({**halves, half: envelope})
+            try:
+                claimed = self.store.update_delivery(current.replace(
+                    body=composed, updated_at=self.deliveries.now(),
+                    next_attempt_at=self.deliveries.now(self.deliveries.policy.lease_seconds)))
+            except ConcurrencyConflict:
+                continue
+            return self._forward(sub, claimed)
+        return _answer(202, "pending", sub, waiting.id, event, {"status": "pending", "delivery_id": waiting.id})
 
     def _verify(self, sub: Subscription, headers: Mapping[str, str], body: bytes) -> None:
         try:
@@ -150,13 +184,20 @@ class CallbackService:
         event = event or sub.events[0]
         if event not in sub.events:
             raise BridgeError(400, "event_not_subscribed", f"the subscription does not include {event}; it has {sub.events}")
-        sample = self._sample(event, sub)
-        if "payload" not in sample:  # tolerate a bare payload
-            sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
-        body = json.dumps(sample, ensure_ascii=False).encode("utf-8")
+        if event == RESCHEDULED:  # made of Calendly's samples of its two halves
+            halves = {"created": self._envelope("invitee.created", sub), "canceled": self._envelope("invitee.canceled", sub)}
+            body = reschedules.compose_pair(halves)
+        else:
+            body = json.dumps(self._envelope(event, sub), ensure_ascii=False).encode("utf-8")
         return self._receive(sub, {signatures.HEADER: signatures.sign(body, sub.signing_key)}, body,
                              test_nonce=secrets.token_hex(8))
 
+
+    def _envelope(self, event: str, sub: Subscription) -> dict:
+        sample = self._sample(event, sub)
+        if "payload" not in sample:  # tolerate a bare payload
+            sample = {"event": event, "created_at": isotime(), "created_by": sub.user, "payload": sample}
+        return sample
 
     def _sample(self, event: str, sub: Subscription) -> dict:
         """Calendly's sample payload for the event and the subscription's scope, cached per scope."""

@@ -120,7 +120,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     subscriptions = SubscriptionService(settings, store, calendly, lifecycle, clock, resolver)
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
     deliveries = DeliveryService(store, targets.for_subscription, lifecycle.retire, policy,
-                                 scheduler or _retry_scheduler(settings, store, credential), clock)
+                                 scheduler or _retry_scheduler(settings, store, credential), clock, fetch=calendly.resource)
     return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
                   lifecycle=lifecycle, subscriptions=subscriptions, deliveries=deliveries,
                   callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance, cache),

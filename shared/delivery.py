@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import reschedules
 from .errors import BridgeError, ConcurrencyConflict
 from .models import Clock, Delivery, DeliveryStatus, Subscription, SubscriptionState, isotime, utcnow
 from .redaction import logvalue
@@ -79,8 +80,12 @@ class OutboxScheduler:
 class DeliveryService:
     def __init__(self, store: Store, target_for: Callable[[Subscription], Target],
                  retire: Callable[[Subscription, str], None], policy: DeliveryPolicy = DeliveryPolicy(),
-                 scheduler: RetryScheduler | None = None, clock: Clock = utcnow):
+                 scheduler: RetryScheduler | None = None, clock: Clock = utcnow,
+                 fetch: Callable[[str], dict] | None = None):
         self.store = store
+        # Reads a Calendly API resource by path (the bridge's client): completes a reschedule whose
+        # second half never came (shared/reschedules.py). Never on the callback path.
+        self.fetch = fetch
         self.target_for = target_for
         self.retire = retire
         self.policy = policy
@@ -103,6 +108,15 @@ class DeliveryService:
         """One attempt (with the target's bounded in-call retries) and its bookkeeping."""
         if sub.state == SubscriptionState.RETIRED:
             return self._save(delivery.replace(status=DeliveryStatus.DISCARDED, last_error="subscription retired", updated_at=self.now()))
+        halves = reschedules.pairing(delivery.body) if delivery.event == reschedules.RESCHEDULED else None
+        if halves is not None:
+            try:
+                composed = self._complete_reschedule(delivery, halves)
+            except BridgeError as exc:  # Calendly unreachable, or the half is not in its shape: a failed attempt
+                return self._record_outcome(sub, delivery, SendResult(False, None, f"reschedule incomplete: {exc.message}"))
+            if composed is None:
+                return self.store.get_delivery(delivery.id) or delivery
+            delivery = composed
         try:
             result = self.target_for(sub).send(sub, delivery, budget_seconds)
         except BridgeError as exc:  # e.g. Service Bus not configured
@@ -112,6 +126,18 @@ class DeliveryService:
                           type(exc).__name__)
             result = SendResult(False, None, "target failed unexpectedly")
         return self._record_outcome(sub, delivery, result)
+
+    def _complete_reschedule(self, delivery: Delivery, halves: dict[str, dict]) -> Delivery | None:
+        """The pairing wait is over and a half is missing: fetch the rest from Calendly, store the
+        composed event (so every attempt sends the same bytes). None: the other half completed it
+        meanwhile (it forwards it)."""
+        if self.fetch is None:
+            raise BridgeError(503, "calendly_unavailable", "no Calendly client to complete the reschedule")
+        body = reschedules.complete(halves, self.fetch)
+        try:
+            return self._save(delivery.replace(body=body))
+        except ConcurrencyConflict:
+            return None
 
     def _record_outcome(self, sub: Subscription, delivery: Delivery, result: SendResult) -> Delivery:
         attempts, now = delivery.attempts + 1, self.now()

@@ -19,6 +19,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "contact.updated",
     "contact.deleted",
 )
+# Events the bridge makes from Calendly's (shared/reschedules.py), and the Calendly events each needs.
+RESCHEDULED = "invitee.rescheduled"
+SYNTHESIZED: dict[str, tuple[str, ...]] = {RESCHEDULED: ("invitee.created", "invitee.canceled")}
+# What a subscription may ask for: Calendly's events and the bridge's own (beside the invitee events).
+SUBSCRIBABLE: tuple[str, ...] = EVENT_TYPES[:2] + (RESCHEDULED,) + EVENT_TYPES[2:]
 SCOPES: tuple[str, ...] = ("organization", "user", "group")
 # Calendly refuses these outside organization scope; the bridge says so first.
 ORGANIZATION_ONLY = frozenset({"routing_form_submission.created"})
@@ -27,6 +32,7 @@ ORGANIZATION_ONLY = frozenset({"routing_form_submission.created"})
 TRIGGER_EVENTS: dict[str, tuple[str, ...] | None] = {
     "invitee-created": ("invitee.created",),
     "invitee-canceled": ("invitee.canceled",),
+    "invitee-rescheduled": (RESCHEDULED,),
     "no-show-created": ("invitee_no_show.created",),
     "no-show-deleted": ("invitee_no_show.deleted",),
     "routing-form-submitted": ("routing_form_submission.created",),
@@ -49,6 +55,12 @@ def is_reschedule_half(envelope: dict) -> bool:
     if envelope.get("event") == "invitee.created":
         return isinstance(payload.get("old_invitee"), str) and bool(payload["old_invitee"])
     return False
+
+
+def calendly_events(events: list[str] | tuple[str, ...]) -> list[str]:
+    """The Calendly events a hook must carry for a subscription to ``events`` (synthesized ones replaced
+    by what they are made from), sorted, each once."""
+    return sorted({c for e in events for c in SYNTHESIZED.get(e, (e,))})
 
 
 def scope_conflicts(events: list[str], scope: str) -> list[str]:

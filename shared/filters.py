@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The event families whose payload carries the scheduled event the filters read.
-FILTERABLE_EVENTS = ("invitee.created", "invitee.canceled")
+FILTERABLE_EVENTS = ("invitee.created", "invitee.canceled", "invitee.rescheduled")
 MAX_VALUES = 50
 
 

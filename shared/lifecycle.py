@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 
 from .calendly import CalendlyClient, CalendlyError
 from .errors import BridgeError, ConcurrencyConflict
+from .events import calendly_events
 from .models import Clock, Subscription, SubscriptionState, isotime, new_callback_token, utcnow
 from .redaction import logvalue
 from .store.base import Store
@@ -132,7 +133,7 @@ class Lifecycle:
         url = self.urls.of(sub)
 
         def create() -> dict:
-            return self.calendly.create_webhook(url=url, events=sub.events, organization=sub.organization, scope=sub.scope,
+            return self.calendly.create_webhook(url=url, events=calendly_events(sub.events), organization=sub.organization, scope=sub.scope,
                                                 user=sub.user, group=sub.group, signing_key=sub.signing_key)
         try:
             return create()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from pydantic_core import PydanticCustomError
 
 from .errors import BridgeError
-from .events import EVENT_TYPES, RESCHEDULE_HALVES, SCOPES, TRIGGER_EVENTS, scope_conflicts
+from .events import RESCHEDULE_HALVES, SCOPES, SUBSCRIBABLE, TRIGGER_EVENTS, scope_conflicts
 from .filters import FILTERABLE_EVENTS, Filters, event_type_problem, host_problem, resource_uri
 from .filters import MAX_VALUES as MAX_FILTER_VALUES
 
@@ -65,7 +65,7 @@ class SubscribeBody(BaseModel):
     url: str | None = Field(default=None, max_length=4096)
     callbackUrl: str | None = Field(default=None, max_length=4096)
     notificationUrl: str | None = Field(default=None, max_length=4096)
-    events: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    events: list[str] = Field(min_length=1, max_length=len(SUBSCRIBABLE))
     scope: str = "organization"
     user: str | None = Field(default=None, max_length=512)
     group: str | None = Field(default=None, max_length=512)
@@ -91,9 +91,9 @@ class SubscribeBody(BaseModel):
     @field_validator("events")
     @classmethod
     def _known_unique(cls, events: list[str]) -> list[str]:
-        unknown = [e for e in events if e not in EVENT_TYPES]
+        unknown = [e for e in events if e not in SUBSCRIBABLE]
         if unknown:
-            raise ValueError(f"unknown Calendly event(s) {unknown}; expected some of {list(EVENT_TYPES)}")
+            raise ValueError(f"unknown Calendly event(s) {unknown}; expected some of {list(SUBSCRIBABLE)}")
         if len(set(events)) != len(events):
             raise ValueError("events must be unique")
         return events

@@ -21,6 +21,9 @@ CALL_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/sample_webhook_data"): ("webhooks:read",),
     ("POST", "/webhook_subscriptions"): ("webhooks:write",),
     ("DELETE", "/webhook_subscriptions/{}"): ("webhooks:write",),
+    # completing a reschedule whose other half never came (shared/reschedules.py)
+    ("GET", "/scheduled_events/{}"): ("scheduled_events:read",),
+    ("GET", "/scheduled_events/{}/invitees/{}"): ("scheduled_events:read",),
 }
 
 # Event family (the event name before its last dot) -> the read scope its payloads need. Calendly's
@@ -50,7 +53,7 @@ def family(event: str) -> str:
 
 def call_scopes(method: str, path: str) -> tuple[str, ...]:
     """The scopes a Calendly API call needs (empty when the bridge does not know the call)."""
-    normalized = re.sub(r"/webhook_subscriptions/[^/]+$", "/webhook_subscriptions/{}", path.rstrip("/") or "/")
+    normalized = re.sub(r"/(webhook_subscriptions|scheduled_events|invitees)/[^/]+", r"/\1/{}", path.rstrip("/") or "/")
     return CALL_SCOPES.get((method.upper(), normalized), ())
 
 

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import requests
 
-from shared.events import EVENT_TYPES, TRIGGER_EVENTS
+from shared.events import SUBSCRIBABLE, TRIGGER_EVENTS
 from tests.conftest import ROOT, sandbox_hooks, simulate
 from tests.swagger import to_json_schema
 
@@ -126,7 +126,7 @@ def test_the_connectors_triggers_are_the_ones_the_bridge_serves():
         fixed = TRIGGER_EVENTS[path.removeprefix("/triggers/")]
         events = op["parameters"][0]["schema"]["properties"].get("events")
         if fixed is None:
-            assert set(events["items"]["enum"]) == set(EVENT_TYPES)
+            assert set(events["items"]["enum"]) == set(SUBSCRIBABLE)
         else:
             assert events is None and all(event in op["description"] for event in fixed)
 
@@ -137,7 +137,7 @@ def _post(bridge, path: str, body) -> requests.Response:
 
 
 def test_an_unknown_trigger_is_a_404_json_error(bridge, sandbox):
-    response = _post(bridge, "/triggers/invitee-rescheduled", {"url": "http://127.0.0.1:9/cb", "scope": "user"})
+    response = _post(bridge, "/triggers/invitee-teleported", {"url": "http://127.0.0.1:9/cb", "scope": "user"})
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_trigger"
     assert sandbox_hooks(sandbox) == []
 

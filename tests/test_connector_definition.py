@@ -34,11 +34,13 @@ CALENDLY_EVENTS = {
     "routing_form_submission.created", "event_type.created", "event_type.updated", "event_type.deleted",
     "meeting_recap.created", "meeting_recap.updated", "meeting_recap.deleted",
     "contact.created", "contact.updated", "contact.deleted",
+    "invitee.rescheduled",  # the bridge's own: one event per reschedule (shared/reschedules.py)
 }
 # The contract with the bridge's POST /api/triggers/{trigger}: one fixed path per trigger.
 FAMILY_TRIGGERS = {
     "/triggers/invitee-created": "invitee.created",
     "/triggers/invitee-canceled": "invitee.canceled",
+    "/triggers/invitee-rescheduled": "invitee.rescheduled",
     "/triggers/no-show-created": "invitee_no_show.created",
     "/triggers/no-show-deleted": "invitee_no_show.deleted",
     "/triggers/routing-form-submitted": "routing_form_submission.created",
@@ -949,6 +951,10 @@ EXAMPLES = {
 
 
 def _envelope(event: str) -> dict:
+    if event == "invitee.rescheduled":  # the bridge's own, made of Calendly's two halves
+        from shared.reschedules import compose_pair
+
+        return json.loads(compose_pair({"created": _envelope("invitee.created"), "canceled": _envelope("invitee.canceled")}))
     return {"event": event, "created_at": "2020-11-23T17:51:19.000000Z",
             "created_by": "https://api.calendly.com/users/AAAAAAAAAAAAAAAA", "payload": EXAMPLES[event]}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import EVENT_TYPES
+from shared.events import SUBSCRIBABLE
 from shared.schemas import CALENDLY_URI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def test_the_definitions_user_and_group_patterns_are_the_bridges(kind):
 
 def test_the_test_event_names_are_the_bridges_event_types():
     prop = SWAGGER["paths"]["/subscriptions/{id}/test"]["post"]["parameters"][1]["schema"]["properties"]["event"]
-    assert prop["enum"] == list(EVENT_TYPES) and "x-nullable" not in prop
+    assert prop["enum"] == list(SUBSCRIBABLE) and "x-nullable" not in prop
 
 
 def test_no_content_is_declared_without_a_content_type():
