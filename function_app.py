@@ -43,6 +43,10 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def subscribe_trigger(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.subscribe_trigger, req)
 
+    @app.route(route="event-types", methods=["GET"], auth_level=MANAGEMENT)
+    def list_event_types(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.list_event_types, req)
+
     @app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
     def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_subscriptions, req)
@@ -83,6 +87,7 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     @app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False)
     def reconcile(timer: func.TimerRequest) -> None:
         bridge().retention.purge()  # expired deliveries first: bounded, and independent of Calendly
+        bridge().callbacks.counter.flush()  # this instance's filter counts (shared.counters)
         bridge().reconciler.run_timer()
 
     @app.queue_trigger(arg_name="message", queue_name="%DELIVERY_QUEUE%", connection="AzureWebJobsStorage")

@@ -17,6 +17,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     n = 300 if args.quick else 2000
     handler = handler_cost.measure(500 if args.quick else 3000)
+    handler.update(handler_cost.filter_and_enrich_cost(2000 if args.quick else 20_000))
     cold = cold_start.cold_start(3 if args.quick else 7)
     flow = ingest.ingest(n, 1000 if args.quick else 10000)
     soaked = soak.soak(n, 16, 0.2)
@@ -30,6 +31,7 @@ def main(argv=None) -> None:
     c1, c16 = flow["c1"], flow["c16"]
     rows = [
         ("handler in-process p50 / p99", f"{handler['p50_us']:.0f} µs / {handler['p99_us']:.0f} µs", "p50 ≤ 1 ms"),
+        ("filter check / enrichment per event", f"{handler['filter_us']} µs / {handler['enrich_us']} µs", "≪ the handler's p50"),
         ("floor c=1: p50 / p99 / rate", f"{c1['floor']['p50_ms']:.2f} / {c1['floor']['p99_ms']:.2f} ms / {c1['floor']['eps']:.0f} ev/s", ""),
         ("bridge c=1: p50 / p99 / rate", f"{c1['bridge']['p50_ms']:.2f} / {c1['bridge']['p99_ms']:.2f} ms / {c1['bridge']['eps']:.0f} ev/s", ""),
         ("c=1 ratio p50 / overhead", f"{c1['ratio_p50']:.2f} / {c1['overhead_ms_p50']:.2f} ms", ""),

@@ -219,6 +219,7 @@ class BackgroundWork(threading.Thread):
                 if self.reconcile_interval > 0 and now >= next_reconcile:
                     next_reconcile = now + self.reconcile_interval
                     self.bridge().retention.purge()
+                    self.bridge().callbacks.counter.flush()
                     self.bridge().reconciler.reconcile()
             except (BridgeError, SettingsError) as exc:
                 log.warning("background work: %s", exc)

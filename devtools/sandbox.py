@@ -523,6 +523,8 @@ class SandboxApp:
                 return lambda: (200, self._sample(query))
             case ("GET", "organization_memberships"):
                 return lambda: (200, self._memberships(query))
+            case ("GET", "event_types"):
+                return lambda: (200, self._event_types(query))
             case ("GET", "scheduled_events", _) | ("GET", "scheduled_events", _, "invitees", _):
                 return lambda: self._resource("/" + "/".join(parts))
         return None
@@ -561,6 +563,34 @@ class SandboxApp:
                 "email": sample_events.HOST_EMAIL, "scheduling_url": "https://calendly.com/soren-kierkegaard",
                 "timezone": "Europe/Copenhagen", "avatar_url": None, "created_at": "2024-01-02T03:04:05.678123Z",
                 "updated_at": "2026-11-01T08:09:10.111213Z", "current_organization": self.organization_uri}
+
+    def _event_types(self, query: dict) -> dict:
+        """``GET /event_types?user=…|organization=…[&count][&page_token]``: the PAT owner's two event
+        types, and at organization scope also a colleague's, in name order (keyset tokens as for hooks)."""
+        organization, user = query.get("organization"), query.get("user")
+        if not organization and not user:
+            raise _invalid("organization", "organization or user is required")
+        if organization and organization != self.organization_uri:
+            raise _error(403, message="This user is not in your organization")
+        count = query.get("count", "20")
+        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 100:
+            raise _invalid("count", "must be between 1 and 100")
+        colleague = f"{self.base_url}/users/{uuid.uuid5(uuid.NAMESPACE_URL, self.organization_uri)}"
+        types = [(self.user_uri, "Café consultation — 30 min", "cafe-consultation"), (self.user_uri, "Demo call", "demo-call"),
+                 (colleague, "Support session", "support-session")]
+        matching = sorted(({"uri": f"{self.base_url}/event_types/{uuid.uuid5(uuid.NAMESPACE_URL, self.organization_uri + slug)}",
+                            "name": name, "slug": slug, "active": True, "kind": "solo",
+                            "scheduling_url": f"https://calendly.com/sandbox/{slug}",
+                            "profile": {"type": "User", "owner": owner, "name": "Host"}}
+                           for owner, name, slug in types if organization or owner == user), key=lambda t: str(t["name"]))
+        direction, position = _read_token(query.get("page_token"))
+        indexed = list(enumerate(matching))
+        window = ([pair for pair in indexed if pair[0] > position][:int(count)] if direction == "after"
+                  else [pair for pair in indexed if pair[0] < position][-int(count):])
+        next_token = _token("after", window[-1][0]) if window and window[-1][0] < len(matching) - 1 else None
+        return {"collection": [t for _, t in window],
+                "pagination": {"count": len(window), "next_page": None, "previous_page": None,
+                               "next_page_token": next_token, "previous_page_token": None}}
 
     def _memberships(self, query: dict) -> dict:
         """``GET /organization_memberships?organization=…[&email=…][&user=…]``: one page (keyset tokens as for hooks)."""

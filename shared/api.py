@@ -196,6 +196,16 @@ def subscribe_trigger(bridge: Bridge, req: Request, call: AuditRecord) -> Respon
 
 
 @handler
+@management("event_types", spends_calendly=True)
+def list_event_types(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/event-types?scope=&user=&group=: what an event type filter at that scope may name."""
+    from .schemas import parse_scope_query
+
+    items = bridge.subscriptions.event_types(parse_scope_query(req.params), call.who)
+    return Response.json(200, {"value": items})
+
+
+@handler
 @management("list")
 def list_subscriptions(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     cursor = req.params.get("cursor") or None
@@ -215,7 +225,11 @@ def list_subscriptions(bridge: Bridge, req: Request, call: AuditRecord) -> Respo
 @handler
 @management("get")
 def get_subscription(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
-    return Response.json(200, _manageable(bridge, call, _subscription_id(req)).public())
+    sub = _manageable(bridge, call, _subscription_id(req))
+    view = sub.public()
+    if sub.filters or sub.exclude_rescheduled:  # what the filters let through and left out (shared.counters)
+        view["filter_counts"] = bridge.callbacks.counter.counts(sub.id)
+    return Response.json(200, view)
 
 
 @handler

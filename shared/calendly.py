@@ -296,6 +296,23 @@ class CalendlyClient:
                 return item
         return None
 
+    def list_event_types(self, *, organization: str | None = None, user: str | None = None, limit: int = 500) -> list[dict]:
+        """Active event types of a user or an organization (``GET /event_types``), up to ``limit``, as
+        ``{uri, name, slug, scheduling_url}``, in Calendly's name order."""
+        params: dict[str, Any] = {"active": "true", "count": 100, "sort": "name:asc"}
+        params.update({"user": user} if user else {"organization": organization})
+        found: list[dict] = []
+        while len(found) < limit:
+            page = self._json("GET", "/event_types", (200,), params=params)
+            for item in page.get("collection") or []:
+                if isinstance(item, dict) and isinstance(item.get("uri"), str):
+                    found.append({k: item.get(k) for k in ("uri", "name", "slug", "scheduling_url")})
+            token = (page.get("pagination") or {}).get("next_page_token")
+            if not token:
+                break
+            params["page_token"] = token
+        return found[:limit]
+
     def resource(self, path: str) -> dict:
         """``GET <path>``'s ``resource`` (e.g. ``/scheduled_events/<id>``). ``path`` is built by the caller from
         ids only: always on this client's base URL."""

@@ -15,6 +15,7 @@ from cachetools import TTLCache
 
 from . import jsonbody, reschedules, signatures
 from .calendly import CalendlyClient
+from .counters import FilterCounter
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .events import RESCHEDULED, delivery_id, event_key, is_reschedule_half
@@ -32,8 +33,10 @@ SAMPLE_TTL_SECONDS = 600.0  # Calendly's sample payloads barely change; each fet
 
 class CallbackService:
     def __init__(self, store: Store, deliveries: DeliveryService, calendly: CalendlyClient, signature_tolerance: int,
-                 cache: SubscriptionCache | None = None, bulkhead: Bulkhead | None = None):
+                 cache: SubscriptionCache | None = None, bulkhead: Bulkhead | None = None,
+                 counter: FilterCounter | None = None):
         self.store = store
+        self.counter = counter or FilterCounter(store)
         self.cache = cache or SubscriptionCache()
         self.bulkhead = bulkhead or Bulkhead()
         self.deliveries = deliveries
@@ -97,14 +100,17 @@ class CallbackService:
         event = envelope["event"]
         if RESCHEDULED in sub.events and is_reschedule_half(envelope):
             if sub.filters and not sub.filters.matches(envelope):
+                self.counter.count(sub.id, matched=False)
                 return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "filters", "event": event})
             return self._reschedule_half(sub, envelope)
         if event not in sub.events:
             return _answer(200, "ignored", sub, None, event, {"status": "ignored", "event": event})
         if sub.filters and not sub.filters.matches(envelope):
+            self.counter.count(sub.id, matched=False)
             return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "filters", "event": event})
         if sub.exclude_rescheduled and is_reschedule_half(envelope):
             # Answered 200 (Calendly must not retry), never stored nor forwarded: the maker asked to leave it out.
+            self.counter.count(sub.id, matched=False)
             return _answer(200, "filtered", sub, None, event, {"status": "filtered", "reason": "rescheduled", "event": event})
         key = event_key(envelope, body)
         if test_nonce:  # every test event is a delivery of its own, though Calendly's sample is the same each time
@@ -117,6 +123,8 @@ class CallbackService:
             recorded = self.store.record_delivery(delivery)
             if recorded is None:
                 return _answer(200, "duplicate", sub, delivery.id, event, {"status": "duplicate", "delivery_id": delivery.id})
+            if (sub.filters or sub.exclude_rescheduled) and not test_nonce:
+                self.counter.count(sub.id, matched=True)
             if not attempt_now:
                 self.deliveries.scheduler.schedule(recorded, 0.0)
                 return _answer(202, "deferred", sub, recorded.id, event, {"status": "pending", "delivery_id": recorded.id})

@@ -53,6 +53,7 @@ class Bridge:
     limits: CallerLimits
 
     def close(self) -> None:
+        self.callbacks.counter.flush()  # a failure keeps them pending: nothing raises here
         self.targets.close()
         self.calendly.close()
         getattr(self.deliveries.scheduler, "close", lambda: None)()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import reschedules
+from . import enrichment, reschedules
 from .errors import BridgeError, ConcurrencyConflict
 from .models import Clock, Delivery, DeliveryStatus, Subscription, SubscriptionState, isotime, utcnow
 from .redaction import logvalue
@@ -117,8 +117,11 @@ class DeliveryService:
             if composed is None:
                 return self.store.get_delivery(delivery.id) or delivery
             delivery = composed
+        # What is stored stays Calendly's bytes; an enriched subscription's target gets them with the
+        # added member (computed per attempt: microseconds, see benchmarks/handler_cost.py).
+        sent = delivery.replace(body=enrichment.enrich(delivery.body)) if sub.payload_format == enrichment.ENRICHED else delivery
         try:
-            result = self.target_for(sub).send(sub, delivery, budget_seconds)
+            result = self.target_for(sub).send(sub, sent, budget_seconds)
         except BridgeError as exc:  # e.g. Service Bus not configured
             result = SendResult(False, None, exc.message)
         except Exception as exc:  # noqa: BLE001 - nothing a target answers may escape: it is a failed attempt

@@ -19,13 +19,21 @@ MAX_VALUES = 50
 def resource_uri(collection: str) -> re.Pattern[str]:
     """A Calendly resource URI as the bridge takes it: ``<API base>/<collection>/<id>`` (the host is
     Calendly's to judge: the sandbox's differs). Only ASCII classes, spelled out: the connector
-    definition carries the same pattern, and ECMA's ``\\s`` and Python's differ (``\\x1c``-``\\x1f``)."""
-    return re.compile(rf"^https?://[A-Za-z0-9.:\[\]-]+/{collection}/[A-Za-z0-9_-]{{1,64}}$")
+    definition carries the same pattern, and ECMA's ``\\s`` and Python's differ (``\\x1c``-``\\x1f``).
+    The host is a name or IPv4 address with an optional port: no bracketed IPv6 literal (the fuzzer
+    found ``http://[/...`` passing a looser class, a URI no URL parser takes)."""
+    return re.compile(rf"^https?://[A-Za-z0-9.-]+(:[0-9]{{1,5}})?/{collection}/[A-Za-z0-9_-]{{1,64}}$")
 
 
 EVENT_TYPE_URI = resource_uri("event_types")
 USER_URI = resource_uri("users")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# Printable ASCII but space and "@", spelled out for the same reason (the connector carries this too).
+EMAIL = re.compile(r"^[!-?A-~]{1,64}@[!-?A-~]{1,255}$")
+
+
+def host_pattern() -> str:
+    """The connector definition's pattern for a host filter value: a user URI or an email."""
+    return rf"^({USER_URI.pattern[1:-1]}|{EMAIL.pattern[1:-1]})$"
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ class Subscription:
     # invitee.created with old_invitee set): part of the subscription's identity.
     exclude_rescheduled: bool = False
     filters: Filters = field(default_factory=Filters)  # which invitee events reach the target (shared.filters)
+    # "calendly": Calendly's bytes as they came; "enriched": with an added "enriched" member (shared.enrichment)
+    payload_format: str = "calendly"
     etag: str | None = None
 
     @property
@@ -184,6 +186,7 @@ class Subscription:
             "group": self.group,
             "exclude_rescheduled": self.exclude_rescheduled,
             "filters": self.filters.as_dict(),
+            "payload": self.payload_format,
             "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
             "state": str(self.state),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
@@ -58,21 +59,45 @@ class ServiceBusBody(BaseModel):
         return self
 
 
-class SubscribeBody(BaseModel):
-    """POST /api/subscriptions. Unknown fields are ignored (platforms add their own)."""
+class ScopeFields(BaseModel):
+    """Whose events: ``scope`` and its ``user``/``group`` URI, as subscribe takes them (also the query of
+    GET /api/event-types, so a dropdown lists exactly what the same trigger may subscribe to)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    scope: str = "organization"
+    user: str | None = Field(default=None, max_length=512)
+    group: str | None = Field(default=None, max_length=512)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, scope: str) -> str:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {list(SCOPES)}")
+        return scope
+
+    @field_validator("user", "group")
+    @classmethod
+    def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:  # the connector's form sends "" for a cleared field: the same as none
+            return None
+        kind = str(info.field_name)
+        if not CALENDLY_URI[kind].fullmatch(value):
+            raise ValueError(f"must be a Calendly {info.field_name} URI (https://api.calendly.com/{info.field_name}s/<id>)")
+        return value
+
+
+class SubscribeBody(ScopeFields):
+    """POST /api/subscriptions. Unknown fields are ignored (platforms add their own)."""
+
     url: str | None = Field(default=None, max_length=4096)
     callbackUrl: str | None = Field(default=None, max_length=4096)
     notificationUrl: str | None = Field(default=None, max_length=4096)
     events: list[str] = Field(min_length=1, max_length=len(SUBSCRIBABLE))
-    scope: str = "organization"
-    user: str | None = Field(default=None, max_length=512)
-    group: str | None = Field(default=None, max_length=512)
     target: ServiceBusBody | None = None
     exclude_rescheduled: StrictBool = False
     event_types: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
     hosts: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES)
+    payload: Literal["calendly", "enriched"] = "calendly"  # shared.enrichment
 
     @field_validator("event_types", "hosts")
     @classmethod
@@ -97,23 +122,6 @@ class SubscribeBody(BaseModel):
         if len(set(events)) != len(events):
             raise ValueError("events must be unique")
         return events
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, scope: str) -> str:
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {list(SCOPES)}")
-        return scope
-
-    @field_validator("user", "group")
-    @classmethod
-    def _uri(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if not value:  # the connector's form sends "" for a cleared field: the same as none
-            return None
-        kind = str(info.field_name)
-        if not CALENDLY_URI[kind].fullmatch(value):
-            raise ValueError(f"must be a Calendly {info.field_name} URI (https://api.calendly.com/{info.field_name}s/<id>)")
-        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> SubscribeBody:
@@ -159,6 +167,9 @@ class TriggerBody(BaseModel):
     group: str | None = Field(default=None, max_length=512)
     events: list[str] | None = None
     exclude_rescheduled: StrictBool = False
+    payload: Literal["calendly", "enriched"] = "calendly"
+    event_types: list[str] | None = None  # validated as on POST /api/subscriptions
+    hosts: list[str] | None = None
 
 
 def _describe(error: ValidationError) -> str:
@@ -177,6 +188,18 @@ def parse_subscribe(data: Any) -> SubscribeBody:
     except ValidationError as exc:
         code = "invalid_scope" if any(e["type"] == "invalid_scope" for e in exc.errors()) else "invalid_subscription"
         raise BridgeError(400, code, _describe(exc)) from None
+
+
+def parse_scope_query(params: Mapping[str, str]) -> ScopeFields:
+    """GET /api/event-types?scope=&user=&group=: the scope a trigger would subscribe at (default user)."""
+    try:
+        query = ScopeFields.model_validate({"scope": params.get("scope") or "user", "user": params.get("user"),
+                                            "group": params.get("group")})
+    except ValidationError as exc:
+        raise BridgeError(400, "invalid_query", _describe(exc)) from None
+    if query.scope == "group" and not query.group:
+        raise BridgeError(400, "invalid_query", "group scope needs 'group' (a Calendly group URI)")
+    return query
 
 
 def parse_trigger(trigger: str, data: Any) -> SubscribeBody:

@@ -21,6 +21,7 @@ CALL_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/sample_webhook_data"): ("webhooks:read",),
     ("POST", "/webhook_subscriptions"): ("webhooks:write",),
     ("DELETE", "/webhook_subscriptions/{}"): ("webhooks:write",),
+    ("GET", "/event_types"): ("event_types:read",),  # the connector's event type dropdown
     # completing a reschedule whose other half never came (shared/reschedules.py)
     ("GET", "/scheduled_events/{}"): ("scheduled_events:read",),
     ("GET", "/scheduled_events/{}/invitees/{}"): ("scheduled_events:read",),

@@ -34,7 +34,7 @@ from .targets.policy import Resolver, check_target_url
 from .targets.servicebus import configured as servicebus_configured
 
 if TYPE_CHECKING:
-    from .schemas import SubscribeBody
+    from .schemas import ScopeFields, SubscribeBody
 
 log = logging.getLogger("shared.subscriptions")
 
@@ -43,10 +43,12 @@ IN_PROGRESS = ("subscription_in_progress", "the same subscription is being creat
 IDENTITY_TTL_SECONDS = 3600.0
 CAS_ATTEMPTS = 5  # compare-and-set retries of one unsubscribe before it answers 409 (retry)
 MEMBERSHIP_TTL_SECONDS = 300.0
+EVENT_TYPES_TTL_SECONDS = 120.0  # the connector's dropdown asks on every designer refresh; Calendly's list changes rarely
 
 
 def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None,
-                    owner: Owner | None = None, exclude_rescheduled: bool = False, filters: Filters | None = None) -> str:
+                    owner: Owner | None = None, exclude_rescheduled: bool = False, filters: Filters | None = None,
+                    payload_format: str = "calendly") -> str:
     """Same target + events + scope (+ owner, + options) -> same id, so repeating a subscribe is
     idempotent (and two concurrent identical subscribes collide on one insert). Owner-less
     (function-key) subscriptions without options hash exactly as before owners and options existed;
@@ -58,6 +60,8 @@ def subscription_id(target: Endpoint, events: list[str], scope: str, user: str |
         parts.append({"exclude_rescheduled": True})
     if filters:
         parts.append({"filters": {"event_types": sorted(filters.event_types), "hosts": sorted(filters.hosts)}})
+    if payload_format != "calendly":
+        parts.append({"payload": payload_format})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
@@ -75,6 +79,8 @@ class SubscriptionService:
         self._identity_lock = threading.Lock()  # held while asking: concurrent subscribes share one call
         self._members: TTLCache = TTLCache(maxsize=1024, ttl=MEMBERSHIP_TTL_SECONDS, timer=time.monotonic)
         self._members_lock = threading.Lock()
+        self._event_types: TTLCache = TTLCache(maxsize=256, ttl=EVENT_TYPES_TTL_SECONDS, timer=time.monotonic)
+        self._event_types_lock = threading.Lock()
 
     def now(self) -> str:
         return isotime(self.clock())
@@ -112,8 +118,10 @@ class SubscriptionService:
         organization, user, group = self._scope_of(body, caller)
         events, owner = sorted(body.events), caller.owner
         filters = body.filters()
-        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled, filters),
+        draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled, filters,
+                                                body.payload),
                              target=target, events=events, exclude_rescheduled=body.exclude_rescheduled, filters=filters,
+                             payload_format=body.payload,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=self.lifecycle.new_key(), generation=secrets.token_hex(8),
                              callback_token=self.lifecycle.new_token(),
@@ -156,7 +164,22 @@ class SubscriptionService:
             return ServiceBusEntity(entity=entity, name=body.target.queue or body.target.topic or "")
         return HttpEndpoint(url=check_target_url(body.target_url or "", self.settings, resolver=self.resolver))
 
-    def _scope_of(self, body: SubscribeBody, caller: Caller) -> tuple[str, str | None, str | None]:
+    def event_types(self, query: ScopeFields, caller: Caller) -> list[dict]:
+        """The Calendly event types a filter of a subscription at this scope may name (the connector's
+        dropdown): the same owner and role rules as subscribing there; a user's own event types at
+        user scope, the organization's at group and organization scope (Calendly lists event types
+        by user or organization only). Cached briefly per list."""
+        organization, user, _group = self._scope_of(query, caller)
+        key = (organization, user)
+        with self._event_types_lock:
+            cached = self._event_types.get(key)
+        if cached is None:
+            cached = self.calendly.list_event_types(organization=organization if user is None else None, user=user)
+            with self._event_types_lock:
+                self._event_types[key] = cached
+        return [dict(item) for item in cached]
+
+    def _scope_of(self, body: ScopeFields, caller: Caller) -> tuple[str, str | None, str | None]:
         """organization, user, group of the hook. User scope without a user means, for a key holder, the
         PAT's owner; for a signed-in caller (with or without the organization role), their own
         Calendly user. Only the organization role (or a key) may name another user."""

@@ -9,7 +9,8 @@ allows, the bridge accepts"; nothing else is relaxed.
    ``url`` (what negative cases send) is left alone, so its refusal is still checked.
 2. Three ``400``s depend on more than one field or on stored state, which Swagger 2.0 (no
    ``oneOf``/``if``) cannot express: ``invalid_scope`` (an event family Calendly offers only at
-   organization scope, asked for at user or group scope), ``scope: group`` without a ``group`` URI,
+   organization scope, asked for at user or group scope), ``scope: group`` without a ``group`` URI
+   (on a subscribe or on the event type dropdown's query),
    and ``event_not_subscribed`` (a test event for an event the subscription does not carry). A
    "schema-valid request rejected" finding is dropped only when the bridge answered exactly one of
    these.
@@ -32,6 +33,7 @@ CROSS_FIELD_400S = [
     ("invalid_scope", ""),                                  # events offered only at organization scope
     ("event_not_subscribed", ""),                           # a test event the subscription lacks
     ("invalid_subscription", "group scope needs 'group'"),  # scope "group" without a group URI
+    ("invalid_query", "group scope needs 'group'"),         # the same on the event type dropdown's query
 ]
 
 

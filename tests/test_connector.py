@@ -175,3 +175,27 @@ def test_a_trigger_and_subscriptions_give_the_same_subscription(bridge, sandbox,
     assert (created.status_code, plain.status_code) == (201, 200)
     assert plain.json()["id"] == created.json()["id"] and plain.headers["Location"] == created.headers["Location"]
     assert len(sandbox_hooks(sandbox)) == 1
+
+
+def test_a_maker_filters_by_event_type_and_reads_an_answer_by_name(platform, sandbox, target):
+    """The trigger's advanced fields as a maker sets them: only "Demo call" bookings, enriched payload;
+    the flow runs once for the matching booking and reads an answer by its question's text."""
+    from devtools import sample_events
+
+    demo = "https://api.calendly.com/event_types/DEMOCALL"
+    _, _, item = platform.operation("WhenInviteeCreated")
+    subscribed = platform.subscribe("WhenInviteeCreated", target.url + CALLBACK, event_types=[demo], payload="enriched")
+    assert subscribed.status_code == 201, subscribed.text
+    assert subscribed.json()["filters"]["event_types"] == [demo] and subscribed.json()["payload"] == "enriched"
+    for event_type in ("https://api.calendly.com/event_types/OTHER", demo):
+        envelope = sample_events.envelope("invitee.created", sandbox.url)
+        envelope["payload"]["scheduled_event"]["event_type"] = event_type
+        simulate(sandbox, "invitee.created", envelope=envelope)
+    [got] = target.wait_for(1)
+    body = json.loads(got["body"])
+    jsonschema.validate(body, to_json_schema(item["x-ms-notification-content"]["schema"], SWAGGER["definitions"]))
+    assert body["payload"]["scheduled_event"]["event_type"] == demo
+    # In the flow: triggerBody()?['enriched']?['answers']?['Anything we should know?']
+    assert body["enriched"]["answers"]["Anything we should know?"] == "Ich spreche nur ein bisschen Englisch. Grüße!"
+    view = requests.get(subscribed.headers["Location"], headers=platform.headers, timeout=30).json()
+    assert view["filter_counts"] == {"matched": 1, "filtered_out": 1}

@@ -105,3 +105,30 @@ def test_odd_payloads_never_match_a_filter_and_never_break():
         assert only_demo.matches(envelope) is False
         assert Filters((), ("a@example.com",)).matches(envelope) is False
         assert Filters().matches(envelope) is True
+
+
+def test_the_event_type_dropdown_lists_calendlys_event_types_cached_briefly(bridge, sandbox):
+    from tests.conftest import sandbox_requests
+
+    org = bridge.api("GET", "/event-types", params={"scope": "organization"})
+    assert org.status_code == 200, org.text
+    assert [t["name"] for t in org.json()["value"]] == ["Café consultation — 30 min", "Demo call", "Support session"]
+    assert all(set(t) == {"uri", "name", "slug", "scheduling_url"} and "/event_types/" in t["uri"] for t in org.json()["value"])
+    own = bridge.api("GET", "/event-types")  # user scope by default: the PAT owner's
+    assert [t["slug"] for t in own.json()["value"]] == ["cafe-consultation", "demo-call"]
+    calls = len([r for r in sandbox_requests(sandbox) if r["path"] == "/event_types"])
+    assert bridge.api("GET", "/event-types", params={"scope": "organization"}).json() == org.json()
+    assert len([r for r in sandbox_requests(sandbox) if r["path"] == "/event_types"]) == calls  # from the cache
+    # What the dropdown offers is what a filter takes.
+    demo = next(t["uri"] for t in org.json()["value"] if t["slug"] == "demo-call")
+    assert bridge.api("POST", "/subscriptions", json={"url": "http://127.0.0.1:9/x", "events": ["invitee.created"],
+                                                      "event_types": [demo]}).status_code == 201
+
+
+def test_the_event_type_dropdown_refuses_bad_queries_and_says_when_calendly_fails(bridge, sandbox):
+    assert_error(bridge.api("GET", "/event-types", params={"scope": "planet"}), 400, "invalid_query")
+    assert_error(bridge.api("GET", "/event-types", params={"scope": "group"}), 400, "invalid_query")
+    assert_error(bridge.api("GET", "/event-types", params={"user": "https://evil.example/x"}), 400, "invalid_query")
+    sandbox.app.add_fault("GET", "/event_types", status=503, count=5)
+    failed = bridge.api("GET", "/event-types", params={"user": f"{sandbox.url}/users/SOMEONE"})
+    assert failed.status_code in (502, 503) and failed.json()["error"]["code"].startswith("calendly_")

@@ -313,3 +313,15 @@ def test_test_events_reuse_calendlys_sample_payload(bridge, people, target, sand
     for _ in range(3):
         assert call(bridge, people, "alice", "POST", f"/subscriptions/{sub['id']}/test").status_code in (200, 202)
     assert len([r for r in sandbox_requests(sandbox) if r["path"] == "/sample_webhook_data"]) == 1
+
+
+def test_the_event_type_dropdown_follows_the_scope_rules(bridge, people, sandbox):
+    """GET /api/event-types (the connector's dropdown) lists what the same trigger may filter on: a
+    maker gets their own Calendly user's event types only; the organization's need the role."""
+    error(call(bridge, people, "alice", "GET", "/event-types", params={"scope": "organization"}), 403, "scope_forbidden")
+    mine = call(bridge, people, "alice", "GET", "/event-types", params={"scope": "user"})
+    assert mine.status_code == 200 and mine.json() == {"value": []}  # Alice hosts none in the sandbox
+    asked = [r for r in sandbox_requests(sandbox) if r["path"] == "/event_types"]
+    assert asked and f"user={people['calendly']['alice']}".replace(":", "%3A").replace("/", "%2F") in asked[-1]["query"]
+    everyone = call(bridge, people, "olga", "GET", "/event-types", params={"scope": "organization"})
+    assert [t["name"] for t in everyone.json()["value"]] == ["Café consultation — 30 min", "Demo call", "Support session"]

@@ -52,6 +52,13 @@ class Store(Protocol):
     def purge_tombstones(self, buried_before: str, limit: int) -> int:
         """Forget at most ``limit`` tombstones buried before ``buried_before``; returns how many. Timer path only."""
 
+    # Filter counts: how many events a subscription's filters let through and left out
+    def add_filter_counts(self, subscription_id: str, matched: int, filtered: int) -> None:
+        """Add to the subscription's counts (created at zero). Never on every callback: shared.counters batches."""
+
+    def filter_counts(self, subscription_id: str) -> tuple[int, int]:
+        """(matched, filtered) so far; (0, 0) when none were counted."""
+
     # Deliveries
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
         """Insert-if-absent: the recorded delivery (with its etag), or None when the id exists (a duplicate)."""

@@ -51,7 +51,8 @@ def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str |
         created_at=record["created_at"], updated_at=record["updated_at"],
         callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"),
         exclude_rescheduled=bool(record.get("exclude_rescheduled") or False),
-        filters=Filters.from_dict(json.loads(record["filters"])) if _present(record, "filters") else Filters())
+        filters=Filters.from_dict(json.loads(record["filters"])) if _present(record, "filters") else Filters(),
+        payload_format=_present(record, "payload_format") or "calendly")
 
 
 def delivery_record(delivery: Delivery) -> dict[str, Any]:

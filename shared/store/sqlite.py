@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS tombstones (
     buried_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tombstones_by_age ON tombstones(buried_at);
+CREATE TABLE IF NOT EXISTS filter_counts (
+    subscription_id TEXT PRIMARY KEY,
+    matched INTEGER NOT NULL,
+    filtered INTEGER NOT NULL
+);
 """
 # Columns later versions added, with the indexes on them (created once the columns exist).
 ADDED_COLUMNS = {"subscriptions": ("callback_token",), "deliveries": ("updated_at",)}
@@ -188,11 +193,23 @@ class SqliteStore:
     def delete_subscription(self, subscription_id: str, etag: str | None = None) -> None:
         with self._tx() as db:
             if etag is None:
-                db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
-                return
-            deleted = db.execute("DELETE FROM subscriptions WHERE id = ? AND version = ?", (subscription_id, int(etag))).rowcount
-            if not deleted and db.execute("SELECT 1 FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone():
-                raise ConcurrencyConflict(f"subscription {subscription_id} changed")
+                deleted = db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,)).rowcount
+            else:
+                deleted = db.execute("DELETE FROM subscriptions WHERE id = ? AND version = ?", (subscription_id, int(etag))).rowcount
+                if not deleted and db.execute("SELECT 1 FROM subscriptions WHERE id = ?", (subscription_id,)).fetchone():
+                    raise ConcurrencyConflict(f"subscription {subscription_id} changed")
+            if deleted:
+                db.execute("DELETE FROM filter_counts WHERE subscription_id = ?", (subscription_id,))
+
+    def add_filter_counts(self, subscription_id: str, matched: int, filtered: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO filter_counts (subscription_id, matched, filtered) VALUES (?, ?, ?) ON CONFLICT(subscription_id) "
+                       "DO UPDATE SET matched = matched + excluded.matched, filtered = filtered + excluded.filtered",
+                       (subscription_id, matched, filtered))
+
+    def filter_counts(self, subscription_id: str) -> tuple[int, int]:
+        rows = self._read("SELECT matched, filtered FROM filter_counts WHERE subscription_id = ?", (subscription_id,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def list_subscriptions(self, limit: int, cursor: str | None = None,
                            owner_id: str | None = None) -> tuple[list[Subscription], str | None]:

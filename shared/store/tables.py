@@ -36,6 +36,7 @@ from .records import delivery_from_record, delivery_record, subscription_from_re
 SUB_ROW = "subscription"
 CALLBACK_ROW = "callback"
 TOMBSTONE_ROW = "gone"
+COUNTS_ROW = "filters"  # counts table: PartitionKey = subscription id; matched / filtered (shared.counters)
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
 MAX_BODY_CHUNKS = 8     # 480 KiB: room for the 256 KiB event limit, within the 1 MiB entity limit
@@ -70,7 +71,7 @@ class TableStore:
         self._replace, self._merge = UpdateMode.REPLACE, UpdateMode.MERGE
         self.service = service
         self._tables = {kind: service.get_table_client(f"{prefix}{kind}")
-                        for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones")}
+                        for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones", "counts")}
         self._ready = False
         self._adopted = False
         self._ready_lock = threading.Lock()
@@ -227,6 +228,38 @@ class TableStore:
         if index_etag:
             self._delete_if_present(self._table("targets"), sub.target_hash, subscription_id, index_etag)
         self._unindex_callback(sub.callback_token)
+        self._delete_if_present(self._table("counts"), subscription_id, COUNTS_ROW)
+
+    def add_filter_counts(self, subscription_id: str, matched: int, filtered: int) -> None:
+        # Read, then write on that version (or insert-if-absent): several instances flushing at once
+        # each retry on the other's ETag, so no count is lost. Batched by shared.counters.
+        table = self._table("counts")
+        for _ in range(8):
+            try:
+                row = self._call(table.get_entity, subscription_id, COUNTS_ROW)
+            except self._not_found:
+                try:
+                    self._call(table.create_entity, {"PartitionKey": subscription_id, "RowKey": COUNTS_ROW,
+                                                     "matched": matched, "filtered": filtered})
+                    return
+                except self._exists:
+                    continue
+            entity = {"PartitionKey": subscription_id, "RowKey": COUNTS_ROW, "matched": int(row.get("matched", 0)) + matched,
+                      "filtered": int(row.get("filtered", 0)) + filtered}
+            try:
+                self._call(table.update_entity, entity, mode=self._replace, etag=row.metadata.get("etag"),
+                           match_condition=self._if_not_modified)
+                return
+            except (self._modified, self._not_found):
+                continue
+        raise ConcurrencyConflict(f"filter counts of {subscription_id} kept changing")
+
+    def filter_counts(self, subscription_id: str) -> tuple[int, int]:
+        try:
+            row = self._call(self._table("counts").get_entity, subscription_id, COUNTS_ROW)
+        except self._not_found:
+            return 0, 0
+        return int(row.get("matched", 0)), int(row.get("filtered", 0))
 
     def list_subscriptions(self, limit: int, cursor: str | None = None,
                            owner_id: str | None = None) -> tuple[list[Subscription], str | None]:
