@@ -47,6 +47,10 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def list_event_types(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_event_types, req)
 
+    @app.route(route="hosts", methods=["GET"], auth_level=MANAGEMENT)
+    def list_hosts(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.list_hosts, req)
+
     @app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
     def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_subscriptions, req)

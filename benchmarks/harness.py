@@ -181,7 +181,7 @@ def azurite(wanted: bool = True, workdir: str | None = None):
 
 def bulk_record(store, deliveries) -> None:
     """Seed many deliveries fast, as the store itself writes them: on Table Storage, each delivery
-    with its index row, in entity-group transactions of 50 pairs per subscription (4 threads); on
+    with its index row, in entity-group transactions of 50 pairs per subscription (2 threads); on
     SQLite the store's insert, all in one transaction."""
     from collections import defaultdict
     from concurrent.futures import ThreadPoolExecutor
@@ -198,16 +198,24 @@ def bulk_record(store, deliveries) -> None:
     for delivery in deliveries:
         by_partition[delivery.subscription_id].append(delivery)
 
+    from shared.errors import StoreUnavailable
+
     def write(items: list) -> None:
         for start in range(0, len(items), 50):
             operations = []
             for delivery in items[start:start + 50]:
                 partition, row = inner._split(delivery.id)
                 key = inner._index_key(delivery, row)
-                operations += [("create", inner._delivery_entity(delivery, key)), ("create", {"PartitionKey": partition, "RowKey": key})]
-            inner._transact(operations)
+                operations += [("upsert", inner._delivery_entity(delivery, key)), ("upsert", {"PartitionKey": partition, "RowKey": key})]
+            for attempt in range(5):  # upserts: a transaction Azurite dropped mid-answer is sent again as is
+                try:
+                    inner._transact(operations)
+                    break
+                except StoreUnavailable:
+                    if attempt == 4:
+                        raise
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(2) as pool:
         list(pool.map(write, by_partition.values()))
 
 

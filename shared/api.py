@@ -206,6 +206,15 @@ def list_event_types(bridge: Bridge, req: Request, call: AuditRecord) -> Respons
 
 
 @handler
+@management("hosts", spends_calendly=True)
+def list_hosts(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/hosts?scope=&user=&group=: who a host filter at that scope may name."""
+    from .schemas import parse_scope_query
+
+    return Response.json(200, {"value": bridge.subscriptions.hosts(parse_scope_query(req.params), call.who)})
+
+
+@handler
 @management("list")
 def list_subscriptions(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     cursor = req.params.get("cursor") or None

@@ -296,6 +296,22 @@ class CalendlyClient:
                 return item
         return None
 
+    def list_members(self, *, organization: str, user: str | None = None, limit: int = 500) -> list[dict]:
+        """The organization's members (or the one ``user``), up to ``limit``, as ``{uri, name, email}``."""
+        params: dict[str, Any] = {"organization": organization, "count": 100, **({"user": user} if user else {})}
+        found: list[dict] = []
+        while len(found) < limit:
+            page = self._json("GET", "/organization_memberships", (200,), params=params)
+            for item in page.get("collection") or []:
+                person = item.get("user") if isinstance(item, dict) else None
+                if isinstance(person, dict) and isinstance(person.get("uri"), str):
+                    found.append({"uri": person["uri"], "name": person.get("name"), "email": person.get("email")})
+            token = (page.get("pagination") or {}).get("next_page_token")
+            if not token:
+                break
+            params["page_token"] = token
+        return found[:limit]
+
     def list_event_types(self, *, organization: str | None = None, user: str | None = None, limit: int = 500) -> list[dict]:
         """Active event types of a user or an organization (``GET /event_types``), up to ``limit``, as
         ``{uri, name, slug, scheduling_url}``, in Calendly's name order."""

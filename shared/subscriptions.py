@@ -179,6 +179,21 @@ class SubscriptionService:
                 self._event_types[key] = cached
         return [dict(item) for item in cached]
 
+    def hosts(self, query: ScopeFields, caller: Caller) -> list[dict]:
+        """The hosts a filter at this scope may name (the connector's host dropdown): at user scope the
+        one user the caller may subscribe for, at group and organization scope the organization's
+        members (Calendly lists members by organization), by name. Same rules and cache as event types."""
+        organization, user, _group = self._scope_of(query, caller)
+        key = ("hosts", organization, user)
+        with self._event_types_lock:
+            cached = self._event_types.get(key)
+        if cached is None:
+            cached = sorted(self.calendly.list_members(organization=organization, user=user),
+                            key=lambda m: (str(m.get("name") or ""), m["uri"]))
+            with self._event_types_lock:
+                self._event_types[key] = cached
+        return [dict(item) for item in cached]
+
     def _scope_of(self, body: ScopeFields, caller: Caller) -> tuple[str, str | None, str | None]:
         """organization, user, group of the hook. User scope without a user means, for a key holder, the
         PAT's owner; for a signed-in caller (with or without the organization role), their own

@@ -83,3 +83,53 @@ def a_record(n=0, url="https://flow.example/a", **kw) -> Subscription:
                   organization="https://api.calendly.com/organizations/O", user=None, group=None, signing_key="key", generation="g")
     fields.update(kw)
     return Subscription(**fields)
+
+
+# Calendly's published webhook payload examples (tests/test_connector_definition.py, tests/test_enrichment.py)
+def _invitee(status: str) -> dict:
+    # Calendly's example invitee payload (API reference, webhook payload examples), plus the fields
+    # the live service adds and non-ASCII text as real invitees write it.
+    base = "https://api.calendly.com"
+    return {
+        "cancel_url": "https://calendly.com/cancellations/AAAAAAAAAAAAAAAA", "created_at": "2020-11-23T17:51:18.327602Z",
+        "email": "zoe@example.com", "event": f"{base}/scheduled_events/AAAAAAAAAAAAAAAA", "name": "Zoë Ångström",
+        "first_name": None, "last_name": None, "new_invitee": None, "old_invitee": None,
+        "questions_and_answers": [{"question": "¿Dónde?", "answer": "東京", "position": 0}],
+        "reschedule_url": "https://calendly.com/reschedulings/AAAAAAAAAAAAAAAA", "rescheduled": False, "status": status,
+        "text_reminder_number": None, "timezone": "America/New_York",
+        "tracking": {"utm_campaign": None, "utm_source": None, "utm_medium": None, "utm_content": None,
+                     "utm_term": None, "salesforce_uuid": None},
+        "updated_at": "2020-11-23T17:51:18.341657Z", "uri": f"{base}/scheduled_events/AAAAAAAAAAAAAAAA/invitees/AAAAAAAAAAAAAAAA",
+        "routing_form_submission": None, "payment": None, "no_show": None, "reconfirmation": None,
+        "scheduled_event": {
+            "uri": f"{base}/scheduled_events/AAAAAAAAAAAAAAAA", "name": "15 Minute Meeting", "status": "active",
+            "start_time": "2019-08-24T14:15:22.123456Z", "end_time": "2019-08-24T14:30:22.123456Z",
+            "event_type": f"{base}/event_types/GBGBDCAADAEDCRZ2",
+            "location": {"type": "physical", "location": "Calendly Office"},
+            "invitees_counter": {"total": 1, "active": 1, "limit": 1},
+            "created_at": "2019-01-02T03:04:05.678123Z", "updated_at": "2019-01-02T03:04:05.678123Z",
+            "event_memberships": [{"user": f"{base}/users/GBGBDCAADAEDCRZ2"}], "event_guests": [],
+        },
+    }
+
+
+EXAMPLES = {
+    "invitee.created": _invitee("active"),
+    "invitee.canceled": dict(_invitee("canceled"), cancellation={"canceled_by": "Zoë Ångström",
+                                                                  "reason": "Meeting Conflict", "canceler_type": "invitee"}),
+    # No-show events carry the invitee, with no_show set (Calendly's webhook payload reference).
+    "invitee_no_show.created": dict(_invitee("active"), no_show={
+        "uri": "https://api.calendly.com/invitee_no_shows/6ee96ed4-83a3-4966-a278-cd19b3c02e09",
+        "created_at": "2020-11-23T17:51:18.341657Z"}),
+    "invitee_no_show.deleted": _invitee("active"),
+    "routing_form_submission.created": {
+        "uri": "https://api.calendly.com/routing_form_submissions/AAAAAAAAAAAAAAAA",
+        "routing_form": "https://api.calendly.com/routing_forms/AAAAAAAAAAAAAAAA",
+        "questions_and_answers": [{"question_uuid": "123e4567-e89b-12d3-a456-426614174000",
+                                   "question": "What is your industry?", "answer": "IT & Software"}],
+        "tracking": {"utm_campaign": None, "utm_source": None, "utm_medium": None, "utm_content": None,
+                     "utm_term": None, "salesforce_uuid": None},
+        "result": {"type": "event_type", "value": "https://api.calendly.com/event_types/GBGBDCAADAEDCRZ2"},
+        "submitter": "https://calendly.com/scheduled_events/AAAAAAAAAAAAAAAA/invitees/AAAAAAAAAAAAAAAA",
+        "submitter_type": "Invitee", "created_at": "2022-05-15T03:04:05.678Z", "updated_at": "2022-05-15T06:05:04.321Z"},
+}

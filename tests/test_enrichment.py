@@ -52,6 +52,24 @@ def test_calendlys_bytes_stay_a_prefix_and_the_answers_are_keyed_by_question(san
         "Zoë Ångström", "zoe.angstrom@example.com", "Europe/Stockholm")
 
 
+@pytest.mark.parametrize("event", ["invitee.created", "invitee.canceled", "invitee_no_show.created", "routing_form_submission.created"])
+def test_calendlys_published_examples_enrich_without_losing_a_byte(event):
+    from tests.helpers import EXAMPLES
+
+    body = json.dumps({"event": event, "created_at": "2020-11-23T17:51:19.000000Z", "payload": EXAMPLES[event]},
+                      ensure_ascii=False).encode("utf-8")
+    enriched = enrichment.enrich(body)
+    assert enriched.startswith(body[:-1]) and json.loads(enriched)["payload"] == EXAMPLES[event]
+    extra = json.loads(enriched)["enriched"]
+    questions = EXAMPLES[event]["questions_and_answers"]
+    assert extra["answers"] == {q["question"]: q["answer"] for q in questions}
+    if event.startswith("invitee"):
+        assert extra["event_name"] == "15 Minute Meeting" and extra["invitee_name"] == "Zoë Ångström"
+        assert extra["hosts"] == [{"name": None, "email": None, "uri": "https://api.calendly.com/users/GBGBDCAADAEDCRZ2"}]
+    else:  # a routing form has no scheduled event: those parts are null
+        assert extra["event_name"] is None and extra["hosts"] == [] and extra["answers_by_position"] == {"0": "IT & Software"}
+
+
 @pytest.mark.parametrize("questions, answers", [
     ([], {}),
     ([{"question": "Size", "answer": "1", "position": 0}, {"question": "Size", "answer": "2", "position": 3}],

@@ -132,3 +132,17 @@ def test_the_event_type_dropdown_refuses_bad_queries_and_says_when_calendly_fail
     sandbox.app.add_fault("GET", "/event_types", status=503, count=5)
     failed = bridge.api("GET", "/event-types", params={"user": f"{sandbox.url}/users/SOMEONE"})
     assert failed.status_code in (502, 503) and failed.json()["error"]["code"].startswith("calendly_")
+
+
+def test_the_host_dropdown_lists_the_organizations_members_or_the_one_user(bridge, sandbox):
+    sandbox.app.add_member("ada@example.com", "Ada Lovelace")
+    org = bridge.api("GET", "/hosts", params={"scope": "organization"})
+    assert org.status_code == 200, org.text
+    assert [(h["name"], h["email"]) for h in org.json()["value"]] == [("Ada Lovelace", "ada@example.com"),
+                                                                      (sample_events.HOST_NAME, sample_events.HOST_EMAIL)]
+    own = bridge.api("GET", "/hosts").json()["value"]  # user scope: the PAT owner
+    assert [h["email"] for h in own] == [sample_events.HOST_EMAIL]
+    ada = org.json()["value"][0]["uri"]
+    # What the dropdown offers is what a filter takes.
+    assert bridge.api("POST", "/subscriptions", json={"url": "http://127.0.0.1:9/h", "events": ["invitee.created"],
+                                                      "hosts": [ada]}).status_code == 201

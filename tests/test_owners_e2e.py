@@ -325,3 +325,12 @@ def test_the_event_type_dropdown_follows_the_scope_rules(bridge, people, sandbox
     assert asked and f"user={people['calendly']['alice']}".replace(":", "%3A").replace("/", "%2F") in asked[-1]["query"]
     everyone = call(bridge, people, "olga", "GET", "/event-types", params={"scope": "organization"})
     assert [t["name"] for t in everyone.json()["value"]] == ["Café consultation — 30 min", "Demo call", "Support session"]
+
+
+def test_the_host_dropdown_follows_the_scope_rules(bridge, people):
+    error(call(bridge, people, "alice", "GET", "/hosts", params={"scope": "group", "group": "https://api.calendly.com/groups/G"}),
+          403, "scope_forbidden")
+    mine = call(bridge, people, "alice", "GET", "/hosts").json()["value"]
+    assert [h["uri"] for h in mine] == [people["calendly"]["alice"]]  # a maker names only themself
+    everyone = {h["email"] for h in call(bridge, people, "olga", "GET", "/hosts", params={"scope": "organization"}).json()["value"]}
+    assert {"alice@contoso.com", "bob@contoso.com"} <= everyone
