@@ -199,6 +199,7 @@ def bulk_record(store, deliveries) -> None:
         by_partition[delivery.subscription_id].append(delivery)
 
     from shared.errors import StoreUnavailable
+    from shared.store.tables import _Failed
 
     def write(items: list) -> None:
         for start in range(0, len(items), 50):
@@ -206,10 +207,14 @@ def bulk_record(store, deliveries) -> None:
             for delivery in items[start:start + 50]:
                 partition, row = inner._split(delivery.id)
                 key = inner._index_key(delivery, row)
-                operations += [("upsert", inner._delivery_entity(delivery, key)), ("upsert", {"PartitionKey": partition, "RowKey": key})]
-            for attempt in range(5):  # upserts: a transaction Azurite dropped mid-answer is sent again as is
+                operations += [("create", inner._delivery_entity(delivery, key)), ("create", {"PartitionKey": partition, "RowKey": key})]
+            # Creates (Azurite looks an upsert's row up by scanning its whole table: quadratic seeding);
+            # a transaction whose answer was lost is sent again, and "exists" then means it was applied.
+            for attempt in range(5):
                 try:
                     inner._transact(operations)
+                    break
+                except _Failed:
                     break
                 except StoreUnavailable:
                     if attempt == 4:
