@@ -564,10 +564,8 @@ class SandboxApp:
                 "timezone": "Europe/Copenhagen", "avatar_url": None, "created_at": "2024-01-02T03:04:05.678123Z",
                 "updated_at": "2026-11-01T08:09:10.111213Z", "current_organization": self.organization_uri}
 
-    def _event_types(self, query: dict) -> dict:
-        """``GET /event_types?user=…|organization=…[&count][&page_token]``: the PAT owner's two event
-        types, and at organization scope also a colleague's, in name order (keyset tokens as for hooks)."""
-        organization, user = query.get("organization"), query.get("user")
+    def _organization_listing(self, organization: str | None, user: str | None, query: dict) -> int:
+        """Calendly's checks of a list by organization or user: one of them, this organization, a page size 1-100."""
         if not organization and not user:
             raise _invalid("organization", "organization or user is required")
         if organization and organization != self.organization_uri:
@@ -575,6 +573,13 @@ class SandboxApp:
         count = query.get("count", "20")
         if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 100:
             raise _invalid("count", "must be between 1 and 100")
+        return int(count)
+
+    def _event_types(self, query: dict) -> dict:
+        """``GET /event_types?user=…|organization=…[&count][&page_token]``: the PAT owner's two event
+        types, and at organization scope also a colleague's, in name order (keyset tokens as for hooks)."""
+        organization, user = query.get("organization"), query.get("user")
+        count = self._organization_listing(organization, user, query)
         colleague = f"{self.base_url}/users/{uuid.uuid5(uuid.NAMESPACE_URL, self.organization_uri)}"
         types = [(self.user_uri, "Café consultation — 30 min", "cafe-consultation"), (self.user_uri, "Demo call", "demo-call"),
                  (colleague, "Support session", "support-session")]
@@ -583,25 +588,15 @@ class SandboxApp:
                             "scheduling_url": f"https://calendly.com/sandbox/{slug}",
                             "profile": {"type": "User", "owner": owner, "name": "Host"}}
                            for owner, name, slug in types if organization or owner == user), key=lambda t: str(t["name"]))
-        direction, position = _read_token(query.get("page_token"))
-        indexed = list(enumerate(matching))
-        window = ([pair for pair in indexed if pair[0] > position][:int(count)] if direction == "after"
-                  else [pair for pair in indexed if pair[0] < position][-int(count):])
-        next_token = _token("after", window[-1][0]) if window and window[-1][0] < len(matching) - 1 else None
-        return {"collection": [t for _, t in window],
+        window, next_token = _keyset_page(matching, query.get("page_token"), count)
+        return {"collection": window,
                 "pagination": {"count": len(window), "next_page": None, "previous_page": None,
                                "next_page_token": next_token, "previous_page_token": None}}
 
     def _memberships(self, query: dict) -> dict:
         """``GET /organization_memberships?organization=…[&email=…][&user=…]``: one page (keyset tokens as for hooks)."""
         organization, user, email = query.get("organization"), query.get("user"), query.get("email")
-        if not organization and not user:
-            raise _invalid("organization", "organization or user is required")
-        if organization and organization != self.organization_uri:
-            raise _error(403, message="This user is not in your organization")
-        count = query.get("count", "20")
-        if not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 100:
-            raise _invalid("count", "must be between 1 and 100")
+        count = self._organization_listing(organization, user, query)
         owner = {"uri": f"{self.base_url}/organization_memberships/{self._owner_membership_id}", "role": "owner",
                  "user": {k: v for k, v in self._me().items() if k != "current_organization"},
                  "organization": self.organization_uri,
@@ -610,15 +605,11 @@ class SandboxApp:
             members = [owner, *self._members.values()]
         matching = [m for m in members if (not email or m["user"]["email"].lower() == email.lower())
                     and (not user or m["user"]["uri"] == user)]
-        direction, position = _read_token(query.get("page_token"))
-        indexed = list(enumerate(matching))
-        window = ([pair for pair in indexed if pair[0] > position][:int(count)] if direction == "after"
-                  else [pair for pair in indexed if pair[0] < position][-int(count):])
-        next_token = _token("after", window[-1][0]) if window and window[-1][0] < len(matching) - 1 else None
+        window, next_token = _keyset_page(matching, query.get("page_token"), count)
         link = (f"{self.base_url}/organization_memberships?"
                 f"{urlencode({k: v for k, v in query.items() if k != 'page_token'} | {'count': count, 'page_token': next_token})}"
                 if next_token else None)
-        return {"collection": [m for _, m in window],
+        return {"collection": window,
                 "pagination": {"count": len(window), "next_page": link, "previous_page": None,
                                "next_page_token": next_token, "previous_page_token": None}}
 
@@ -779,6 +770,16 @@ def _read_token(token: str | None) -> tuple[str, int]:
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         pass
     raise _invalid("page_token", "is invalid")
+
+
+def _keyset_page(items: list, page_token: str | None, count: int) -> tuple[list, str | None]:
+    """One page of ``items`` after (or before) the position ``page_token`` names, and the next token."""
+    direction, position = _read_token(page_token)
+    indexed = list(enumerate(items))
+    window = ([pair for pair in indexed if pair[0] > position][:count] if direction == "after"
+              else [pair for pair in indexed if pair[0] < position][-count:])
+    next_token = _token("after", window[-1][0]) if window and window[-1][0] < len(items) - 1 else None
+    return [item for _, item in window], next_token
 
 
 class Sandbox(BackgroundServer):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from shared.errors import BridgeError
 from shared.models import Delivery, DeliveryStatus, isotime
 from shared.settings import Settings
 from tests.helpers import a_record
+from tests.inprocess import STORES, store_env
 
 BASE = datetime(2026, 3, 1, 12, tzinfo=UTC)
 NOW = isotime(BASE)
@@ -32,14 +32,9 @@ def at(minutes: float) -> str:
     return isotime(BASE + timedelta(minutes=minutes))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
+@pytest.fixture(params=STORES)
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        settings = Settings.from_env({"BRIDGE_SQLITE_PATH": str(tmp_path / "timer.sqlite3")})
-    else:
-        settings = Settings.from_env({"AzureWebJobsStorage": request.getfixturevalue("azurite"),
-                                      "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}"})
-    s = open_store(settings)
+    s = open_store(Settings.from_env(store_env(request.param, request, tmp_path)))
     yield s
     s.close()
 
@@ -197,10 +192,8 @@ def test_the_sqlite_reads_use_their_indexes(tmp_path):
 
 # Table Storage only ------------------------------------------------------------------------------
 @pytest.fixture
-def tables(request):
-    settings = Settings.from_env({"AzureWebJobsStorage": request.getfixturevalue("azurite"),
-                                  "BRIDGE_TABLE_PREFIX": f"t{uuid.uuid4().hex[:10]}"})
-    s = open_store(settings)
+def tables(request, tmp_path):
+    s = open_store(Settings.from_env(store_env("tables", request, tmp_path)))
     yield s
     s.close()
 
