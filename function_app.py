@@ -51,6 +51,22 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def list_hosts(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_hosts, req)
 
+    @app.route(route="accounts", methods=["GET"], auth_level=MANAGEMENT)
+    def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.list_accounts, req)
+
+    @app.route(route="accounts", methods=["POST"], auth_level=MANAGEMENT)
+    def declare_account(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.declare_account, req)
+
+    @app.route(route="accounts/{name}", methods=["GET"], auth_level=MANAGEMENT)
+    def get_account(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.get_account, req)
+
+    @app.route(route="accounts/{name}", methods=["DELETE"], auth_level=MANAGEMENT)
+    def retire_account(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.retire_account, req)
+
     @app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
     def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_subscriptions, req)

@@ -19,8 +19,12 @@ Control endpoints, no auth:
                                  (every API answer carries X-RateLimit-Limit/-Remaining/-Reset;
                                  enforced, a request past the limit is a 429 until the window resets)
     POST   /_sandbox/members     {"email", "name"?, "role"?}: another member of the organization
+    POST   /_sandbox/organizations {"pat"}: another Calendly organization on the same API, with its own
+                                 owner user, token, hooks, members and rate window (a second Calendly
+                                 account); API calls bearing its token are its; its control endpoints
+                                 are under /_sandbox/organizations/<n>/... (n = 1, 2, ... in order made)
 
-    python -m shared sandbox [--port 7080] [--pat sandbox-pat]   (devtools.cli)
+    python -m shared sandbox [--port 7080] [--pat sandbox-pat] [--organization-pat other-pat ...]   (devtools.cli)
     python -m shared simulate invitee.created [--sandbox-url http://127.0.0.1:7080]
 """
 from __future__ import annotations
@@ -170,6 +174,20 @@ class SandboxApp:
         # API paths -> resources: every scheduled event and invitee a simulated invitee event named,
         # readable as Calendly serves them (GET /scheduled_events/<id>[/invitees/<id>]).
         self._resources: dict[str, dict] = {}
+        self.organizations: list[SandboxApp] = []  # further organizations on the same API (add_organization)
+
+    def add_organization(self, pat: str) -> SandboxApp:
+        """Another Calendly organization served on the same base URL, answering calls with ``pat``."""
+        if not isinstance(pat, str) or not pat or pat == self.pat or any(o.pat == pat for o in self.organizations):
+            raise ValueError("pat must be a non-empty token no other organization of the sandbox uses")
+        other = SandboxApp(pat, self.base_url)
+        self.organizations.append(other)
+        return other
+
+    def _owner_of(self, environ) -> SandboxApp:
+        """The organization whose token the API call bears (this one when none matches: then a 401)."""
+        auth = environ.get("HTTP_AUTHORIZATION") or ""
+        return next((o for o in self.organizations if auth == f"Bearer {o.pat}"), self)
 
     @property
     def user_uri(self) -> str:
@@ -193,6 +211,7 @@ class SandboxApp:
             self._window_start, self._window_used = 0.0, 0
             self._members.clear()
             self._resources.clear()
+            self.organizations = []
 
     def add_member(self, email: str, name: str | None = None, role: str = "user") -> dict:
         """Another user of the organization (the PAT's owner is always one); returns the membership."""
@@ -364,6 +383,8 @@ class SandboxApp:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         parts = [p for p in (environ.get("PATH_INFO") or "/").split("/") if p]
         try:
+            if parts[:1] != ["_sandbox"] and self._owner_of(environ) is not self:
+                return self._owner_of(environ)(environ, start_response)
             raw = self._read(environ)
             route = self._control if parts[:1] == ["_sandbox"] else self._api
             status, body, *extra = route(environ, method, parts, raw)
@@ -412,6 +433,11 @@ class SandboxApp:
 
     def _control_route(self, method: str, parts: list[str], raw: bytes) -> tuple[int, dict | None]:
         match (method, *parts):
+            case ("POST", "organizations"):
+                other = self.add_organization(str(self._json(raw).get("pat") or ""))
+                return 201, {"n": len(self.organizations), "organization": other.organization_uri, "user": other.user_uri}
+            case (_, "organizations", n, *rest) if n.isdigit() and 1 <= int(n) <= len(self.organizations):
+                return self.organizations[int(n) - 1]._control_route(method, rest, raw)
             case ("POST", "simulate"):
                 spec = self._json(raw)
                 if spec.get("event") == "reschedule":  # both halves, as Calendly sends a reschedule
@@ -799,13 +825,18 @@ def main_sandbox(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--pat", default=os.environ.get("SANDBOX_PAT") or DEFAULT_PAT, help="the token it accepts")
+    parser.add_argument("--organization-pat", action="append", default=[], metavar="PAT",
+                        help="serve another Calendly organization whose token is PAT (repeatable): a second account")
     args = parser.parse_args(argv)
     import waitress
 
     app = SandboxApp(args.pat)
     server = waitress.create_server(app, host=args.host, port=args.port, threads=8, ident="calendly-sandbox")
     app.base_url = f"http://{args.host}:{server.effective_port}"
-    print(f"Calendly sandbox on {app.base_url} (set CALENDLY_API_BASE to it); PAT: {args.pat}", flush=True)
+    for pat in args.organization_pat:
+        app.add_organization(pat)
+    print(f"Calendly sandbox on {app.base_url} (set CALENDLY_API_BASE to it); PAT: {args.pat}"
+          + "".join(f"; another organization's PAT: {pat}" for pat in args.organization_pat), flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -271,6 +271,65 @@ def unsubscribe_by_callback(bridge: Bridge, req: Request, call: AuditRecord) -> 
     return Response.empty(204)
 
 
+# Accounts (shared.accounts) -----------------------------------------------------------
+def _admin(call: AuditRecord, what: str) -> None:
+    if not call.who.admin:
+        raise BridgeError(403, "forbidden", f"only admins of the bridge can {what}")
+
+
+def _account_name(req: Request) -> str:
+    from .accounts import NAME
+
+    name = req.route_params.get("name", "")
+    if not NAME.fullmatch(name):
+        raise BridgeError(404, "account_not_found", "no such Calendly account")
+    return name
+
+
+@handler
+@management("accounts")
+def list_accounts(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/accounts: the Calendly accounts the caller may subscribe with (admins: every one)."""
+    return Response.json(200, {"value": bridge.accounts.visible(call.who)})
+
+
+@handler
+@management("declare_account", spends_calendly=True)
+def declare_account(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """POST /api/accounts {"name", "secret_name"}: admins declare an account whose token is that Key Vault secret."""
+    _admin(call, "declare Calendly accounts")
+    body = _json_body(req)
+    if not isinstance(body, dict):
+        raise BridgeError(400, "invalid_body", "the body must be a JSON object: {\"name\": ..., \"secret_name\": ...}")
+    if "token" in body or "pat" in body:
+        raise BridgeError(400, "invalid_body", "the bridge never takes a token: put it in Key Vault and give its secret_name")
+    account, created = bridge.accounts.declare(body.get("name"), body.get("secret_name"))
+    location = f"{bridge.settings.require_public_url()}/api/accounts/{account.name}"
+    return Response.json(201 if created else 200, account.public(True), {"Location": location})
+
+
+@handler
+@management("get_account")
+def get_account(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    from .accounts import DEFAULT
+
+    name = _account_name(req)
+    listed = {a["name"]: a for a in bridge.accounts.visible(call.who)}
+    if name in listed:
+        return Response.json(200, listed[name])
+    if name != DEFAULT and bridge.accounts.record(name) is not None:
+        raise BridgeError(403, "account_forbidden", f"you may not use the Calendly account '{name}'")
+    raise BridgeError(404, "account_not_found", "no such Calendly account")
+
+
+@handler
+@management("retire_account", spends_calendly=True)
+def retire_account(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """DELETE /api/accounts/{name}: admins retire an account; its subscriptions stop (hooks deleted where its token still works)."""
+    _admin(call, "retire Calendly accounts")
+    return Response.json(200, bridge.accounts.retire(_account_name(req), bridge.subscriptions.stop_account))
+
+
 # Calendly's callback -----------------------------------------------------------
 @handler
 def calendly_event(bridge: Bridge, req: Request) -> Response:
@@ -346,6 +405,7 @@ def health(provider: Provider, req: Request) -> Response:
     try:
         bridge.store.ping()
         checks["store"] = "ok"
+        checks["calendly_accounts"] = str(len(bridge.store.list_accounts()))  # declared besides default: a count, never a name
     except StoreUnavailable:
         checks["store"] = "unavailable"
     healthy = checks["store"] == "ok"

@@ -160,8 +160,9 @@ def scope_params(scope: str, user: str | None, group: str | None) -> dict[str, s
 
 class CalendlyClient:
     def __init__(self, base_url: str, pat: PatProvider, timeout: tuple[float, float] = (3.05, 8.0), retries: int = 3,
-                 backoff_factor: float = 0.5, monotonic: Callable[[], float] = time.monotonic):
+                 backoff_factor: float = 0.5, monotonic: Callable[[], float] = time.monotonic, account: str = "default"):
         self.base_url = base_url.rstrip("/")
+        self.account = account  # which Calendly account's token this client calls with (shared.accounts), for logs
         self.monotonic = monotonic  # the clock rate-limit windows are measured with
         self._pat = pat
         self._timeout = timeout
@@ -195,11 +196,11 @@ class CalendlyClient:
                 response = self._session.request(method, url, timeout=self._timeout, allow_redirects=False,
                                                  headers={"Authorization": f"Bearer {token}"}, **kwargs)
             except requests.RequestException as exc:
-                log.warning("calendly %s %s failed: %s", method, urlsplit(url).path, type(exc).__name__)
+                log.warning("calendly %s %s failed: %s account=%s", method, urlsplit(url).path, type(exc).__name__, self.account)
                 raise CalendlyError(503, "calendly_unavailable",
                                     f"Calendly could not be reached ({type(exc).__name__})", None, {"Retry-After": "30"}) from None
-            log.info("calendly %s %s -> %s in %.0f ms", method, urlsplit(url).path, response.status_code,
-                     (time.monotonic() - started) * 1000)
+            log.info("calendly %s %s -> %s in %.0f ms account=%s", method, urlsplit(url).path, response.status_code,
+                     (time.monotonic() - started) * 1000, self.account)
             self._observe_rate(response)
             # A 401 may mean the PAT was rotated: re-read it once (Key Vault) before giving up.
             if response.status_code == 401 and attempt == 1 and self._pat.invalidate():

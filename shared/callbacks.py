@@ -8,7 +8,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from cachetools import TTLCache
@@ -32,7 +32,7 @@ SAMPLE_TTL_SECONDS = 600.0  # Calendly's sample payloads barely change; each fet
 
 
 class CallbackService:
-    def __init__(self, store: Store, deliveries: DeliveryService, calendly: CalendlyClient, signature_tolerance: int,
+    def __init__(self, store: Store, deliveries: DeliveryService, clients: Callable[[str], CalendlyClient], signature_tolerance: int,
                  cache: SubscriptionCache | None = None, bulkhead: Bulkhead | None = None,
                  counter: FilterCounter | None = None):
         self.store = store
@@ -40,7 +40,7 @@ class CallbackService:
         self.cache = cache or SubscriptionCache()
         self.bulkhead = bulkhead or Bulkhead()
         self.deliveries = deliveries
-        self.calendly = calendly
+        self.clients = clients  # an account's Calendly client (test events' samples; never on the callback path)
         self.signature_tolerance = signature_tolerance
         self._samples: TTLCache = TTLCache(maxsize=256, ttl=SAMPLE_TTL_SECONDS, timer=time.monotonic)
         self._samples_lock = threading.Lock()
@@ -209,12 +209,12 @@ class CallbackService:
 
     def _sample(self, event: str, sub: Subscription) -> dict:
         """Calendly's sample payload for the event and the subscription's scope, cached per scope."""
-        key = (event, sub.organization, sub.scope, sub.user, sub.group)
+        key = (event, sub.account, sub.organization, sub.scope, sub.user, sub.group)
         with self._samples_lock:
             sample = self._samples.get(key)
         if sample is None:
-            sample = self.calendly.sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
-                                                       user=sub.user, group=sub.group)
+            sample = self.clients(sub.account).sample_webhook_data(event=event, organization=sub.organization, scope=sub.scope,
+                                                                    user=sub.user, group=sub.group)
             with self._samples_lock:
                 self._samples[key] = sample
         return copy.deepcopy(sample)

@@ -88,14 +88,23 @@ def cmd_test_event(argv: list[str]) -> int:
 
 
 def cmd_preflight(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="python -m shared preflight",
-                            description="Check what the configured Calendly token can do (whose it is, its role, "
-                                        "its scopes per event family), leaving nothing behind in Calendly.").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m shared preflight",
+                                     description="Check what the configured Calendly token can do (whose it is, its role, "
+                                                 "its scopes per event family), leaving nothing behind in Calendly.")
+    parser.add_argument("--account", default="default",
+                        help="the Calendly account whose token to check (default: the settings' PAT)")
+    args = parser.parse_args(argv)
 
     def job(bridge: Bridge) -> int:
+        from .errors import BridgeError
         from .preflight import preflight
 
-        report = preflight(bridge.calendly, bridge.settings.public_url)
+        try:
+            calendly = bridge.accounts.client(args.account)
+        except BridgeError as exc:
+            print(json.dumps({"ok": False, "account": args.account, "error": exc.body()["error"]}, indent=1))
+            return 1
+        report = {"account": args.account, **preflight(calendly, bridge.settings.public_url)}
         print(json.dumps(report, indent=1))
         return 0 if report["ok"] else 1
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .models import Clock, utcnow
 
 if TYPE_CHECKING:
+    from .accounts import AccountService
     from .auth import Authenticator
     from .calendly import CalendlyClient
     from .callbacks import CallbackService
@@ -42,7 +43,8 @@ class Bridge:
     auth: Authenticator
     store: Store
     pat: PatProvider
-    calendly: CalendlyClient
+    calendly: CalendlyClient  # the account "default" (the settings' PAT)
+    accounts: AccountService
     targets: Targets
     lifecycle: Lifecycle
     subscriptions: SubscriptionService
@@ -56,6 +58,7 @@ class Bridge:
         self.callbacks.counter.flush()  # a failure keeps them pending: nothing raises here
         self.targets.close()
         self.calendly.close()
+        self.accounts.close()
         getattr(self.deliveries.scheduler, "close", lambda: None)()
         self.store.close()
 
@@ -89,9 +92,11 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
             pat: PatProvider | None = None, credential: Any = None, scheduler: RetryScheduler | None = None,
             policy: DeliveryPolicy | None = None,
             clock: Clock = utcnow, auth: Authenticator | None = None, resolver: Resolver | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> Bridge:
+            sleep: Callable[[float], None] = time.sleep, vault: Callable[[], Any] | None = None) -> Bridge:
     """``clock`` (wall time) and ``sleep`` (reconcile's waits for Calendly's rate window) are injected so
-    tests drive time; ``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in)."""
+    tests drive time; ``resolver`` replaces the system DNS resolver of the target guard (tests: a stand-in);
+    ``vault`` makes the Key Vault SecretClient (tests: one trusting the loopback vault's certificate)."""
+    from .accounts import AccountService
     from .auth import Authenticator
     from .azure_clients import azure_credential, needs_credential, secret_client, servicebus_client
     from .calendly import CalendlyClient
@@ -103,7 +108,7 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     from .reconcile import Reconciler
     from .redaction import install_log_redaction
     from .retention import RetentionService
-    from .secrets import pat_provider
+    from .secrets import KeyVaultPat, pat_provider, token_exists
     from .subscriptions import SubscriptionService
     from .targets import Targets
 
@@ -114,21 +119,44 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     cache = SubscriptionCache(timer=lambda: clock().timestamp())
     # Every subscription write this worker makes drops the callback path's cached record at once.
     store = ChangeNotifyingStore(store or open_store(settings, credential), cache.forget)
-    pat = pat or pat_provider(settings, lambda: secret_client(settings.key_vault_url, credential))
+    vault = vault or _shared(lambda: secret_client(settings.key_vault_url, credential))
+    pat = pat or pat_provider(settings, vault)
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
+
+    def account_client(secret_name: str) -> CalendlyClient:  # another account: its token is that Key Vault secret
+        token = KeyVaultPat(str(settings.key_vault_url), secret_name, settings.pat_cache_seconds, vault)
+        return CalendlyClient(settings.calendly_api_base, token)
+
+    accounts = AccountService(store, calendly, account_client, vault_configured=bool(settings.key_vault_url),
+                              default_exists=lambda: token_exists(pat), clock=clock)
     targets = Targets(settings, lambda: servicebus_client(settings, credential), resolver)
-    lifecycle = Lifecycle(store, calendly, CallbackUrls(settings.require_public_url), clock)
-    subscriptions = SubscriptionService(settings, store, calendly, lifecycle, clock, resolver)
+    lifecycle = Lifecycle(store, accounts.client, CallbackUrls(settings.require_public_url), clock)
+    subscriptions = SubscriptionService(settings, store, accounts, lifecycle, clock, resolver)
     policy = policy or DeliveryPolicy(max_attempts=settings.delivery_max_attempts)
     deliveries = DeliveryService(store, targets.for_subscription, lifecycle.retire, policy,
-                                 scheduler or _retry_scheduler(settings, store, credential), clock, fetch=calendly.resource)
-    return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, targets=targets,
+                                 scheduler or _retry_scheduler(settings, store, credential), clock,
+                                 fetch=lambda account, path: accounts.client(account).resource(path))
+    return Bridge(settings=settings, auth=auth, store=store, pat=pat, calendly=calendly, accounts=accounts, targets=targets,
                   lifecycle=lifecycle, subscriptions=subscriptions, deliveries=deliveries,
-                  callbacks=CallbackService(store, deliveries, calendly, settings.signature_tolerance, cache),
-                  reconciler=Reconciler(settings, store, calendly, subscriptions, lifecycle, deliveries, clock, sleep),
+                  callbacks=CallbackService(store, deliveries, accounts.client, settings.signature_tolerance, cache),
+                  reconciler=Reconciler(settings, store, accounts, subscriptions, lifecycle, deliveries, clock, sleep),
                   retention=RetentionService(store, settings.delivery_retention_hours,
                                              settings.dead_delivery_retention_days, clock),
                   limits=CallerLimits(settings.calendly_calls_per_caller_per_minute))
+
+
+def _shared(make: Callable[[], Any]) -> Callable[[], Any]:
+    """``make`` called once, on first use, its result reused (one Key Vault client for every account's secret)."""
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def get() -> Any:
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    return get
 
 
 class BridgeProvider:

@@ -81,9 +81,9 @@ class DeliveryService:
     def __init__(self, store: Store, target_for: Callable[[Subscription], Target],
                  retire: Callable[[Subscription, str], None], policy: DeliveryPolicy = DeliveryPolicy(),
                  scheduler: RetryScheduler | None = None, clock: Clock = utcnow,
-                 fetch: Callable[[str], dict] | None = None):
+                 fetch: Callable[[str, str], dict] | None = None):
         self.store = store
-        # Reads a Calendly API resource by path (the bridge's client): completes a reschedule whose
+        # Reads a Calendly API resource (account, path) with that account's client: completes a reschedule whose
         # second half never came (shared/reschedules.py). Never on the callback path.
         self.fetch = fetch
         self.target_for = target_for
@@ -111,7 +111,7 @@ class DeliveryService:
         halves = reschedules.pairing(delivery.body) if delivery.event == reschedules.RESCHEDULED else None
         if halves is not None:
             try:
-                composed = self._complete_reschedule(delivery, halves)
+                composed = self._complete_reschedule(sub, delivery, halves)
             except BridgeError as exc:  # Calendly unreachable, or the half is not in its shape: a failed attempt
                 return self._record_outcome(sub, delivery, SendResult(False, None, f"reschedule incomplete: {exc.message}"))
             if composed is None:
@@ -130,13 +130,14 @@ class DeliveryService:
             result = SendResult(False, None, "target failed unexpectedly")
         return self._record_outcome(sub, delivery, result)
 
-    def _complete_reschedule(self, delivery: Delivery, halves: dict[str, dict]) -> Delivery | None:
+    def _complete_reschedule(self, sub: Subscription, delivery: Delivery, halves: dict[str, dict]) -> Delivery | None:
         """The pairing wait is over and a half is missing: fetch the rest from Calendly, store the
         composed event (so every attempt sends the same bytes). None: the other half completed it
         meanwhile (it forwards it)."""
         if self.fetch is None:
             raise BridgeError(503, "calendly_unavailable", "no Calendly client to complete the reschedule")
-        body = reschedules.complete(halves, self.fetch)
+        fetch = self.fetch
+        body = reschedules.complete(halves, lambda path: fetch(sub.account, path))  # with the subscription's account's token
         try:
             return self._save(delivery.replace(body=body))
         except ConcurrencyConflict:

@@ -67,10 +67,11 @@ class CallbackUrls:
 
 
 class Lifecycle:
-    def __init__(self, store: Store, calendly: CalendlyClient, urls: CallbackUrls, clock: Clock = utcnow,
+    def __init__(self, store: Store, clients: Callable[[str], CalendlyClient], urls: CallbackUrls, clock: Clock = utcnow,
                  new_key: Callable[[], str] = new_signing_key, new_token: Callable[[], str] = new_callback_token):
+        """``clients(account)``: the Calendly client of a record's account (shared.accounts)."""
         self.store = store
-        self.calendly = calendly
+        self.clients = clients
         self.urls = urls
         self.clock = clock
         self.new_key = new_key
@@ -123,7 +124,7 @@ class Lifecycle:
             return self.store.update_subscription(record.replace(state=ACTIVE, calendly_webhook=hook_uri,
                                                                  updated_at=self.now()))
         except ConcurrencyConflict:
-            self.calendly.delete_webhook(hook_uri)
+            self.clients(record.account).delete_webhook(hook_uri)
             raise
 
     def create_hook(self, sub: Subscription) -> dict:
@@ -131,18 +132,19 @@ class Lifecycle:
         survived a crash (Calendly answers 409 and never returns a signing key) is found on every
         page of its scope, deleted and made again with the record's key."""
         url = self.urls.of(sub)
+        calendly = self.clients(sub.account)
 
         def create() -> dict:
-            return self.calendly.create_webhook(url=url, events=calendly_events(sub.events), organization=sub.organization, scope=sub.scope,
+            return calendly.create_webhook(url=url, events=calendly_events(sub.events), organization=sub.organization, scope=sub.scope,
                                                 user=sub.user, group=sub.group, signing_key=sub.signing_key)
         try:
             return create()
         except CalendlyError as exc:
             if exc.calendly_status != 409:
                 raise
-        for hook in self.calendly.list_webhooks(organization=sub.organization, scope=sub.scope, user=sub.user, group=sub.group):
+        for hook in calendly.list_webhooks(organization=sub.organization, scope=sub.scope, user=sub.user, group=sub.group):
             if hook.get("callback_url") == url and hook.get("uri"):
-                self.calendly.delete_webhook(hook["uri"])
+                calendly.delete_webhook(hook["uri"])
         log.info("subscription %s: replaced a leftover Calendly hook", sub.id)
         return create()
 
@@ -165,14 +167,14 @@ class Lifecycle:
         """Delete ``delete_first`` (a hook on the same URL would make Calendly answer 409), create the
         record's hook and attach it, then delete ``delete_after`` (hooks it moved away from)."""
         for uri in delete_first:
-            self.calendly.delete_webhook(uri)
+            self.clients(sub.account).delete_webhook(uri)
         sub = self.attach(sub, self.create_hook(sub)["uri"])
         return self.drop_old_hooks(sub, delete_after)
 
     def drop_old_hooks(self, sub: Subscription, hooks: Iterable[str]) -> Subscription:
         """Delete the hooks the record has moved away from; then the id path stops answering."""
         for uri in hooks:
-            self.calendly.delete_webhook(uri)
+            self.clients(sub.account).delete_webhook(uri)
         if sub.legacy_webhook:
             sub = self.store.update_subscription(sub.replace(legacy_webhook=None, updated_at=self.now()))
             log.info("subscription outcome=moved subscription=%s hook=%s", sub.id, sub.calendly_webhook)
@@ -186,7 +188,7 @@ class Lifecycle:
     def finish_delete(self, sub: Subscription, hooks: Iterable[str] | None = None) -> bool:
         """Delete ``hooks`` (default: the ones the record knows), then ``delete_version`` (this version of the record)."""
         for uri in dict.fromkeys(hooks if hooks is not None else (h for h in (sub.calendly_webhook, sub.legacy_webhook) if h)):
-            self.calendly.delete_webhook(uri)
+            self.clients(sub.account).delete_webhook(uri)
         return self.delete_version(sub)
 
     def delete_version(self, sub: Subscription) -> bool:
@@ -217,7 +219,7 @@ class Lifecycle:
             return
         try:
             for uri in dict.fromkeys(h for h in (current.calendly_webhook, current.legacy_webhook) if h):
-                self.calendly.delete_webhook(uri)
+                self.clients(current.account).delete_webhook(uri)
         except BridgeError as exc:
             log.warning("subscription %s retired but its Calendly hook could not be deleted yet: %s", sub.id, exc.code)
         self.store.delete_deliveries(sub.id)
@@ -226,6 +228,6 @@ class Lifecycle:
     def clear_hooks(self, sub: Subscription, hooks: Iterable[str]) -> Subscription:
         """A retired record whose hooks outlived it: delete them, then forget their references."""
         for uri in hooks:
-            self.calendly.delete_webhook(uri)
+            self.clients(sub.account).delete_webhook(uri)
         return self.store.update_subscription(sub.replace(calendly_webhook=None, legacy_webhook=None,
                                                           updated_at=self.now()))

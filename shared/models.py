@@ -158,6 +158,8 @@ class Subscription:
     filters: Filters = field(default_factory=Filters)  # which invitee events reach the target (shared.filters)
     # "calendly": Calendly's bytes as they came; "enriched": with an added "enriched" member (shared.enrichment)
     payload_format: str = "calendly"
+    # Which Calendly account's token makes and lists the hook (shared.accounts; "default": the PAT of the settings)
+    account: str = "default"
     etag: str | None = None
 
     @property
@@ -187,6 +189,7 @@ class Subscription:
             "exclude_rescheduled": self.exclude_rescheduled,
             "filters": self.filters.as_dict(),
             "payload": self.payload_format,
+            "account": self.account,
             "target": self.target.public(),
             "calendly_webhook": self.calendly_webhook,
             "state": str(self.state),
@@ -243,4 +246,30 @@ class Delivery:
         return view
 
     def replace(self, **changes) -> Delivery:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Account:
+    """A Calendly account the bridge serves besides ``default`` (shared.accounts): its token is the
+    Key Vault secret ``secret_name``; ``organization`` and ``user`` are what Calendly said of that
+    token when an admin declared it. Never holds the token itself."""
+
+    name: str
+    secret_name: str
+    organization: str
+    user: str
+    status: str = "active"  # "active", or "retiring" while its subscriptions are being stopped
+    created_at: str = field(default_factory=isotime)
+    updated_at: str = field(default_factory=isotime)
+    etag: str | None = None
+
+    def public(self, admin: bool) -> dict:
+        """As callers see it: admins also see which Key Vault secret holds its token (a name, never a value)."""
+        view = {"name": self.name, "organization": self.organization, "status": self.status, "created_at": self.created_at}
+        if admin:
+            view.update(secret_name=self.secret_name, user=self.user, updated_at=self.updated_at)
+        return view
+
+    def replace(self, **changes) -> Account:
         return dataclasses.replace(self, **changes)

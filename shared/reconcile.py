@@ -38,6 +38,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+from .accounts import DEFAULT as DEFAULT_ACCOUNT
+from .accounts import AccountService
 from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
 from .errors import BridgeError, ConcurrencyConflict
@@ -129,6 +131,7 @@ class ReconcileReport:
     leftover: int = 0
     scopes: int = 0
     list_pages: int = 0
+    accounts: int = 0
     calendly_calls: int = 0
     waited_seconds: float = 0.0
     leftover_reason: str = ""
@@ -154,13 +157,13 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, subscriptions: SubscriptionService,
+    def __init__(self, settings: Settings, store: Store, accounts: AccountService, subscriptions: SubscriptionService,
                  lifecycle: Lifecycle, deliveries: DeliveryService, clock: Clock = utcnow,
                  sleep: Callable[[float], None] = time.sleep, max_wait: float = MAX_RUN_WAIT_SECONDS):
         self.settings = settings
         self.store = store
-        self.calendly = calendly
-        self.subscriptions = subscriptions  # the PAT's identity (cached), shared with subscribe
+        self.accounts = accounts  # each account's client and token identity (cached), shared with subscribe
+        self.subscriptions = subscriptions
         self.lifecycle = lifecycle
         self.deliveries = deliveries
         self.clock = clock
@@ -177,26 +180,54 @@ class Reconciler:
 
     # The run ------------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
-        calls_before = self.calendly.calls_in_this_thread
-        budget = CallBudget(self.calendly, self.settings.reconcile_rate_share / 100, max_wait=self.max_wait,
-                            sleep=self.sleep)
+        """Each account on its own (its records, its scopes, its token's rate budget); one report."""
         report = ReconcileReport()
         records = self._all_subscriptions()
+        names = self.accounts.names()
+        if DEFAULT_ACCOUNT not in names and any(r.account == DEFAULT_ACCOUNT for r in records):
+            names.insert(0, DEFAULT_ACCOUNT)  # no PAT any more: its records' errors say so, as before accounts
+        for name in names:
+            self._reconcile_account(name, [r for r in records if r.account == name], report)
+        self._stop_strays([r for r in records if r.account not in names], report)
+        report.accounts = len(names)
+        log.log(logging.WARNING if report.errors else logging.INFO, "%s", report.log_line())
+        return report
+
+    def _reconcile_account(self, account: str, records: list[Subscription], report: ReconcileReport) -> None:
+        try:
+            calendly = self.accounts.client(account)
+        except BridgeError as exc:  # retired since names() was read: its records are strays next run
+            report.failed(exc, f"account {account}")
+            return
+        calls_before = calendly.calls_in_this_thread
+        budget = CallBudget(calendly, self.settings.reconcile_rate_share / 100, max_wait=self.max_wait, sleep=self.sleep)
         by_scope: dict[ScopeKey, list[Subscription]] = defaultdict(list)
         for sub in records:
             by_scope[scope_of(sub)].append(sub)
-        scopes = set(by_scope) | self._owner_scopes(budget, report)
+        scopes = set(by_scope) | self._owner_scopes(account, budget, report)
         deferred: set[ScopeKey] = set()  # not listed (whole) for want of budget: the next run lists them
-        listings = {key: self._list(key, budget, report, deferred) for key in sorted(scopes, key=str)}
+        listings = {key: self._list(calendly, key, budget, report, deferred) for key in sorted(scopes, key=str)}
 
         repairs, handled = self._plan(by_scope, listings, deferred, report)
         # Restore event flow first; clean-ups after.
         repairs.sort(key=lambda r: r.outcome == "deleted")
         for repair in repairs:
             self._run_repair(repair, budget, report)
-        self._delete_orphans([h for listing in listings.values() if listing for h in listing.hooks
-                              if h.get("uri") not in handled], budget, report)
-        return self._finish(report, budget, calls_before)
+        self._delete_orphans(account, calendly, [h for listing in listings.values() if listing for h in listing.hooks
+                                                 if h.get("uri") not in handled], budget, report)
+        report.calendly_calls += calendly.calls_in_this_thread - calls_before
+        report.waited_seconds = round(report.waited_seconds + budget.waited, 1)
+        if report.leftover and not report.leftover_reason:
+            report.leftover_reason = budget.stopped or budget.deferred or ""
+
+    def _stop_strays(self, records: list[Subscription], report: ReconcileReport) -> None:
+        """Records of an account that no longer exists (retired while a subscribe was in flight on
+        another worker): stopped as the retirement stops them."""
+        for sub in records:
+            if sub.account == DEFAULT_ACCOUNT or self.store.get_account(sub.account) is not None:
+                continue  # an account being retired: its retirement stops it
+            if self.subscriptions.stop_account_record(sub.id):
+                report.deleted += 1
 
     def _plan(self, by_scope: dict, listings: dict, deferred: set, report: ReconcileReport) -> tuple[list[Repair], set[str]]:
         """The repairs the records need against the listed hooks, and the hooks some record accounts for."""
@@ -217,14 +248,6 @@ class Reconciler:
                     repairs.append(repair)
         return repairs, handled
 
-    def _finish(self, report: ReconcileReport, budget: CallBudget, calls_before: int) -> ReconcileReport:
-        """Fill in the run's costs and log the report as one ``reconcile outcome=…`` line."""
-        report.calendly_calls = self.calendly.calls_in_this_thread - calls_before
-        report.waited_seconds = round(budget.waited, 1)
-        report.leftover_reason = (budget.stopped or budget.deferred or "") if report.leftover else ""
-        log.log(logging.WARNING if report.errors else logging.INFO, "%s", report.log_line())
-        return report
-
     def _all_subscriptions(self) -> list[Subscription]:
         subs, cursor = [], None
         while True:
@@ -233,10 +256,10 @@ class Reconciler:
             if not cursor:
                 return subs
 
-    def _owner_scopes(self, budget: CallBudget, report: ReconcileReport) -> set[ScopeKey]:
-        """Organization and the PAT owner's user scope: orphans may be there without any record."""
+    def _owner_scopes(self, account: str, budget: CallBudget, report: ReconcileReport) -> set[ScopeKey]:
+        """Organization and the token owner's user scope: orphans may be there without any record."""
         try:
-            identity = self.subscriptions.identity()  # cached: one /users/me an hour at most
+            identity = self.accounts.identity(account)  # cached: one /users/me an hour at most
         except BridgeError as exc:
             if is_rate_limited(exc):
                 budget.rate_limited(exc)  # not an error: those scopes' orphans wait for the next run
@@ -245,11 +268,12 @@ class Reconciler:
             return set()
         return {(identity["organization"], "organization", None, None), (identity["organization"], "user", identity["user"], None)}
 
-    def _list(self, key: ScopeKey, budget: CallBudget, report: ReconcileReport, deferred: set[ScopeKey]) -> Listing | None:
+    def _list(self, calendly: CalendlyClient, key: ScopeKey, budget: CallBudget, report: ReconcileReport,
+              deferred: set[ScopeKey]) -> Listing | None:
         """Every hook of the scope (one call a page), or None when it could not be listed whole
         (and then the key is in ``deferred`` when the budget, not an error, stopped it)."""
         organization, scope, user, group = key
-        pages = self.calendly.webhook_pages(organization=organization, scope=scope, user=user, group=group)
+        pages = calendly.webhook_pages(organization=organization, scope=scope, user=user, group=group)
         hooks: list[dict] = []
         while not pages.done:
             if not budget.allow():
@@ -338,7 +362,8 @@ class Reconciler:
             return
         report.count(repair.outcome)
 
-    def _delete_orphans(self, unowned: list[dict], budget: CallBudget, report: ReconcileReport) -> None:
+    def _delete_orphans(self, account: str, calendly: CalendlyClient, unowned: list[dict], budget: CallBudget,
+                        report: ReconcileReport) -> None:
         """Delete hooks calling this bridge's callback route that no record owns."""
         if not self.settings.public_url:
             return
@@ -350,7 +375,7 @@ class Reconciler:
         # the first read but before its scope was listed.
         owned_uris: set[str | None] = set()
         owned_urls: set[tuple[str, ScopeKey]] = set()
-        for sub in self._all_subscriptions():
+        for sub in self._all_subscriptions():  # every account's: a hook is owned by its URL and scope
             owned_uris.update((sub.calendly_webhook, sub.legacy_webhook))
             owned_urls.update((url, scope_of(sub)) for url in self.lifecycle.urls.answering(sub))
         for hook in candidates:
@@ -360,7 +385,7 @@ class Reconciler:
                 report.leftover += 1
                 continue
             try:
-                self.calendly.delete_webhook(hook["uri"])
+                calendly.delete_webhook(hook["uri"])
             except BridgeError as exc:
                 if is_rate_limited(exc):
                     budget.rate_limited(exc)
@@ -368,7 +393,7 @@ class Reconciler:
                 else:
                     self._failed(exc, budget, report, "deleting an orphan hook")
                 continue
-            log.warning("deleted orphan Calendly hook %s (no subscription record)", hook["uri"])
+            log.warning("deleted orphan Calendly hook %s (no subscription record) account=%s", hook["uri"], account)
             report.orphans_deleted += 1
 
     @staticmethod

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .accounts import NAME as ACCOUNT_NAME
 from .errors import BridgeError
 from .events import RESCHEDULE_HALVES, SCOPES, SUBSCRIBABLE, TRIGGER_EVENTS, scope_conflicts
 from .filters import FILTERABLE_EVENTS, Filters, event_type_problem, host_problem, resource_uri
@@ -67,6 +68,17 @@ class ScopeFields(BaseModel):
     scope: str = "organization"
     user: str | None = Field(default=None, max_length=512)
     group: str | None = Field(default=None, max_length=512)
+    # Which Calendly account (shared.accounts); none: "default", or the only one the caller may use
+    account: str | None = Field(default=None, max_length=64)
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if not value:  # a cleared connector field
+            return None
+        if not ACCOUNT_NAME.fullmatch(value):
+            raise ValueError("must be an account name (1-32 lower-case letters, digits and inner hyphens)")
+        return value
 
     @field_validator("scope")
     @classmethod
@@ -170,6 +182,7 @@ class TriggerBody(BaseModel):
     payload: Literal["calendly", "enriched"] = "calendly"
     event_types: list[str] | None = None  # validated as on POST /api/subscriptions
     hosts: list[str] | None = None
+    account: str | None = None
 
 
 def _describe(error: ValidationError) -> str:
@@ -194,7 +207,7 @@ def parse_scope_query(params: Mapping[str, str]) -> ScopeFields:
     """GET /api/event-types?scope=&user=&group=: the scope a trigger would subscribe at (default user)."""
     try:
         query = ScopeFields.model_validate({"scope": params.get("scope") or "user", "user": params.get("user"),
-                                            "group": params.get("group")})
+                                            "group": params.get("group"), "account": params.get("account")})
     except ValidationError as exc:
         raise BridgeError(400, "invalid_query", _describe(exc)) from None
     if query.scope == "group" and not query.group:

@@ -51,6 +51,10 @@ class MissingPat:
 log = logging.getLogger("shared.secrets")
 
 
+class SecretMissing(BridgeError):
+    """Key Vault answered that the secret does not exist (not: could not be reached)."""
+
+
 class KeyVaultPat:
     """The PAT from a Key Vault secret, cached for ``ttl`` seconds; ``invalidate`` after a
     Calendly 401 forces a fresh read, so a rotated PAT is picked up without a restart."""
@@ -88,7 +92,7 @@ class KeyVaultPat:
             value = self._secret_client().get_secret(self.secret_name).value
         except ResourceNotFoundError:
             self._log_failure("ResourceNotFoundError")
-            raise BridgeError(503, "pat_unavailable", f"could not read {where}: the secret does not exist") from None
+            raise SecretMissing(503, "pat_unavailable", f"could not read {where}: the secret does not exist") from None
         except (AzureError, OSError, ValueError) as exc:
             self._log_failure(type(exc).__name__)
             raise BridgeError(503, "pat_unavailable", f"could not read {where}: {type(exc).__name__}",
@@ -105,6 +109,20 @@ class KeyVaultPat:
         with self._lock:
             self._cache.clear()
         return True
+
+
+def token_exists(pat: PatProvider) -> bool:
+    """Whether the token is there to use: set in the settings, or a Key Vault secret that exists (a vault
+    that cannot be reached counts as there: its calls then say 503 and why)."""
+    if pat.source != "keyvault":
+        return pat.source != "none"
+    try:
+        pat.get()
+    except SecretMissing:
+        return False
+    except BridgeError:
+        return True
+    return True
 
 
 def pat_provider(settings: Settings, secret_client: Callable[[], Any]) -> PatProvider:

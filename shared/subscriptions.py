@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Literal
 
 from cachetools import TTLCache
 
+from .accounts import DEFAULT as DEFAULT_ACCOUNT
+from .accounts import AccountService
 from .auth import FUNCTION_KEY_CALLER, Caller
 from .azure_clients import SERVICEBUS_NOT_CONFIGURED as NOT_CONFIGURED
-from .calendly import CalendlyClient
 from .errors import BridgeError, ConcurrencyConflict
 from .filters import Filters
 from .lifecycle import CallbackUrls, Lifecycle
@@ -40,7 +41,6 @@ log = logging.getLogger("shared.subscriptions")
 
 ACTIVE, DELETING, RETIRED = SubscriptionState.ACTIVE, SubscriptionState.DELETING, SubscriptionState.RETIRED
 IN_PROGRESS = ("subscription_in_progress", "the same subscription is being created right now; retry")
-IDENTITY_TTL_SECONDS = 3600.0
 CAS_ATTEMPTS = 5  # compare-and-set retries of one unsubscribe before it answers 409 (retry)
 MEMBERSHIP_TTL_SECONDS = 300.0
 EVENT_TYPES_TTL_SECONDS = 120.0  # the connector's dropdown asks on every designer refresh; Calendly's list changes rarely
@@ -48,7 +48,7 @@ EVENT_TYPES_TTL_SECONDS = 120.0  # the connector's dropdown asks on every design
 
 def subscription_id(target: Endpoint, events: list[str], scope: str, user: str | None, group: str | None,
                     owner: Owner | None = None, exclude_rescheduled: bool = False, filters: Filters | None = None,
-                    payload_format: str = "calendly") -> str:
+                    payload_format: str = "calendly", account: str = DEFAULT_ACCOUNT) -> str:
     """Same target + events + scope (+ owner, + options) -> same id, so repeating a subscribe is
     idempotent (and two concurrent identical subscribes collide on one insert). Owner-less
     (function-key) subscriptions without options hash exactly as before owners and options existed;
@@ -62,21 +62,21 @@ def subscription_id(target: Endpoint, events: list[str], scope: str, user: str |
         parts.append({"filters": {"event_types": sorted(filters.event_types), "hosts": sorted(filters.hosts)}})
     if payload_format != "calendly":
         parts.append({"payload": payload_format})
+    if account != DEFAULT_ACCOUNT:
+        parts.append({"account": account})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 class SubscriptionService:
-    def __init__(self, settings: Settings, store: Store, calendly: CalendlyClient, lifecycle: Lifecycle,
+    def __init__(self, settings: Settings, store: Store, accounts: AccountService, lifecycle: Lifecycle,
                  clock: Clock = utcnow, resolver: Resolver | None = None):
         self.settings = settings
         self.resolver = resolver  # the target guard's DNS (None: the system resolver)
         self.store = store
-        self.calendly = calendly
+        self.accounts = accounts
         self.lifecycle = lifecycle
         self.clock = clock
-        self._identity: TTLCache = TTLCache(maxsize=1, ttl=IDENTITY_TTL_SECONDS, timer=time.monotonic)
-        self._identity_lock = threading.Lock()  # held while asking: concurrent subscribes share one call
         self._members: TTLCache = TTLCache(maxsize=1024, ttl=MEMBERSHIP_TTL_SECONDS, timer=time.monotonic)
         self._members_lock = threading.Lock()
         self._event_types: TTLCache = TTLCache(maxsize=256, ttl=EVENT_TYPES_TTL_SECONDS, timer=time.monotonic)
@@ -86,13 +86,8 @@ class SubscriptionService:
         return isotime(self.clock())
 
     # Identity (GET /users/me), cached -----------------------------------------
-    def identity(self) -> dict:
-        with self._identity_lock:
-            identity = self._identity.get("me")
-            if identity is None:
-                me = self.calendly.me()
-                identity = self._identity["me"] = {"user": me["uri"], "organization": me["current_organization"]}
-            return identity
+    def identity(self, account: str = DEFAULT_ACCOUNT) -> dict:
+        return self.accounts.identity(account)
 
     @property
     def urls(self) -> CallbackUrls:
@@ -115,13 +110,14 @@ class SubscriptionService:
                               "infrastructure another team's consumers may read; use a callback URL")
         target = self.endpoint_for(body)
         self.settings.require_public_url()
-        organization, user, group = self._scope_of(body, caller)
+        account = self.accounts.usable(caller, body.account)
+        organization, user, group = self._scope_of(body, caller, account)
         events, owner = sorted(body.events), caller.owner
         filters = body.filters()
         draft = Subscription(id=subscription_id(target, events, body.scope, user, group, owner, body.exclude_rescheduled, filters,
-                                                body.payload),
+                                                body.payload, account),
                              target=target, events=events, exclude_rescheduled=body.exclude_rescheduled, filters=filters,
-                             payload_format=body.payload,
+                             payload_format=body.payload, account=account,
                              scope=body.scope, organization=organization, user=user, group=group,
                              signing_key=self.lifecycle.new_key(), generation=secrets.token_hex(8),
                              callback_token=self.lifecycle.new_token(),
@@ -138,9 +134,9 @@ class SubscriptionService:
             record = self.lifecycle.activate(record, inserted)
         except ConcurrencyConflict:
             raise self._lost_activation(record) from None
-        log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s", record.id,
+        log.info("subscription outcome=created subscription=%s target=%s events=%s scope=%s hook=%s account=%s", record.id,
                  record.target.describe(), logvalue(",".join(record.events)), logvalue(record.scope),
-                 logvalue(record.calendly_webhook))
+                 logvalue(record.calendly_webhook), record.account)
         return record, True
 
     def _check_owner_cap(self, draft: Subscription, caller: Caller) -> None:
@@ -169,12 +165,13 @@ class SubscriptionService:
         dropdown): the same owner and role rules as subscribing there; a user's own event types at
         user scope, the organization's at group and organization scope (Calendly lists event types
         by user or organization only). Cached briefly per list."""
-        organization, user, _group = self._scope_of(query, caller)
+        account = self.accounts.usable(caller, query.account)
+        organization, user, _group = self._scope_of(query, caller, account)
         key = (organization, user)
         with self._event_types_lock:
             cached = self._event_types.get(key)
         if cached is None:
-            cached = self.calendly.list_event_types(organization=organization if user is None else None, user=user)
+            cached = self.accounts.client(account).list_event_types(organization=organization if user is None else None, user=user)
             with self._event_types_lock:
                 self._event_types[key] = cached
         return [dict(item) for item in cached]
@@ -183,22 +180,24 @@ class SubscriptionService:
         """The hosts a filter at this scope may name (the connector's host dropdown): at user scope the
         one user the caller may subscribe for, at group and organization scope the organization's
         members (Calendly lists members by organization), by name. Same rules and cache as event types."""
-        organization, user, _group = self._scope_of(query, caller)
+        account = self.accounts.usable(caller, query.account)
+        organization, user, _group = self._scope_of(query, caller, account)
         key = ("hosts", organization, user)
         with self._event_types_lock:
             cached = self._event_types.get(key)
         if cached is None:
-            cached = sorted(self.calendly.list_members(organization=organization, user=user),
+            cached = sorted(self.accounts.client(account).list_members(organization=organization, user=user),
                             key=lambda m: (str(m.get("name") or ""), m["uri"]))
             with self._event_types_lock:
                 self._event_types[key] = cached
         return [dict(item) for item in cached]
 
-    def _scope_of(self, body: ScopeFields, caller: Caller) -> tuple[str, str | None, str | None]:
-        """organization, user, group of the hook. User scope without a user means, for a key holder, the
-        PAT's owner; for a signed-in caller (with or without the organization role), their own
-        Calendly user. Only the organization role (or a key) may name another user."""
-        identity = self.identity()
+    def _scope_of(self, body: ScopeFields, caller: Caller, account: str) -> tuple[str, str | None, str | None]:
+        """organization, user, group of the hook, in the account's organization. User scope without a
+        user means, for a key holder, the PAT's owner; for a signed-in caller (with or without the
+        organization role), their own Calendly user. Only the organization role (or a key) may name
+        another user."""
+        identity = self.identity(account)
         if body.scope != "user":
             if not caller.organization_scope:
                 raise BridgeError(403, "scope_forbidden",
@@ -209,14 +208,14 @@ class SubscriptionService:
             return identity["organization"], body.user or identity["user"], None
         if caller.organization_scope and body.user:
             return identity["organization"], body.user, None
-        own = self.calendly_user_of(caller, identity["organization"])
+        own = self.calendly_user_of(caller, identity["organization"], account)
         if body.user and body.user != own:
             raise BridgeError(403, "scope_forbidden",
                               f"user scope is limited to your own Calendly user ({own}); another user's events need "
                               f"the app role '{self.settings.entra_organization_role}'")
         return identity["organization"], own, None
 
-    def calendly_user_of(self, caller: Caller, organization: str) -> str:
+    def calendly_user_of(self, caller: Caller, organization: str, account: str = DEFAULT_ACCOUNT) -> str:
         """The caller's Calendly user URI: the organization member whose email is the token's UPN/email (cached)."""
         if not caller.email:
             raise BridgeError(403, "scope_forbidden",
@@ -227,7 +226,7 @@ class SubscriptionService:
         key = (organization, caller.email)
         with self._members_lock:
             if key not in self._members:
-                membership = self.calendly.membership_by_email(organization=organization, email=caller.email)
+                membership = self.accounts.client(account).membership_by_email(organization=organization, email=caller.email)
                 # Calendly's filter may fold case its own way: the member's address must be the
                 # caller's exactly, up to ASCII case.
                 found = str((membership or {}).get("user", {}).get("email") or "")
@@ -267,6 +266,41 @@ class SubscriptionService:
             log.info("subscription outcome=deleted subscription=%s", sub_id)
             return True
         raise ConcurrencyConflict(f"subscription {sub_id} kept changing while being deleted; retry")
+
+    def stop_account(self, account: str) -> int:
+        """Unsubscribe every subscription of ``account`` (its account is being retired); how many. A hook
+        whose deletion Calendly refuses (the token revoked, Calendly down, the account gone already) is
+        left to Calendly: the record, its deliveries and its callback path go all the same, so a call on
+        that hook is answered 410 and Calendly stops it."""
+        stopped, cursor = 0, None
+        while True:
+            page, cursor = self.store.list_subscriptions(100, cursor)
+            stopped += sum(self.stop_account_record(sub.id) for sub in page if sub.account == account)
+            if not cursor:
+                return stopped
+
+    def stop_account_record(self, sub_id: str) -> bool:
+        """Unsubscribe one record of a retired account; its hook is left when Calendly refuses."""
+        try:
+            return self.unsubscribe(sub_id)
+        except (BridgeError, ConcurrencyConflict) as exc:
+            return self._drop_without_hook(sub_id, getattr(exc, "code", type(exc).__name__))
+
+    def _drop_without_hook(self, sub_id: str, why: str) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            sub = self.store.get_subscription(sub_id)
+            if sub is None:
+                return False
+            try:
+                if sub.state != DELETING:
+                    sub = self.lifecycle.mark_deleting(sub)
+                if self.lifecycle.delete_version(sub):
+                    log.warning("subscription outcome=deleted subscription=%s account=%s hook_left=%s reason=%s", sub_id,
+                                sub.account, logvalue(sub.calendly_webhook), logvalue(why))
+                    return True
+            except ConcurrencyConflict:
+                continue
+        return False
 
     def unsubscribe_target(self, url: str, caller: Caller = FUNCTION_KEY_CALLER) -> list[str]:
         """Unsubscribe every subscription with this target URL that the caller may manage; their ids."""

@@ -112,6 +112,12 @@ class FakeKeyVault:
     def down(self, value: bool) -> None:
         self.mode = "503" if value else "up"
 
+    def client(self):
+        """The real SecretClient, made as the composition root makes it, trusting this vault's certificate."""
+        from shared.azure_clients import secret_client
+
+        return secret_client(self.url, StaticCredential(), connection_verify=str(self.cert_path), verify_challenge_resource=False)
+
     def stop(self) -> None:
         self._released.set()
         self._server.shutdown()

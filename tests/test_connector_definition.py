@@ -824,7 +824,8 @@ def test_scope_is_always_sent_and_visible_where_the_maker_chooses():
         if path == "/triggers/routing-form-submitted":
             # Calendly: routing form hooks exist in organization scope only.
             assert scope["enum"] == ["organization"] and scope["default"] == "organization"
-            assert scope["x-ms-visibility"] == "internal" and set(schema["properties"]) == {"url", "scope"}
+            # (and the Calendly account, like every trigger: shared.accounts)
+            assert scope["x-ms-visibility"] == "internal" and set(schema["properties"]) == {"url", "scope", "account"}
         else:
             assert set(scope["enum"]) == {"organization", "user", "group"} and scope["default"] == "user"
             assert scope.get("x-ms-visibility") not in ("internal", "advanced")

@@ -24,6 +24,17 @@ def test_logic_app_body_is_a_valid_subscribe_body():
     assert parse_subscribe(body).events == ["invitee.created", "invitee.canceled"]
 
 
+def test_the_logic_app_readmes_account_body_is_a_valid_subscribe_body():
+    import re
+
+    from shared.schemas import parse_subscribe
+
+    text = (ROOT / "examples" / "logic-app" / "README.md").read_text()
+    [snippet] = [s for s in re.findall(r"`(\{[^`]*\})`", text) if '"account"' in s]
+    body = dict(json.loads(snippet), callbackUrl="https://prod-01.westus.logic.azure.com/x?sig=1")
+    assert parse_subscribe(body).account == "sales"
+
+
 def test_servicebus_consumer_imports_without_side_effects_and_describes_a_message():
     spec = importlib.util.spec_from_file_location("consumer", ROOT / "examples" / "servicebus-consumer" / "consumer.py")
     consumer = importlib.util.module_from_spec(spec)

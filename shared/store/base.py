@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..models import Delivery, DeliveryStatus, Subscription
+from ..models import Account, Delivery, DeliveryStatus, Subscription
 
 
 class Store(Protocol):
@@ -58,6 +58,21 @@ class Store(Protocol):
 
     def filter_counts(self, subscription_id: str) -> tuple[int, int]:
         """(matched, filtered) so far; (0, 0) when none were counted."""
+
+    # Accounts: the Calendly accounts an admin declared (shared.accounts); never a token
+    def create_account(self, account: Account) -> Account:
+        """Insert; raise ConcurrencyConflict when the name exists. Returns it with its etag."""
+
+    def get_account(self, name: str) -> Account | None: ...
+
+    def list_accounts(self) -> list[Account]:
+        """Every declared account, by name."""
+
+    def update_account(self, account: Account) -> Account:
+        """Replace if ``account.etag`` still matches; raise ConcurrencyConflict otherwise."""
+
+    def delete_account(self, name: str) -> None:
+        """Delete; no error when already gone."""
 
     # Deliveries
     def record_delivery(self, delivery: Delivery) -> Delivery | None:

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..filters import Filters
-from ..models import Delivery, DeliveryStatus, Subscription, SubscriptionState, endpoint_from_dict
+from ..models import Account, Delivery, DeliveryStatus, Subscription, SubscriptionState, endpoint_from_dict
 
 _KEYS = {"id", "etag", "index_key"}
 _SUB_FIELDS = tuple(f.name for f in dataclasses.fields(Subscription) if f.name not in _KEYS)
+_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Account) if f.name not in _KEYS | {"name"})
 _DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery) if f.name not in _KEYS | {"body"})
 
 
@@ -52,7 +53,16 @@ def subscription_from_record(record: Mapping[str, Any], sub_id: str, etag: str |
         callback_token=_present(record, "callback_token"), legacy_webhook=_present(record, "legacy_webhook"),
         exclude_rescheduled=bool(record.get("exclude_rescheduled") or False),
         filters=Filters.from_dict(json.loads(record["filters"])) if _present(record, "filters") else Filters(),
-        payload_format=_present(record, "payload_format") or "calendly")
+        payload_format=_present(record, "payload_format") or "calendly",
+        account=_present(record, "account") or "default")
+
+
+def account_record(account: Account) -> dict[str, Any]:
+    return _scalars(account, _ACCOUNT_FIELDS)
+
+
+def account_from_record(record: Mapping[str, Any], name: str, etag: str | None) -> Account:
+    return Account(name=name, etag=etag, **{f: record[f] for f in _ACCOUNT_FIELDS if f in record})
 
 
 def delivery_record(delivery: Delivery) -> dict[str, Any]:

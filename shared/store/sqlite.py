@@ -10,8 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
-from ..models import Delivery, DeliveryStatus, Subscription
-from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
+from ..models import Account, Delivery, DeliveryStatus, Subscription
+from .records import (
+    account_from_record,
+    account_record,
+    delivery_from_record,
+    delivery_record,
+    subscription_from_record,
+    subscription_record,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -41,6 +48,11 @@ CREATE TABLE IF NOT EXISTS tombstones (
     buried_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tombstones_by_age ON tombstones(buried_at);
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS filter_counts (
     subscription_id TEXT PRIMARY KEY,
     matched INTEGER NOT NULL,
@@ -224,6 +236,38 @@ class SqliteStore:
     def find_subscriptions_by_target(self, target_hash: str) -> list[Subscription]:
         rows = self._read("SELECT id, data, version FROM subscriptions WHERE target_hash = ? ORDER BY id", (target_hash,))
         return [self._sub(r) for r in rows]
+
+    # Accounts ------------------------------------------------------------
+    def create_account(self, account: Account) -> Account:
+        version = secrets.randbelow(2 ** 62)
+        with self._tx() as db:
+            try:
+                db.execute("INSERT INTO accounts (name, data, version) VALUES (?, ?, ?)",
+                           (account.name, json.dumps(account_record(account), ensure_ascii=False), version))
+            except sqlite3.IntegrityError:
+                raise ConcurrencyConflict(f"account {account.name} already exists") from None
+        return account.replace(etag=str(version))
+
+    def get_account(self, name: str) -> Account | None:
+        rows = self._read("SELECT name, data, version FROM accounts WHERE name = ?", (name,))
+        return account_from_record(json.loads(rows[0][1]), rows[0][0], str(rows[0][2])) if rows else None
+
+    def list_accounts(self) -> list[Account]:
+        rows = self._read("SELECT name, data, version FROM accounts ORDER BY name")
+        return [account_from_record(json.loads(data), name, str(version)) for name, data, version in rows]
+
+    def update_account(self, account: Account) -> Account:
+        version = int(account.etag or 0)
+        with self._tx() as db:
+            cursor = db.execute("UPDATE accounts SET data = ?, version = version + 1 WHERE name = ? AND version = ?",
+                                (json.dumps(account_record(account), ensure_ascii=False), account.name, version))
+            if cursor.rowcount != 1:
+                raise ConcurrencyConflict(f"account {account.name} changed or vanished")
+        return account.replace(etag=str(version + 1))
+
+    def delete_account(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM accounts WHERE name = ?", (name,))
 
     # Deliveries ----------------------------------------------------------
     @staticmethod

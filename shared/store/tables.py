@@ -21,7 +21,9 @@ Keys make the Calendly callback path point operations only:
   what is stored (README "Scale");
 - tombstones (deleted subscriptions' callback paths, so Calendly can be answered 410): PartitionKey
   = the old callback token, RowKey = "gone", with the subscription id, its old signing key and when
-  it was deleted: a point read, only for paths no live subscription has; purged after a week.
+  it was deleted: a point read, only for paths no live subscription has; purged after a week;
+- accounts (the Calendly accounts an admin declared, shared.accounts): PartitionKey = "account",
+  RowKey = the account's name; a few rows, read on the management path and cached.
 Updates (and deletes of a known version) are conditional on the entity's ETag.
 """
 from __future__ import annotations
@@ -30,12 +32,20 @@ import threading
 from typing import Any
 
 from ..errors import ConcurrencyConflict, StoreUnavailable
-from ..models import Delivery, DeliveryStatus, Subscription
-from .records import delivery_from_record, delivery_record, subscription_from_record, subscription_record
+from ..models import Account, Delivery, DeliveryStatus, Subscription
+from .records import (
+    account_from_record,
+    account_record,
+    delivery_from_record,
+    delivery_record,
+    subscription_from_record,
+    subscription_record,
+)
 
 SUB_ROW = "subscription"
 CALLBACK_ROW = "callback"
 TOMBSTONE_ROW = "gone"
+ACCOUNT_PARTITION = "account"
 COUNTS_ROW = "filters"  # counts table: PartitionKey = subscription id; matched / filtered (shared.counters)
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
@@ -71,7 +81,8 @@ class TableStore:
         self._replace, self._merge = UpdateMode.REPLACE, UpdateMode.MERGE
         self.service = service
         self._tables = {kind: service.get_table_client(f"{prefix}{kind}")
-                        for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones", "counts")}
+                        for kind in ("subscriptions", "targets", "callbacks", "deliveries", "tombstones", "counts",
+                                                                          "accounts")}
         self._ready = False
         self._adopted = False
         self._ready_lock = threading.Lock()
@@ -286,6 +297,41 @@ class TableStore:
         subs = [self.get_subscription(row["RowKey"]) for row in rows]
         # A dangling index row (a crash mid-create/delete, or an old target) is skipped.
         return [s for s in subs if s is not None and s.target_hash == target_hash]
+
+    # accounts --------------------------------------------------------------------------------
+    def _account(self, entity: Any) -> Account:
+        return account_from_record(entity, entity["RowKey"], entity.metadata.get("etag"))
+
+    def create_account(self, account: Account) -> Account:
+        try:
+            result = self._call(self._table("accounts").create_entity,
+                                {"PartitionKey": ACCOUNT_PARTITION, "RowKey": account.name, **account_record(account)})
+        except self._exists:
+            raise ConcurrencyConflict(f"account {account.name} already exists") from None
+        return account.replace(etag=self._etag(result))
+
+    def get_account(self, name: str) -> Account | None:
+        try:
+            return self._account(self._call(self._table("accounts").get_entity, ACCOUNT_PARTITION, name))
+        except self._not_found:
+            return None
+
+    def list_accounts(self) -> list[Account]:
+        rows = self._call(lambda: list(self._table("accounts").query_entities("PartitionKey eq @p",
+                                                                               parameters={"p": ACCOUNT_PARTITION})))
+        return sorted((self._account(row) for row in rows), key=lambda a: a.name)
+
+    def update_account(self, account: Account) -> Account:
+        try:
+            result = self._call(self._table("accounts").update_entity,
+                                {"PartitionKey": ACCOUNT_PARTITION, "RowKey": account.name, **account_record(account)},
+                                mode=self._replace, etag=account.etag, match_condition=self._if_not_modified)
+        except (self._modified, self._not_found):
+            raise ConcurrencyConflict(f"account {account.name} changed or vanished") from None
+        return account.replace(etag=self._etag(result))
+
+    def delete_account(self, name: str) -> None:
+        self._delete_if_present(self._table("accounts"), ACCOUNT_PARTITION, name)
 
     # deliveries ------------------------------------------------------------------------------
     @staticmethod
