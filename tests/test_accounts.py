@@ -365,3 +365,38 @@ def test_an_accounts_token_is_rotated_in_key_vault_alone(caller, vault, sales, t
     made = subscribe_to(caller, f"{target.url}/b", account="sales")
     assert made.status == 201, made.body
     assert vault.reads == reads + 1
+
+
+def test_the_connectors_account_dropdown_lists_the_accounts_and_its_choice_subscribes_with_that_account(caller, sales, target):
+    """What the Power Automate designer does with the trigger's "Calendly account" field: call the
+    x-ms-dynamic-values operation, offer value-path/value-title of value-collection, send the choice."""
+    import jsonschema
+
+    from tests.conftest import ROOT
+    from tests.swagger import to_json_schema
+
+    swagger = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text("utf-8"))
+    assert declare(caller).status == 201
+    body_param = next(p for p in swagger["paths"]["/triggers/invitee-created"]["post"]["parameters"] if p["in"] == "body")
+    field = body_param["schema"]["properties"]["account"]
+    dynamic = field["x-ms-dynamic-values"]
+    [(path, operation)] = [(p, item["get"]) for p, item in swagger["paths"].items()
+                           if item.get("get", {}).get("operationId") == dynamic["operationId"]]
+    assert path == "/accounts" and operation["x-ms-visibility"] == "internal"
+    listed = caller.call(api.list_accounts, "GET", path)
+    jsonschema.validate(body_of(listed), to_json_schema(operation["responses"]["200"]["schema"], swagger["definitions"]))
+    offered = {item[dynamic["value-title"]]: item[dynamic["value-path"]] for item in body_of(listed)[dynamic["value-collection"]]}
+    assert offered == {"default": "default", "sales": "sales"}
+    # The event type dropdown of the same trigger passes the chosen account on.
+    event_types = body_param["schema"]["properties"]["event_types"]["items"]["x-ms-dynamic-values"]
+    assert event_types["parameters"]["account"] == {"parameter": "account"}
+    import re
+
+    assert re.fullmatch(field["pattern"], offered["sales"]) and re.fullmatch(field["pattern"], "")
+    made = caller.call(api.subscribe_trigger, "POST", "/triggers/invitee-created",
+                       {"url": f"{target.url}/flow", "scope": "organization", "account": offered["sales"]}, trigger="invitee-created")
+    assert made.status == 201 and body_of(made)["account"] == "sales", made.body
+    assert [h["uri"] for h in sales.hooks()] == [body_of(made)["calendly_webhook"]]
+    cleared = caller.call(api.subscribe_trigger, "POST", "/triggers/invitee-created",
+                          {"url": f"{target.url}/flow", "scope": "organization", "account": ""}, trigger="invitee-created")
+    assert cleared.status == 201 and body_of(cleared)["account"] == "default", cleared.body
