@@ -99,6 +99,22 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def calendly_event(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.calendly_event, req)
 
+    @app.route(route="console", methods=["GET"], auth_level=PUBLIC)
+    def console(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.console_page, req)
+
+    @app.route(route="console/assets/{file}", methods=["GET"], auth_level=PUBLIC)
+    def console_asset(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.console_asset, req)
+
+    @app.route(route="console/config", methods=["GET"], auth_level=PUBLIC)
+    def console_config(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.console_config, req)
+
+    @app.route(route="me", methods=["GET"], auth_level=MANAGEMENT)
+    def whoami(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.whoami, req)
+
     @app.route(route="health", methods=["GET"], auth_level=PUBLIC)
     def health(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.health, req)

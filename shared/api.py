@@ -112,6 +112,8 @@ def management(action: str, spends_calendly: bool = False):
                 call.audit(500)
                 raise
             call.audit(response.status)
+            # Management answers name people and may carry payloads: never kept by a browser or proxy.
+            response.headers.setdefault("Cache-Control", "no-store")
             return response
 
         return wrapped
@@ -386,6 +388,38 @@ def replay_delivery(bridge: Bridge, req: Request, call: AuditRecord) -> Response
             raise BridgeError(404, "delivery_not_found", "no such delivery")
     delivery = bridge.deliveries.replay(delivery_id)
     return Response.json(200 if delivery.status == DeliveryStatus.DELIVERED else 202, delivery.public())
+
+
+# Console (shared.console) ----------------------------------------------------------
+def console_page(provider: Provider, req: Request) -> Response:
+    """GET /api/console: the operator console's page (anonymous: it holds no data; it signs in to call the API)."""
+    from . import console
+
+    return console.page()
+
+
+def console_asset(provider: Provider, req: Request) -> Response:
+    from . import console
+
+    found = console.asset(req.route_params.get("file", ""))
+    return found or Response.json(404, {"error": {"code": "not_found", "message": "no such console asset"}})
+
+
+@handler
+def console_config(bridge: Bridge, req: Request) -> Response:
+    """GET /api/console/config: how the console signs in (the MANAGEMENT_AUTH mode; nothing secret)."""
+    from .console import HEADERS
+
+    return Response.json(200, {"management_auth": bridge.settings.management_auth}, HEADERS)
+
+
+@handler
+@management("me")
+def whoami(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/me: who the caller is to the bridge (what the console shows and which views it offers)."""
+    who = call.who
+    return Response.json(200, {"kind": who.kind, "admin": who.admin, "organization_scope": who.organization_scope,
+                               "name": who.name, "object_id": who.object_id, "tenant_id": who.tenant_id})
 
 
 # Health ------------------------------------------------------------------------

@@ -43,9 +43,12 @@ def test_every_contract_route_is_declared_with_its_auth_level():
         assert routes.get(key) == level, f"{key} should be auth level {level}, is {routes.get(key)}"
 
 
-def test_only_the_calendly_callback_and_health_are_anonymous():
+def test_only_the_calendly_callback_health_and_the_console_page_are_anonymous():
+    """The console's page, its two assets and its sign-in mode hold no data (tests/test_console.py); every
+    data call it makes goes to a management route."""
     anonymous = {key for key, level in _http_routes().items() if level == "ANONYMOUS"}
-    assert anonymous == {("POST", "calendly/events/{id}"), ("GET", "health")}
+    assert anonymous == {("POST", "calendly/events/{id}"), ("GET", "health"), ("GET", "console"),
+                         ("GET", "console/assets/{file}"), ("GET", "console/config")}
 
 
 def test_function_names_are_unique():
