@@ -392,10 +392,15 @@ def replay_delivery(bridge: Bridge, req: Request, call: AuditRecord) -> Response
 
 # Console (shared.console) ----------------------------------------------------------
 def console_page(provider: Provider, req: Request) -> Response:
-    """GET /api/console: the operator console's page (anonymous: it holds no data; it signs in to call the API)."""
+    """GET /api/console: the operator console's page (anonymous: it holds no data; it signs in to call the API).
+    Served even when the bridge cannot be composed (its calls then say why)."""
     from . import console
 
-    return console.page()
+    try:
+        settings = provider().settings
+    except Exception:  # noqa: BLE001 - the page loads whatever is wrong; the API answers the errors
+        settings = None
+    return console.page(settings)
 
 
 def console_asset(provider: Provider, req: Request) -> Response:
@@ -408,9 +413,9 @@ def console_asset(provider: Provider, req: Request) -> Response:
 @handler
 def console_config(bridge: Bridge, req: Request) -> Response:
     """GET /api/console/config: how the console signs in (the MANAGEMENT_AUTH mode; nothing secret)."""
-    from .console import HEADERS
+    from .console import HEADERS, sign_in
 
-    return Response.json(200, {"management_auth": bridge.settings.management_auth}, HEADERS)
+    return Response.json(200, {"management_auth": bridge.settings.management_auth, "entra": sign_in(bridge.settings)}, HEADERS)
 
 
 @handler

@@ -137,3 +137,125 @@ class LocalIssuer:
 
     def without_kid(self, **claims) -> str:
         return jwt.encode(self.claims(**claims), self.keys[-1].private, algorithm="RS256")
+
+
+class SignInServer:
+    """Microsoft Entra ID's sign-in side for a browser, on 127.0.0.1 over HTTPS (MSAL refuses an
+    authority that is not https; the browser is told to accept this self-signed certificate): the
+    OpenID configuration, the authorize endpoint (the user named by ``user`` signs in at once and is
+    sent back with a code), and the token endpoint (authorization code + PKCE S256 → an ID token and an
+    access token for the bridge signed by ``issuer``'s key, with Entra's ``client_info``; CORS as Entra
+    answers a single-page app). ``settings()`` lists its issuer first, so the bridge and the console
+    take it as the home tenant's authority."""
+
+    def __init__(self, issuer: LocalIssuer, directory):
+        import ssl
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlencode, urlsplit
+
+        from tests.fake_keyvault import make_certificate
+
+        self.issuer = issuer
+        self.user: dict = {}
+        self.codes: dict[str, dict] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict | None = None, headers: dict | None = None):
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                for name, value in {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*",
+                                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS", "Content-Type": "application/json",
+                                    "Content-Length": str(len(data)), **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_OPTIONS(self):
+                self._send(204)
+
+            def do_GET(self):
+                parts = urlsplit(self.path)
+                server.requests.append(f"GET {parts.path}")
+                if parts.path.endswith("/v2.0/.well-known/openid-configuration"):
+                    return self._send(200, server.metadata())
+                if parts.path.endswith("/oauth2/v2.0/authorize"):
+                    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                    code = uuid.uuid4().hex
+                    server.codes[code] = {**query, "user": dict(server.user)}
+                    reply = {"code": code, "state": query.get("state", ""), "client_info": server.client_info(),
+                             "session_state": uuid.uuid4().hex}
+                    joiner = "#" if query.get("response_mode", "fragment") == "fragment" else ("&" if "?" in query["redirect_uri"] else "?")
+                    return self._send(302, None, {"Location": query["redirect_uri"] + joiner + urlencode(reply)})
+                return self._send(404, {"error": "not_found"})
+
+            def do_POST(self):
+                parts = urlsplit(self.path)
+                server.requests.append(f"POST {parts.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                if not parts.path.endswith("/oauth2/v2.0/token"):
+                    return self._send(404, {"error": "not_found"})
+                grant = server.codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                if grant is None or challenge != grant.get("code_challenge") or form.get("client_id") != grant.get("client_id"):
+                    return self._send(400, {"error": "invalid_grant", "error_description": "AADSTS70008: bad code or PKCE verifier"})
+                return self._send(200, server.tokens(grant))
+
+        self.cert_path, key_path = make_certificate(directory)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_path, key_path)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> SignInServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def issuer_v2(self) -> str:
+        return f"{self.url}/{TENANT}/v2.0"
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        """The issuer's settings with this server's issuer first (the home tenant's sign-in authority)."""
+        settings = self.issuer.settings(**extra)
+        settings["ENTRA_ISSUERS"] = f"{self.url}/{{tenant}}/v2.0," + settings["ENTRA_ISSUERS"]
+        return settings
+
+    def metadata(self) -> dict:
+        base = f"{self.url}/{TENANT}"
+        return {"issuer": self.issuer_v2, "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token", "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "jwks_uri": f"{self.issuer.url}/common/discovery/v2.0/keys", "response_types_supported": ["code", "id_token"],
+                "response_modes_supported": ["query", "fragment", "form_post"], "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"], "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "tid", "oid", "preferred_username"],
+                "tenant_region_scope": None, "cloud_instance_name": "microsoftonline.com", "http_logout_supported": True,
+                "frontchannel_logout_supported": True, "request_uri_parameter_supported": False}
+
+    def client_info(self) -> str:
+        info = json.dumps({"uid": self.user.get("oid", ""), "utid": TENANT}).encode()
+        return base64.urlsafe_b64encode(info).rstrip(b"=").decode()
+
+    def tokens(self, grant: dict) -> dict:
+        user, now = grant["user"], int(time.time())
+        id_token = self.issuer.sign({"aud": grant["client_id"], "iss": self.issuer_v2, "iat": now, "nbf": now, "exp": now + 3600,
+                                     "name": user.get("name"), "oid": user["oid"], "preferred_username": user.get("upn"),
+                                     "sub": _b64(user["oid"].encode()), "tid": TENANT, "nonce": grant.get("nonce"), "ver": "2.0"})
+        access = self.issuer.token(oid=user["oid"], upn=user.get("upn"), name=user.get("name"), roles=user.get("roles", ()),
+                                   scp="user_impersonation", iss=self.issuer_v2, azp=grant["client_id"])
+        return {"token_type": "Bearer", "scope": grant.get("scope", ""), "expires_in": 3600, "ext_expires_in": 3600,
+                "access_token": access, "refresh_token": uuid.uuid4().hex, "id_token": id_token,
+                "client_info": self.client_info()}

@@ -41,11 +41,12 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy_and_nothing_els
         assert asset.headers["X-Content-Type-Options"] == "nosniff"
     script = requests.get(f"{bridge.url}/api/console/assets/console.js", timeout=10).text
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
-    assert "localStorage" not in script and "sessionStorage" not in script and "document.cookie" not in script
+    # The page itself never touches storage or cookies (MSAL, configured for sessionStorage, keeps its own tokens).
+    assert not re.search(r"(localStorage|sessionStorage)\s*[.\[]", script) and "document.cookie" not in script
     for bad in ("index.html", "..%2F..%2Ffunction_app.py", "console.js%00", "CONSOLE.JS"):
         missing = requests.get(f"{bridge.url}/api/console/assets/{bad}", timeout=10)
         assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("application/json"), bad
-    assert requests.get(f"{bridge.url}/api/console/config", timeout=10).json() == {"management_auth": "function_key"}
+    assert requests.get(f"{bridge.url}/api/console/config", timeout=10).json() == {"management_auth": "function_key", "entra": None}
 
 
 def test_management_answers_are_never_cached_and_me_says_who_the_caller_is(bridge, target):
@@ -72,7 +73,8 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--disable-default-apps", "--disable-extensions", "--disable-client-side-phishing-detection",
-                     "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+                     "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                     "--ignore-certificate-errors"):  # the loopback sign-in server's self-signed certificate (tests/entra_issuer.py)
         options.add_argument(argument)
     session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     session.set_page_load_timeout(30)
@@ -81,9 +83,11 @@ def browser():
 
 
 def wait(browser, condition, timeout=15):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout).until(condition)
+    # A redirect (sign-in) replaces the page under a condition: look again.
+    return WebDriverWait(browser, timeout, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
 
 
 def text_in(element_id: str, text: str):
@@ -218,3 +222,71 @@ def test_the_page_lists_a_thousand_subscriptions_in_pages(make_host, target, bro
     browser.find_element(By.ID, "more-subs").click()
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#subs-table tbody tr")) == 100)
     shot(browser, "console-list")
+
+
+ALICE = "aaaaaaaa-1111-4111-8111-111111111111"
+BOB = "bbbbbbbb-2222-4222-8222-222222222222"
+ADMIN = "cccccccc-3333-4333-8333-333333333333"
+
+
+def test_makers_sign_in_with_entra_id_and_see_only_their_own_while_an_admin_sees_everyones(make_host, sandbox, target, browser,
+                                                                                          tmp_path):
+    """MSAL (vendored) in the page: authorization code + PKCE against a loopback Entra-shaped sign-in server,
+    tokens signed by the local issuer, checked by the bridge as any token is."""
+    from selenium.webdriver.common.by import By
+
+    from tests.entra_issuer import LocalIssuer, SignInServer
+
+    with LocalIssuer() as issuer:
+        signin = SignInServer(issuer, tmp_path).start()
+        try:
+            bridge = make_host(**signin.settings())
+            for who in ("alice", "bob"):
+                sandbox.app.add_member(f"{who}@contoso.com", who.title())
+
+            def subscribe_as(oid: str, upn: str, path: str) -> dict:
+                made = bridge.api("POST", "/subscriptions", headers={"Authorization": f"Bearer {issuer.token(oid=oid, upn=upn)}"},
+                                  json={"url": f"{target.url}{path}", "events": ["invitee.created"], "scope": "user"})
+                assert made.status_code == 201, made.text
+                return made.json()
+
+            alices, bobs = subscribe_as(ALICE, "alice@contoso.com", "/alice"), subscribe_as(BOB, "bob@contoso.com", "/bob")
+            config = requests.get(f"{bridge.url}/api/console/config", timeout=10).json()
+            assert config["entra"]["authority"] == f"{signin.url}/{'6f1f7a9e-2c3b-4d5e-8f90-a1b2c3d4e5f6'}"
+            page = requests.get(f"{bridge.url}/api/console", timeout=10)
+            assert f"connect-src 'self' {signin.url};" in page.headers["Content-Security-Policy"]
+
+            signin.user = {"oid": ALICE, "upn": "alice@contoso.com", "name": "Alice Maker"}
+            browser.get(f"{bridge.url}/api/console")
+            wait(browser, lambda b: b.find_element(By.ID, "entra-sign-in").is_displayed())
+            browser.find_element(By.ID, "entra-sign-in").click()
+            wait(browser, text_in("subs-table", alices["id"]), timeout=30)
+            assert bobs["id"] not in browser.find_element(By.ID, "subs-table").text
+            assert browser.find_element(By.ID, "who").text == "alice@contoso.com"
+            assert not browser.find_element(By.ID, "health").is_displayed()
+            assert not browser.find_element(By.ID, "owner-form").is_displayed()
+            assert "code=" not in browser.current_url  # MSAL took the code out of the address
+            assert any(r.endswith("/oauth2/v2.0/token") for r in signin.requests)
+            shot(browser, "console-maker")
+
+            browser.get(f"{bridge.url}/api/console")  # reloaded in the same tab: still signed in (MSAL's session cache)
+            wait(browser, text_in("subs-table", alices["id"]))
+            browser.find_element(By.ID, "sign-out").click()
+            wait(browser, lambda b: b.find_element(By.ID, "entra-sign-in").is_displayed())
+            assert browser.execute_script("return sessionStorage.length") == 0 or not any(
+                ALICE in browser.execute_script("return sessionStorage.getItem(arguments[0]) || ''", k)
+                for k in browser.execute_script("return Object.keys(sessionStorage)"))
+            signin.user = {"oid": ADMIN, "upn": "admin@contoso.com", "name": "Ada Admin", "roles": ["Bridge.Admin"]}
+            browser.find_element(By.ID, "entra-sign-in").click()
+            wait(browser, text_in("subs-table", bobs["id"]), timeout=30)
+            assert alices["id"] in browser.find_element(By.ID, "subs-table").text
+            assert browser.find_element(By.ID, "who").text == "admin@contoso.com · admin"
+            wait(browser, lambda b: b.find_element(By.ID, "health").is_displayed())
+            owner = browser.find_element(By.ID, "owner")
+            owner.send_keys(BOB)
+            owner.submit()
+            wait(browser, lambda b: alices["id"] not in b.find_element(By.ID, "subs-table").text)
+            assert bobs["id"] in browser.find_element(By.ID, "subs-table").text
+            shot(browser, "console-admin")
+        finally:
+            signin.stop()

@@ -1,11 +1,17 @@
-/* The bridge's operator console (README "Console"). Plain DOM, no library: every value from the API is
-   put on the page with textContent or as an attribute value, never parsed as HTML. The key a user types
-   lives in this closure only (never in storage, cookies or URLs) and goes out as the x-functions-key
-   header; calls carry no cookies, so there is nothing for another site to ride on. */
+/* The bridge's operator console (README "Console"). Plain DOM: every value from the API is put on the
+   page with textContent or as an attribute value, never parsed as HTML. The key a user types lives in
+   this closure only (never in storage, cookies or URLs) and goes out as the x-functions-key header;
+   with Microsoft Entra ID, MSAL (vendored) signs the user in (authorization code + PKCE, redirect) and
+   keeps its tokens in this tab's sessionStorage (MSAL's redirect flow needs a store that survives the
+   redirect; gone when the tab closes, and at "Sign out"); the access token goes out as the
+   Authorization header. Calls carry no
+   cookies, so there is nothing for another site to ride on. */
 "use strict";
 (() => {
   const api = new URL(".", window.location.href); // the page is <prefix>/console: calls go to <prefix>/...
   let key = null;
+  let token = null; // an Entra ID access token for the bridge (MSAL)
+  let signIn = null; // MSAL's PublicClientApplication and the request it signs in with
   let me = null;
   let owner = "";
   let subsCursor = null;
@@ -35,7 +41,8 @@
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
     }
     const headers = { Accept: "application/json" };
-    if (key) headers["x-functions-key"] = key;
+    if (token) headers.Authorization = `Bearer ${token}`;
+    else if (key) headers["x-functions-key"] = key;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(url, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -70,9 +77,34 @@
   }
 
   // Sign-in ------------------------------------------------------------------------------------
+  async function startEntra(entra) {
+    if (!entra || !window.msal) return;
+    const app = new window.msal.PublicClientApplication({
+      auth: { clientId: entra.client_id, authority: entra.authority, knownAuthorities: [entra.known_authority],
+              redirectUri: window.location.origin + window.location.pathname },
+      cache: { cacheLocation: "sessionStorage" },
+    });
+    await app.initialize();
+    signIn = { app, request: { scopes: entra.scopes } };
+    const result = await app.handleRedirectPromise();
+    if (result && result.accessToken) {
+      token = result.accessToken;
+      return;
+    }
+    const [account] = app.getAllAccounts();
+    if (account) { // signed in earlier in this tab: a cached token, or a silent renewal
+      try { token = (await app.acquireTokenSilent({ ...signIn.request, account })).accessToken; } catch (_) { token = null; }
+    }
+  }
+
   async function start() {
     let config = { management_auth: "function_key" };
     try { config = await call("GET", "console/config"); } catch (_) { /* the defaults */ }
+    try {
+      if (!token) await startEntra(config.entra);
+    } catch (error) {
+      say(`Microsoft sign-in failed: ${error.errorCode || error.message}`, true);
+    }
     try {
       me = await call("GET", "me");
     } catch (error) {
@@ -86,10 +118,13 @@
     const why = {
       function_key: "This bridge takes a function key (Function App → App keys). It stays in this tab's memory only.",
       both: "This bridge takes Microsoft Entra ID tokens or its management key; enter the management key. It stays in this tab's memory only.",
-      entra: "This bridge takes Microsoft Entra ID tokens only (MANAGEMENT_AUTH=entra): this console signs in with a key, so use it with MANAGEMENT_AUTH=both and the management key.",
+      entra: "Sign in with your work account.",
     }[config.management_auth] || "Enter a key.";
-    $("sign-in-why").textContent = why;
+    $("sign-in-why").textContent = config.management_auth === "both" && signIn
+      ? "Sign in with your work account, or enter the bridge's management key (it stays in this tab's memory only)."
+      : why;
     $("key-form").hidden = config.management_auth === "entra";
+    $("entra-sign-in").hidden = !signIn;
     $("sign-in").hidden = false;
     $("key").focus();
   }
@@ -110,7 +145,8 @@
   }
 
   function signOut() {
-    key = null; me = null; current = null;
+    if (token && signIn) signIn.app.clearCache().catch(() => undefined);
+    key = null; token = null; me = null; current = null;
     for (const id of ["subscriptions", "detail", "health", "sign-out"]) $(id).hidden = true;
     $("who").textContent = "";
     $("subs-table").tBodies[0].replaceChildren();
@@ -120,9 +156,10 @@
 
   async function signedIn() {
     say("");
+    $("sign-in").hidden = true;
     const who = me.kind === "entra" ? (me.name || me.object_id) : (me.kind === "management_key" ? "management key" : "function key");
     $("who").textContent = `${who}${me.admin ? " · admin" : ""}`;
-    $("sign-out").hidden = !key;
+    $("sign-out").hidden = !key && !token;
     $("subscriptions").hidden = false;
     $("owner-form").hidden = !me.admin || me.kind !== "entra";
     if (me.admin) loadHealth();
@@ -293,6 +330,9 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("key-form").addEventListener("submit", submitKey);
+    $("entra-sign-in").addEventListener("click", () => {
+      signIn.app.loginRedirect(signIn.request).catch((error) => say(`Microsoft sign-in failed: ${error.errorCode || error.message}`, true));
+    });
     $("sign-out").addEventListener("click", signOut);
     $("more-subs").addEventListener("click", () => loadSubscriptions(false));
     $("more-deliveries").addEventListener("click", () => loadDeliveries(false));
