@@ -111,6 +111,10 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def console_config(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.console_config, req)
 
+    @app.route(route="status", methods=["GET"], auth_level=MANAGEMENT)
+    def bridge_status(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.bridge_status, req)
+
     @app.route(route="me", methods=["GET"], auth_level=MANAGEMENT)
     def whoami(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.whoami, req)

@@ -427,6 +427,20 @@ def whoami(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
                                "name": who.name, "object_id": who.object_id, "tenant_id": who.tenant_id})
 
 
+@handler
+@management("status")
+def bridge_status(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/status (admins): the retry backlog, dead deliveries, the last reconcile's summary, the accounts."""
+    import json
+
+    from .reconcile import LAST_RUN_NOTE
+
+    _admin(call, "see the bridge's status")
+    note = bridge.store.read_note(LAST_RUN_NOTE)
+    return Response.json(200, {"deliveries": bridge.store.delivery_backlog(), "last_reconcile": json.loads(note) if note else None,
+                               "accounts": bridge.accounts.names()})
+
+
 # Health ------------------------------------------------------------------------
 def health(provider: Provider, req: Request) -> Response:
     """Liveness and configuration, never a configuration value; a bad setting is named, not shown."""

@@ -32,6 +32,7 @@ The timer also runs the retry safety net: pending deliveries whose queue message
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -42,7 +43,7 @@ from .accounts import DEFAULT as DEFAULT_ACCOUNT
 from .accounts import AccountService
 from .calendly import CalendlyClient, CallBudget, is_rate_limited
 from .delivery import DeliveryService
-from .errors import BridgeError, ConcurrencyConflict
+from .errors import BridgeError, ConcurrencyConflict, StoreUnavailable
 from .lifecycle import Lifecycle
 from .models import Clock, Subscription, SubscriptionState, isotime, utcnow
 from .settings import Settings
@@ -114,6 +115,9 @@ class ReconcileError:
     code: str
     message: str
     subscription: str | None = None
+
+
+LAST_RUN_NOTE = "last_reconcile"  # the store's note with the last run's summary (GET /api/status)
 
 
 @dataclass
@@ -191,7 +195,17 @@ class Reconciler:
         self._stop_strays([r for r in records if r.account not in names], report)
         report.accounts = len(names)
         log.log(logging.WARNING if report.errors else logging.INFO, "%s", report.log_line())
+        self._remember(report)
         return report
+
+    def _remember(self, report: ReconcileReport) -> None:
+        """The run's summary, for the console's admin view (GET /api/status); at most 20 errors kept."""
+        summary = {"finished_at": isotime(self.clock()), **report.as_dict()}
+        summary["errors"] = summary["errors"][:20]
+        try:
+            self.store.save_note(LAST_RUN_NOTE, json.dumps(summary, ensure_ascii=False)[:32 * 1024])
+        except StoreUnavailable:
+            log.warning("reconcile: its summary could not be kept (the store is unavailable)")
 
     def _reconcile_account(self, account: str, records: list[Subscription], report: ReconcileReport) -> None:
         try:

@@ -115,12 +115,15 @@ def test_an_operator_finds_a_dead_delivery_replays_it_and_sees_it_delivered(make
     [dead] = bridge.api("GET", f"/subscriptions/{failing['id']}/deliveries").json()["value"]
     assert dead["status"] == "dead"
     target.respond(default=200)  # the flow is fixed
+    assert bridge.run("reconcile").returncode == 0
 
     browser.get(f"{bridge.url}/api/console")
     wait(browser, text_in("subs-table", failing["id"]))
     assert ok["id"] in browser.find_element(By.ID, "subs-table").text
     assert "function key · admin" in browser.find_element(By.ID, "who").text  # the local host, like func start, takes no key
     wait(browser, text_in("health-checks", "ok"))
+    wait(browser, text_in("bridge-status", "2 checked, 2 healthy"))
+    assert "dead (kept for replay)\n1" in browser.find_element(By.ID, "bridge-status").text
     # Keyboard only: focus the failing subscription's row and press Enter.
     row = browser.find_element(By.CSS_SELECTOR, f"#subs-table tr[data-id='{failing['id']}']")
     row.send_keys(Keys.ENTER)
@@ -290,3 +293,35 @@ def test_makers_sign_in_with_entra_id_and_see_only_their_own_while_an_admin_sees
             shot(browser, "console-admin")
         finally:
             signin.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("tables", marks=pytest.mark.azurite)])
+def test_status_counts_the_backlog_and_dead_and_shows_the_last_reconcile_to_admins_only(kind, request, tmp_path, sandbox, target):
+    from shared import api
+    from tests.entra_issuer import LocalIssuer
+    from tests.inprocess import Caller, compose_on
+
+    with LocalIssuer() as issuer:
+        bridge = compose_on(kind, request, tmp_path, sandbox,
+                            env={"DELIVERY_MAX_ATTEMPTS": "1", **issuer.settings(MANAGEMENT_AUTH="both", MANAGEMENT_KEY=KEY)})
+        try:
+            caller = Caller(bridge, sandbox)
+            admin, maker = {"x-functions-key": KEY}, {"Authorization": f"Bearer {issuer.token(oid=ALICE, upn='alice@contoso.com')}"}
+            status = json.loads(caller.call(api.bridge_status, "GET", "/status", headers=admin).body)
+            assert status == {"deliveries": {"pending": 0, "dead": 0}, "last_reconcile": None, "accounts": ["default"]}
+            made = caller.call(api.subscribe, "POST", "/subscriptions", {"url": f"{target.url}/flow", "events": ["invitee.created"]},
+                               headers=admin)
+            sub = json.loads(made.body)
+            [hook] = [h for h in sandbox.app.hooks() if h["uri"] == sub["calendly_webhook"]]
+            target.respond(500, 500, 500, 500, 500, 500, 500, 500, default=200)
+            for n in range(2):
+                body = json.dumps({"event": "invitee.created", "payload": {"uri": f"https://api.calendly.com/scheduled_events/E/invitees/{n}"}})
+                assert caller.post_event(hook["callback_url"], body.encode()).status == 202
+            report = bridge.reconciler.reconcile()
+            status = json.loads(caller.call(api.bridge_status, "GET", "/status", headers=admin).body)
+            assert status["deliveries"] == {"pending": 0, "dead": 2}
+            assert status["last_reconcile"]["checked"] == report.checked == 1 and status["last_reconcile"]["finished_at"]
+            refused = caller.call(api.bridge_status, "GET", "/status", headers=maker)
+            assert refused.status == 403 and json.loads(refused.body)["error"]["code"] == "forbidden"
+        finally:
+            bridge.close()

@@ -174,6 +174,20 @@
     } catch (error) {
       fill($("health-checks"), [["status", `unhealthy (${error.message})`]]);
     }
+    try {
+      const status = await call("GET", "status");
+      const last = status.last_reconcile;
+      fill($("bridge-status"), [
+        ["retry backlog (pending)", status.deliveries.pending], ["dead (kept for replay)", status.deliveries.dead],
+        ["Calendly accounts", (status.accounts || []).join(", ")],
+        ["last reconcile", last ? `${when(last.finished_at)}: ${last.checked} checked, ${last.healthy} healthy, `
+          + `${last.recreated} recreated, ${last.deleted} deleted, ${last.orphans_deleted} orphans deleted, `
+          + `${last.leftover} left for the next run, ${(last.errors || []).length} errors` : "not yet"],
+        ...((last && last.errors) || []).map((e) => [`error ${e.code}`, e.message]),
+      ]);
+    } catch (error) {
+      fill($("bridge-status"), [["status", `unavailable (${error.message})`]]);
+    }
     $("health").hidden = false;
   }
 

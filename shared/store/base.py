@@ -74,6 +74,12 @@ class Store(Protocol):
     def delete_account(self, name: str) -> None:
         """Delete; no error when already gone."""
 
+    # Notes: small JSON texts the bridge keeps about itself (the last reconcile's summary)
+    def save_note(self, name: str, text: str) -> None:
+        """Keep ``text`` (at most 32 KiB) under ``name``, replacing what was there."""
+
+    def read_note(self, name: str) -> str | None: ...
+
     # Deliveries
     def record_delivery(self, delivery: Delivery) -> Delivery | None:
         """Insert-if-absent: the recorded delivery (with its etag), or None when the id exists (a duplicate)."""
@@ -89,6 +95,9 @@ class Store(Protocol):
         """Pending deliveries whose ``next_attempt_at`` is at or before ``now`` (``now`` may be far future for 'all'),
         oldest first. Like ``purge_deliveries``, it covers the deliveries of every stored subscription and of
         those deleted within the tombstone week; ``purge_tombstones`` empties a deleted one's deliveries."""
+
+    def delivery_backlog(self) -> dict[str, int]:
+        """{"pending": n, "dead": n} over every subscription (the console's admin view; never the callback path)."""
 
     def delete_deliveries(self, subscription_id: str) -> int:
         """Delete every delivery of the subscription (its log and payloads); returns how many."""

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS tombstones (
     buried_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tombstones_by_age ON tombstones(buried_at);
+CREATE TABLE IF NOT EXISTS notes (
+    name TEXT PRIMARY KEY,
+    text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL,
@@ -237,6 +241,15 @@ class SqliteStore:
         rows = self._read("SELECT id, data, version FROM subscriptions WHERE target_hash = ? ORDER BY id", (target_hash,))
         return [self._sub(r) for r in rows]
 
+    # Notes ---------------------------------------------------------------
+    def save_note(self, name: str, text: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO notes (name, text) VALUES (?, ?)", (name, text))
+
+    def read_note(self, name: str) -> str | None:
+        rows = self._read("SELECT text FROM notes WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
     # Accounts ------------------------------------------------------------
     def create_account(self, account: Account) -> Account:
         version = secrets.randbelow(2 ** 62)
@@ -318,6 +331,10 @@ class SqliteStore:
                           "WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                           (DeliveryStatus.PENDING.value, now, limit))
         return [self._delivery(r) for r in rows]
+
+    def delivery_backlog(self) -> dict[str, int]:
+        counts = dict(self._read("SELECT status, COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead') GROUP BY status"))
+        return {"pending": int(counts.get("pending", 0)), "dead": int(counts.get("dead", 0))}
 
     def delete_deliveries(self, subscription_id: str) -> int:
         with self._tx() as db:

@@ -46,6 +46,7 @@ SUB_ROW = "subscription"
 CALLBACK_ROW = "callback"
 TOMBSTONE_ROW = "gone"
 ACCOUNT_PARTITION = "account"
+NOTE_PARTITION = "~note"  # counts table: the bridge's notes about itself (no subscription id starts with "~")
 COUNTS_ROW = "filters"  # counts table: PartitionKey = subscription id; matched / filtered (shared.counters)
 BATCH = 100  # entity group transactions hold at most 100 operations, all in one partition
 BODY_CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
@@ -298,6 +299,17 @@ class TableStore:
         # A dangling index row (a crash mid-create/delete, or an old target) is skipped.
         return [s for s in subs if s is not None and s.target_hash == target_hash]
 
+    # notes -----------------------------------------------------------------------------------
+    def save_note(self, name: str, text: str) -> None:
+        self._call(self._table("counts").upsert_entity, {"PartitionKey": NOTE_PARTITION, "RowKey": name, "text": text},
+                   mode=self._replace)
+
+    def read_note(self, name: str) -> str | None:
+        try:
+            return self._call(self._table("counts").get_entity, NOTE_PARTITION, name).get("text")
+        except self._not_found:
+            return None
+
     # accounts --------------------------------------------------------------------------------
     def _account(self, entity: Any) -> Account:
         return account_from_record(entity, entity["RowKey"], entity.metadata.get("etag"))
@@ -485,6 +497,16 @@ class TableStore:
             elif delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at <= now:
                 due.append(delivery)
         return due
+
+    def delivery_backlog(self) -> dict[str, int]:
+        """Index rows by key range, per subscription (the timer's reads): what is pending or dead, not what is stored."""
+        self._adopt_legacy()
+        counts = {"pending": 0, "dead": 0}
+        for partition in self._partitions():
+            counts["pending"] += len(self._index_range(partition, DUE, f"{DUE}{INDEX}", False, 10 ** 9))
+            dead = f"{SETTLED}{DeliveryStatus.DEAD.value}|"
+            counts["dead"] += len(self._index_range(partition, dead, f"{dead}{INDEX}", False, 10 ** 9))
+        return counts
 
     def delete_deliveries(self, subscription_id: str) -> int:
         # One partition: a keys-only partition query, then batched deletes, in key order: the
