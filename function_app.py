@@ -87,6 +87,10 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def list_deliveries(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_deliveries, req)
 
+    @app.route(route="subscriptions/{id}/hook", methods=["GET"], auth_level=MANAGEMENT)
+    def subscription_hook(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.subscription_hook, req)
+
     @app.route(route="subscriptions/{id}/test", methods=["POST"], auth_level=MANAGEMENT)
     def send_test_event(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.send_test_event, req)

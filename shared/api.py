@@ -344,6 +344,19 @@ def calendly_event(bridge: Bridge, req: Request) -> Response:
 
 
 @handler
+@management("hook", spends_calendly=True)
+def subscription_hook(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """GET /api/subscriptions/{id}/hook: what Calendly says of the subscription's hook now (its state and
+    times; never its callback URL, which carries the callback token). One Calendly call."""
+    sub = _manageable(bridge, call, _subscription_id(req))
+    hook = bridge.accounts.client(sub.account).get_webhook(sub.calendly_webhook) if sub.calendly_webhook else None
+    if hook is None:
+        return Response.json(200, {"uri": sub.calendly_webhook, "state": "missing"})
+    view = {name: hook.get(name) for name in ("state", "created_at", "updated_at", "retry_started_at", "events", "scope")}
+    return Response.json(200, {"uri": sub.calendly_webhook, **view})
+
+
+@handler
 @management("test", spends_calendly=True)
 def send_test_event(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     sub = _manageable(bridge, call, _subscription_id(req))

@@ -49,6 +49,19 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy_and_nothing_els
     assert requests.get(f"{bridge.url}/api/console/config", timeout=10).json() == {"management_auth": "function_key", "entra": None}
 
 
+def test_the_hook_route_says_what_calendly_holds_without_the_callback_url(bridge, sandbox, target):
+    sub = subscribe(bridge, target).json()
+    hook = bridge.api("GET", f"/subscriptions/{sub['id']}/hook")
+    assert hook.status_code == 200 and hook.json()["state"] == "active" and hook.json()["uri"] == sub["calendly_webhook"]
+    [held] = sandbox.app.hooks()
+    assert held["callback_url"] not in hook.text and held["callback_url"].rsplit("/", 1)[1] not in hook.text
+    sandbox.app.set_state(held["uri"].rsplit("/", 1)[1], "disabled")
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}/hook").json()["state"] == "disabled"
+    sandbox.app.remove(held["uri"].rsplit("/", 1)[1])
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}/hook").json()["state"] == "missing"
+    assert bridge.api("GET", f"/subscriptions/{'0' * 32}/hook").status_code == 404
+
+
 def test_management_answers_are_never_cached_and_me_says_who_the_caller_is(bridge, target):
     sub = subscribe(bridge, target).json()
     listed = bridge.api("GET", f"/subscriptions/{sub['id']}/deliveries", params={"include": "payload"})
@@ -129,6 +142,9 @@ def test_an_operator_finds_a_dead_delivery_replays_it_and_sees_it_delivered(make
     row.send_keys(Keys.ENTER)
     wait(browser, text_in("deliveries-table", "dead"))
     assert "500" in browser.find_element(By.ID, "deliveries-table").text and "dead: 1" in browser.find_element(By.ID, "counts").text
+    assert "last event 20" in browser.find_element(By.ID, "counts").text
+    browser.find_element(By.ID, "check-hook").click()
+    wait(browser, text_in("status", "Calendly hook: active"))
     shot(browser, "console-dead-delivery")
     browser.find_element(By.CSS_SELECTOR, f"#deliveries-table tr[data-id='{dead['id']}'] button[aria-label^='Replay']").click()
     wait(browser, text_in("deliveries-table", "delivered"))

@@ -258,8 +258,10 @@
     $("more-deliveries").hidden = !deliveriesCursor;
     const counts = {};
     for (const d of deliveries) counts[d.status] = (counts[d.status] || 0) + 1;
+    const last = deliveries.reduce((latest, d) => (d.created_at > latest ? d.created_at : latest), "");
     $("counts").textContent = deliveries.length
       ? `${Object.entries(counts).map(([status, n]) => `${status}: ${n}`).join(" · ")}${deliveriesCursor ? " (so far)" : ""}`
+        + ` · last event ${when(last)}`
       : "No deliveries kept (the README says how long they are).";
     return undefined;
   }
@@ -318,6 +320,16 @@
     await loadDeliveries(true);
   }
 
+  async function checkHook() {
+    try {
+      const hook = await call("GET", `subscriptions/${encodeURIComponent(current.id)}/hook`);
+      say(`Calendly hook: ${hook.state}${hook.retry_started_at ? ` (Calendly retrying since ${when(hook.retry_started_at)})` : ""}`
+        + `${hook.state === "active" ? "" : " — reconcile recreates it on its next run"}.`, hook.state !== "active");
+    } catch (error) {
+      say(`Could not ask Calendly: ${error.message}`, true);
+    }
+  }
+
   async function sendTest() {
     try {
       await call("POST", `subscriptions/${encodeURIComponent(current.id)}/test`);
@@ -351,6 +363,7 @@
     $("more-subs").addEventListener("click", () => loadSubscriptions(false));
     $("more-deliveries").addEventListener("click", () => loadDeliveries(false));
     $("test-event").addEventListener("click", sendTest);
+    $("check-hook").addEventListener("click", checkHook);
     $("unsubscribe").addEventListener("click", unsubscribe);
     $("owner-form").addEventListener("submit", (event) => {
       event.preventDefault();
