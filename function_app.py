@@ -67,6 +67,10 @@ def build_app(bridge: Callable[[], Bridge]) -> func.FunctionApp:
     def retire_account(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.retire_account, req)
 
+    @app.route(route="accounts/{name}/preflight", methods=["POST"], auth_level=MANAGEMENT)
+    def account_preflight(req: func.HttpRequest) -> func.HttpResponse:
+        return _call(bridge, api.account_preflight, req)
+
     @app.route(route="subscriptions", methods=["GET"], auth_level=MANAGEMENT)
     def list_subscriptions(req: func.HttpRequest) -> func.HttpResponse:
         return _call(bridge, api.list_subscriptions, req)

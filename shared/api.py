@@ -332,6 +332,19 @@ def retire_account(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
     return Response.json(200, bridge.accounts.retire(_account_name(req), bridge.subscriptions.stop_account))
 
 
+@handler
+@management("preflight", spends_calendly=True)
+def account_preflight(bridge: Bridge, req: Request, call: AuditRecord) -> Response:
+    """POST /api/accounts/{name}/preflight (admins): ``python -m shared preflight --account`` over HTTP, for
+    the console: whose token it is, its role, per event family whether a subscribe would pass (it makes and
+    at once deletes one hook per family)."""
+    from .preflight import preflight
+
+    _admin(call, "check a Calendly account's token")
+    client = bridge.accounts.client(_account_name(req))
+    return Response.json(200, preflight(client, bridge.settings.public_url))
+
+
 # Calendly's callback -----------------------------------------------------------
 @handler
 def calendly_event(bridge: Bridge, req: Request) -> Response:

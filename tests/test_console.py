@@ -136,6 +136,8 @@ def test_an_operator_finds_a_dead_delivery_replays_it_and_sees_it_delivered(make
     assert "function key · admin" in browser.find_element(By.ID, "who").text  # the local host, like func start, takes no key
     wait(browser, text_in("health-checks", "ok"))
     wait(browser, text_in("bridge-status", "2 checked, 2 healthy"))
+    browser.find_element(By.XPATH, "//button[text()='Check the token of default']").click()
+    wait(browser, text_in("preflight", "result\nok"))
     assert "dead (kept for replay)\n1" in browser.find_element(By.ID, "bridge-status").text
     # Keyboard only: focus the failing subscription's row and press Enter.
     row = browser.find_element(By.CSS_SELECTOR, f"#subs-table tr[data-id='{failing['id']}']")
@@ -335,5 +337,10 @@ def test_status_counts_the_backlog_and_dead_and_shows_the_last_reconcile_to_admi
             assert status["last_reconcile"]["checked"] == report.checked == 1 and status["last_reconcile"]["finished_at"]
             refused = caller.call(api.bridge_status, "GET", "/status", headers=maker)
             assert refused.status == 403 and json.loads(refused.body)["error"]["code"] == "forbidden"
+            checked = caller.call(api.account_preflight, "POST", "/accounts/default/preflight", headers=admin, name="default")
+            assert checked.status == 200 and json.loads(checked.body)["ok"] is True, checked.body
+            assert sandbox.app.hooks() == [h for h in sandbox.app.hooks() if h["uri"] == sub["calendly_webhook"]]  # nothing left
+            refused = caller.call(api.account_preflight, "POST", "/accounts/default/preflight", headers=maker, name="default")
+            assert refused.status == 403
         finally:
             bridge.close()

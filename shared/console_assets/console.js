@@ -185,10 +185,33 @@
           + `${last.leftover} left for the next run, ${(last.errors || []).length} errors` : "not yet"],
         ...((last && last.errors) || []).map((e) => [`error ${e.code}`, e.message]),
       ]);
+      $("preflight-buttons").replaceChildren(...(status.accounts || []).map((name) => {
+        const button = el("button", `Check the token of ${name}`, { type: "button" });
+        button.addEventListener("click", () => checkToken(name));
+        return button;
+      }));
     } catch (error) {
       fill($("bridge-status"), [["status", `unavailable (${error.message})`]]);
     }
     $("health").hidden = false;
+  }
+
+  async function checkToken(name) {
+    fill($("preflight"), [["account", name], ["result", "checking… (creates and at once deletes one hook per event family)"]]);
+    try {
+      const report = await call("POST", `accounts/${encodeURIComponent(name)}/preflight`);
+      const token = report.token || {};
+      fill($("preflight"), [
+        ["account", name], ["result", report.ok ? "ok" : "needs attention"],
+        ["token of", [token.name, token.email, token.role].filter(Boolean).join(", ")],
+        ...Object.entries(report.checks || {}).map(([scope, check]) => [scope, check.status + (check.message ? `: ${check.message}` : "")]),
+        ...Object.entries(report.families || {}).map(([family, result]) => [`${family} events`,
+          result.status + (result.needs ? ` (needs ${result.needs.join(", ")})` : "")]),
+        ...((report.left_behind || []).length ? [["hooks left behind", report.left_behind.join(", ")]] : []),
+      ]);
+    } catch (error) {
+      fill($("preflight"), [["account", name], ["result", `failed: ${error.message}`]]);
+    }
   }
 
   // Subscriptions ------------------------------------------------------------------------------
