@@ -344,3 +344,27 @@ def test_status_counts_the_backlog_and_dead_and_shows_the_last_reconcile_to_admi
             assert refused.status == 403
         finally:
             bridge.close()
+
+
+def test_a_test_event_and_an_unsubscribe_after_its_confirmation(make_host, sandbox, target, browser):
+    from selenium.webdriver.common.by import By
+
+    bridge = make_host()
+    sub = subscribe(bridge, target).json()
+    browser.get(f"{bridge.url}/api/console")
+    wait(browser, text_in("subs-table", sub["id"]))
+    browser.find_element(By.CSS_SELECTOR, f"#subs-table tr[data-id='{sub['id']}']").click()
+    wait(browser, text_in("detail-fields", sub["calendly_webhook"]))
+    browser.find_element(By.ID, "test-event").click()
+    wait(browser, text_in("deliveries-table", "delivered"))
+    assert len(target.wait_for(1)) == 1
+    browser.find_element(By.ID, "unsubscribe").click()
+    wait(browser, lambda b: b.switch_to.alert)
+    browser.switch_to.alert.dismiss()  # "Cancel": nothing happens
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}").status_code == 200 and len(sandbox.app.hooks()) == 1
+    browser.find_element(By.ID, "unsubscribe").click()
+    wait(browser, lambda b: b.switch_to.alert)
+    browser.switch_to.alert.accept()
+    wait(browser, text_in("status", f"Unsubscribed {sub['id']}"))
+    assert bridge.api("GET", f"/subscriptions/{sub['id']}").status_code == 404 and sandbox.app.hooks() == []
+    assert sub["id"] not in browser.find_element(By.ID, "subs-table").text

@@ -365,9 +365,9 @@
 
   async function unsubscribe() {
     if (!window.confirm(`Unsubscribe ${current.id}? Its Calendly hook and delivery log are deleted; the flow stops.`)) return;
+    const gone = current.id;
     try {
-      await call("DELETE", `subscriptions/${encodeURIComponent(current.id)}`);
-      say(`Unsubscribed ${current.id}.`);
+      await call("DELETE", `subscriptions/${encodeURIComponent(gone)}`);
     } catch (error) {
       say(`Unsubscribe failed: ${error.message}`, true);
       return;
@@ -375,6 +375,7 @@
     current = null;
     $("detail").hidden = true;
     await loadSubscriptions(true);
+    say(`Unsubscribed ${gone}.`);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
