@@ -7,28 +7,14 @@ first table row drawn), median and worst of R loads. Chromium resolves and reach
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 
 from benchmarks.harness import Host
+from devtools.browser import headless_chromium
 from shared.models import HttpEndpoint, Subscription, SubscriptionState
 from shared.store.sqlite import SqliteStore
 
 GOAL_SECONDS = 1.0
-
-
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                            options=options)
 
 
 def measure(subscriptions: int = 1000, loads: int = 7) -> dict:
@@ -36,7 +22,7 @@ def measure(subscriptions: int = 1000, loads: int = 7) -> dict:
     from selenium.webdriver.support.ui import WebDriverWait
 
     host = Host("http://127.0.0.1:9", "unused").start()  # the page's calls never reach Calendly
-    browser = _browser()
+    browser = headless_chromium()
     try:
         store = SqliteStore(host.sqlite)
         for n in range(subscriptions):

@@ -61,10 +61,10 @@ def not_found(name: str) -> BridgeError:
 class AccountService:
     """The accounts: their Calendly clients, who may use them, declaring and retiring."""
 
-    def __init__(self, store: Store, default: CalendlyClient, client_for: Callable[[str], CalendlyClient],
+    def __init__(self, store: Store, default: CalendlyClient, client_for: Callable[[str, str], CalendlyClient],
                  vault_configured: bool, default_exists: Callable[[], bool], clock: Clock = utcnow,
                  timer: Callable[[], float] = time.monotonic):
-        """``client_for(secret_name)``: a Calendly client whose token is that Key Vault secret;
+        """``client_for(name, secret_name)``: the Calendly client of account ``name``, whose token is that Key Vault secret;
         ``default_exists()``: whether the settings' PAT is there (set, or its Key Vault secret exists)."""
         self.store = store
         self.default = default
@@ -108,8 +108,7 @@ class AccountService:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._clients[key] = self.client_for(account.secret_name)
-                client.account = account.name
+                client = self._clients[key] = self.client_for(account.name, account.secret_name)
             return client
 
     @property
@@ -205,7 +204,11 @@ class AccountService:
             raise BridgeError(409, "account_exists",
                               f"an account named '{name}' exists{' and is being retired' if existing.status != ACTIVE else ''}; "
                               "retire it first or choose another name")
-        me = self.client_for(secret_name).me()  # reads the secret (503 when it cannot) and checks the token (502)
+        probe = self.client_for(name, secret_name)
+        try:
+            me = probe.me()  # reads the secret (503 when it cannot) and checks the token (502)
+        finally:
+            probe.close()
         organization, user = str(me.get("current_organization") or ""), str(me.get("uri") or "")
         if not organization or not user:
             raise BridgeError(502, "calendly_rejected", "Calendly did not say which user and organization the token belongs to")

@@ -123,9 +123,9 @@ def compose(settings: Settings, *, store: Store | None = None, calendly: Calendl
     pat = pat or pat_provider(settings, vault)
     calendly = calendly or CalendlyClient(settings.calendly_api_base, pat)
 
-    def account_client(secret_name: str) -> CalendlyClient:  # another account: its token is that Key Vault secret
+    def account_client(name: str, secret_name: str) -> CalendlyClient:  # another account: its token is that Key Vault secret
         token = KeyVaultPat(str(settings.key_vault_url), secret_name, settings.pat_cache_seconds, vault)
-        return CalendlyClient(settings.calendly_api_base, token)
+        return CalendlyClient(settings.calendly_api_base, token, account=name)
 
     accounts = AccountService(store, calendly, account_client, vault_configured=bool(settings.key_vault_url),
                               default_exists=lambda: token_exists(pat), clock=clock)

@@ -149,11 +149,10 @@ class SignInServer:
     take it as the home tenant's authority."""
 
     def __init__(self, issuer: LocalIssuer, directory):
-        import ssl
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from urllib.parse import parse_qs, urlencode, urlsplit
 
-        from tests.fake_keyvault import make_certificate
+        from tests.fake_keyvault import https_server, make_certificate
 
         self.issuer = issuer
         self.user: dict = {}
@@ -208,12 +207,7 @@ class SignInServer:
                 return self._send(200, server.tokens(grant))
 
         self.cert_path, key_path = make_certificate(directory)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_path, key_path)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._server, self.url, self._thread = https_server(Handler, self.cert_path, key_path)
 
     def start(self) -> SignInServer:
         self._thread.start()

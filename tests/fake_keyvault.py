@@ -36,6 +36,17 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def https_server(handler, cert_path: Path, key_path: Path) -> tuple[ThreadingHTTPServer, str, threading.Thread]:
+    """A threading HTTPS server on an ephemeral 127.0.0.1 port with that certificate: (server, its URL, the
+    thread that serves it once started)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    return server, f"https://127.0.0.1:{server.server_address[1]}", thread
+
+
 class FakeKeyVault:
     TENANT = "00000000-0000-0000-0000-000000000001"
     TOKEN = "fake-kv-access-token"
@@ -93,12 +104,7 @@ class FakeKeyVault:
                                         "attributes": {"enabled": True, "created": 1700000000, "updated": 1700000000,
                                                        "recoveryLevel": "Recoverable+Purgeable"}})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_path, key_path)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._server, self.url, self._thread = https_server(Handler, self.cert_path, key_path)
 
     def start(self) -> "FakeKeyVault":
         self._thread.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -74,22 +73,13 @@ def test_management_answers_are_never_cached_and_me_says_who_the_caller_is(bridg
 # In a real browser ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from devtools.browser import headless_chromium
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.fail("the console's browser tests need Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver; scripts/test.sh does it when run as root)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-default-apps", "--disable-extensions", "--disable-client-side-phishing-detection",
-                     "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                     "--ignore-certificate-errors"):  # the loopback sign-in server's self-signed certificate (tests/entra_issuer.py)
-        options.add_argument(argument)
-    session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    try:
+        # the loopback sign-in server's self-signed certificate (tests/entra_issuer.py)
+        session = headless_chromium("--ignore-certificate-errors")
+    except RuntimeError as exc:
+        pytest.fail(f"the console's browser tests: {exc}")
     session.set_page_load_timeout(30)
     yield session
     session.quit()
